@@ -1,0 +1,89 @@
+namespace MedServe;
+
+/// <summary>The life of a deployed version, shown to users as it is.</summary>
+public enum DeploymentState
+{
+    /// <summary>Wanted, but no silo can host it yet.</summary>
+    Pending,
+    /// <summary>Replicas are loading their ONNX Runtime sessions.</summary>
+    Loading,
+    /// <summary>Validation samples are running.</summary>
+    Validating,
+    /// <summary>Serving traffic.</summary>
+    Ready,
+    /// <summary>Could not load or did not reproduce its validation samples; see the reason.</summary>
+    Failed,
+    /// <summary>Not deployed; sessions are freed.</summary>
+    Unloaded,
+}
+
+/// <summary>How a version is to be deployed.</summary>
+[GenerateSerializer, Immutable, Alias("medserve.deployment-spec")]
+public sealed record DeploymentSpec
+{
+    [Id(0)] public int Replicas { get; init; } = 1;
+    /// <summary><c>cpu</c>, <c>gpu</c> or <c>any</c>; empty takes the manifest's.</summary>
+    [Id(1)] public string? Accelerator { get; init; }
+}
+
+/// <summary>One replica: which silo runs its session, on which execution provider.</summary>
+[GenerateSerializer, Immutable, Alias("medserve.replica-info")]
+public sealed record ReplicaInfo(
+    [property: Id(0)] string Key,
+    [property: Id(1)] string Silo,
+    [property: Id(2)] string ExecutionProvider,
+    [property: Id(3)] DateTimeOffset LoadedAt);
+
+/// <summary>Outcome of running a version's validation samples.</summary>
+[GenerateSerializer, Immutable, Alias("medserve.validation-report")]
+public sealed record ValidationReport(
+    [property: Id(0)] bool Passed,
+    [property: Id(1)] int Samples,
+    [property: Id(2)] int Failures,
+    [property: Id(3)] double MaxAbsDiff,
+    [property: Id(4)] double? MinDice,
+    [property: Id(5)] string Summary);
+
+/// <summary>What a deployment looks like from outside.</summary>
+[GenerateSerializer, Immutable, Alias("medserve.deployment-info")]
+public sealed record DeploymentInfo
+{
+    [Id(0)] public string Model { get; init; } = "";
+    [Id(1)] public string Version { get; init; } = "";
+    [Id(2)] public DeploymentState State { get; init; } = DeploymentState.Unloaded;
+    [Id(3)] public string? Reason { get; init; }
+    [Id(4)] public DeploymentSpec Spec { get; init; } = new();
+    [Id(5)] public ReplicaInfo[] Replicas { get; init; } = [];
+    [Id(6)] public ValidationReport? Validation { get; init; }
+    [Id(7)] public DateTimeOffset UpdatedAt { get; init; }
+}
+
+/// <summary>What a front end caches to send a request straight to a replica (one grain hop).</summary>
+[GenerateSerializer, Immutable, Alias("medserve.route")]
+public sealed record InferenceRoute(
+    [property: Id(0)] string Model,
+    [property: Id(1)] string Version,
+    [property: Id(2)] DeploymentState State,
+    [property: Id(3)] string? Reason,
+    [property: Id(4)] string[] ReplicaKeys);
+
+/// <summary>A registered, immutable model version.</summary>
+[GenerateSerializer, Immutable, Alias("medserve.model-version")]
+public sealed record ModelVersionInfo
+{
+    [Id(0)] public ModelManifest Manifest { get; init; } = new();
+    [Id(1)] public string Sha256 { get; init; } = "";
+    [Id(2)] public long SizeBytes { get; init; }
+    [Id(3)] public DateTimeOffset RegisteredAt { get; init; }
+    [Id(4)] public bool Deployed { get; init; }
+}
+
+/// <summary>A model and its versions.</summary>
+[GenerateSerializer, Immutable, Alias("medserve.model-info")]
+public sealed record ModelInfo
+{
+    [Id(0)] public string Name { get; init; } = "";
+    [Id(1)] public ModelVersionInfo[] Versions { get; init; } = [];
+    /// <summary>The version a call without a version goes to: the one set explicitly, else the highest deployed.</summary>
+    [Id(2)] public string? DefaultVersion { get; init; }
+}

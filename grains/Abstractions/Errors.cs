@@ -1,0 +1,61 @@
+namespace MedServe;
+
+/// <summary>What went wrong, in terms a front end can map to its protocol (HTTP status, CLI exit code).</summary>
+public enum ErrorKind
+{
+    /// <summary>The caller sent something wrong: 400.</summary>
+    InvalidInput,
+    /// <summary>No such model, version or deployment: 404.</summary>
+    NotFound,
+    /// <summary>The request conflicts with current state (duplicate version, deleting a deployed one): 409.</summary>
+    Conflict,
+    /// <summary>The model exists but cannot serve now (loading, failed validation): 503.</summary>
+    NotReady,
+    /// <summary>The body is larger than allowed: 413.</summary>
+    TooLarge,
+    /// <summary>The server failed: 500.</summary>
+    Internal,
+}
+
+/// <summary>
+/// An error whose message is safe to show to the caller and to log: it names fields, shapes and ids,
+/// never tensor values.
+/// </summary>
+[GenerateSerializer, Alias("medserve.error")]
+public sealed class MedServeException : Exception
+{
+    public MedServeException(ErrorKind kind, string message, string? field = null)
+        : base(message)
+    {
+        Kind = kind;
+        Field = field;
+    }
+
+    public MedServeException()
+    {
+    }
+
+    public MedServeException(string message) : base(message)
+    {
+    }
+
+    public MedServeException(string message, Exception innerException) : base(message, innerException)
+    {
+    }
+
+    /// <summary>The kind of failure.</summary>
+    [Id(0)]
+    public ErrorKind Kind { get; init; } = ErrorKind.Internal;
+
+    /// <summary>The offending field (manifest path, tensor name), when one is to blame.</summary>
+    [Id(1)]
+    public string? Field { get; init; }
+
+    public static MedServeException Invalid(string message, string? field = null) => new(ErrorKind.InvalidInput, message, field);
+
+    public static MedServeException NotFound(string message) => new(ErrorKind.NotFound, message);
+
+    public static MedServeException Conflict(string message, string? field = null) => new(ErrorKind.Conflict, message, field);
+
+    public static MedServeException NotReady(string message) => new(ErrorKind.NotReady, message);
+}

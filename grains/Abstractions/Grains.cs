@@ -1,0 +1,90 @@
+using Orleans.Concurrency;
+
+namespace MedServe;
+
+/// <summary>A model by name: its immutable versions and which one is the default. Key: model name.</summary>
+public interface IModelGrain : IGrainWithStringKey
+{
+    /// <summary>Registers a new version; a version that exists already is a conflict.</summary>
+    Task<ModelVersionInfo> RegisterVersionAsync(ModelManifest manifest, string sha256, long sizeBytes);
+
+    /// <summary>The model and its versions, or null when nothing is registered under this name.</summary>
+    Task<ModelInfo?> GetAsync();
+
+    /// <summary>One version, or null.</summary>
+    Task<ModelVersionInfo?> GetVersionAsync(string version);
+
+    /// <summary>Deletes a version; refused while it is deployed.</summary>
+    Task DeleteVersionAsync(string version);
+
+    /// <summary>Marks a version deployed or not (called by its deployment).</summary>
+    Task SetDeployedAsync(string version, bool deployed);
+
+    /// <summary>Sets the version that calls without a version go to; null returns to "highest deployed".</summary>
+    Task SetDefaultVersionAsync(string? version);
+
+    /// <summary>The version a call without a version goes to, or null when none is deployed.</summary>
+    Task<string?> GetDefaultVersionAsync();
+}
+
+/// <summary>The cluster's index of models and deployments (singleton, key 0).</summary>
+public interface ICatalogGrain : IGrainWithIntegerKey
+{
+    /// <summary>Model names, sorted.</summary>
+    Task<string[]> ListModelsAsync();
+
+    Task AddModelAsync(string name);
+
+    Task RemoveModelAsync(string name);
+
+    /// <summary>Deployment keys (<c>name/version</c>) that should be running.</summary>
+    Task<string[]> ListDeploymentsAsync();
+
+    Task SetDeploymentAsync(string key, bool active);
+}
+
+/// <summary>One deployed model version. Key: <c>name/version</c>.</summary>
+public interface IDeploymentGrain : IGrainWithStringKey
+{
+    /// <summary>Starts (or re-specs) the deployment; returns at once with state Loading, Ready follows.</summary>
+    Task<DeploymentInfo> DeployAsync(DeploymentSpec spec);
+
+    /// <summary>Stops serving and frees every replica's session.</summary>
+    Task<DeploymentInfo> UndeployAsync();
+
+    Task<DeploymentInfo> GetAsync();
+
+    /// <summary>Where requests go: state and ready replicas.</summary>
+    Task<InferenceRoute> GetRouteAsync();
+
+    /// <summary>Makes sure a deployment that should run is running (after a restart).</summary>
+    Task EnsureRunningAsync();
+}
+
+/// <summary>One ONNX Runtime session on one silo. Key: <c>name/version/index</c>.</summary>
+public interface IReplicaGrain : IGrainWithStringKey
+{
+    /// <summary>Loads the artifact (verified by SHA-256) into a session; idempotent.</summary>
+    Task<ReplicaInfo> LoadAsync(ModelManifest manifest, string sha256);
+
+    /// <summary>Frees the session and forgets the spec.</summary>
+    Task UnloadAsync();
+
+    /// <summary>Runs one request. Interleaves: ONNX Runtime sessions are thread-safe.</summary>
+    [AlwaysInterleave]
+    Task<InferenceResponse> InferAsync(InferenceRequest request);
+}
+
+/// <summary>Keys of grains, in one place.</summary>
+public static class GrainKeys
+{
+    public static string Deployment(string model, string version) => $"{model}/{version}";
+
+    public static string Replica(string model, string version, int index) => $"{model}/{version}/{index}";
+
+    public static (string Model, string Version) ParseDeployment(string key)
+    {
+        var slash = key.IndexOf('/', StringComparison.Ordinal);
+        return slash < 0 ? (key, "") : (key[..slash], key[(slash + 1)..]);
+    }
+}

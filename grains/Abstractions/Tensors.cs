@@ -1,0 +1,64 @@
+namespace MedServe;
+
+/// <summary>Tensor element types, named as the Open Inference Protocol (V2) names them.</summary>
+public enum TensorDatatype
+{
+    BOOL,
+    UINT8,
+    UINT16,
+    UINT32,
+    UINT64,
+    INT8,
+    INT16,
+    INT32,
+    INT64,
+    FP16,
+    FP32,
+    FP64,
+    BYTES,
+}
+
+/// <summary>
+/// A named tensor: shape plus one contiguous little-endian buffer of its elements (row-major).
+/// BOOL is one byte per element. The buffer is never copied on the way through the cluster.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("medserve.tensor")]
+public sealed record Tensor(
+    [property: Id(0)] string Name,
+    [property: Id(1)] TensorDatatype Datatype,
+    [property: Id(2)] long[] Shape,
+    [property: Id(3)] byte[] Data)
+{
+    /// <summary>Number of elements the shape describes.</summary>
+    public long ElementCount
+    {
+        get
+        {
+            long n = 1;
+            foreach (var d in Shape)
+            {
+                n *= d;
+            }
+            return n;
+        }
+    }
+
+    /// <summary>Shape as text, e.g. <c>[1,30]</c>, for error messages.</summary>
+    public string ShapeText => "[" + string.Join(",", Shape) + "]";
+}
+
+/// <summary>One inference call: inputs, which outputs are wanted (all when empty) and an optional id echoed back.</summary>
+[GenerateSerializer, Immutable, Alias("medserve.inference-request")]
+public sealed record InferenceRequest(
+    [property: Id(0)] Tensor[] Inputs,
+    [property: Id(1)] string[]? RequestedOutputs = null,
+    [property: Id(2)] string? Id = null);
+
+/// <summary>The answer to an <see cref="InferenceRequest"/>.</summary>
+[GenerateSerializer, Immutable, Alias("medserve.inference-response")]
+public sealed record InferenceResponse(
+    [property: Id(0)] string ModelName,
+    [property: Id(1)] string ModelVersion,
+    [property: Id(2)] Tensor[] Outputs,
+    [property: Id(3)] string? Id = null,
+    [property: Id(4)] double ComputeMilliseconds = 0);

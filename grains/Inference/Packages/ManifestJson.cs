@@ -1,0 +1,171 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using System.Text.RegularExpressions;
+
+namespace MedServe.Inference.Packages;
+
+/// <summary>Reads and writes <c>manifest.json</c> (snake_case, datatypes by their V2 names) and checks it is complete.</summary>
+public static partial class ManifestJson
+{
+    /// <summary>The JSON conventions of every MedServe document: snake_case names, enums as strings.</summary>
+    public static readonly JsonSerializerOptions Options = CreateOptions();
+
+    private static JsonSerializerOptions CreateOptions()
+    {
+        var options = new JsonSerializerOptions(JsonSerializerDefaults.Web)
+        {
+            PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+            DictionaryKeyPolicy = null,
+            DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+            WriteIndented = true,
+            AllowTrailingCommas = true,
+            ReadCommentHandling = JsonCommentHandling.Skip,
+            UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+        };
+        options.Converters.Add(new JsonStringEnumConverter());
+        return options;
+    }
+
+    [GeneratedRegex("^[a-z0-9][a-z0-9._-]{0,62}$")]
+    private static partial Regex NamePattern();
+
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")]
+    private static partial Regex VersionPattern();
+
+    /// <summary>Parses a manifest and checks its required fields; errors name the field.</summary>
+    public static ModelManifest Parse(ReadOnlySpan<byte> json)
+    {
+        ModelManifest? manifest;
+        try
+        {
+            manifest = JsonSerializer.Deserialize<ModelManifest>(json, Options);
+        }
+        catch (JsonException e)
+        {
+            var path = string.IsNullOrEmpty(e.Path) ? "manifest" : "manifest" + e.Path.TrimStart('$');
+            throw MedServeException.Invalid($"manifest.json is not valid: {Describe(e)} at {path}", path);
+        }
+        if (manifest is null)
+        {
+            throw MedServeException.Invalid("manifest.json is empty", "manifest");
+        }
+        Check(manifest);
+        return manifest;
+    }
+
+    private static string Describe(JsonException e) =>
+        e.Message.Contains("could not be mapped", StringComparison.Ordinal) ? "unknown field"
+        : e.Message.Contains("could not be converted", StringComparison.Ordinal) ? "wrong type or value"
+        : "malformed JSON";
+
+    /// <summary>Checks a manifest is complete and self-consistent.</summary>
+    public static void Check(ModelManifest m)
+    {
+        if (!IsValidName(m.Name))
+        {
+            throw MedServeException.Invalid("manifest.name must be 1-63 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit", "manifest.name");
+        }
+        if (!IsValidVersion(m.Version))
+        {
+            throw MedServeException.Invalid("manifest.version must be 1-32 characters of A-Z, a-z, 0-9, '.', '_' or '-'", "manifest.version");
+        }
+        if (m.Accelerator is not ("cpu" or "gpu" or "any"))
+        {
+            throw MedServeException.Invalid("manifest.accelerator must be cpu, gpu or any", "manifest.accelerator");
+        }
+        CheckSpecs(m.Inputs, "inputs");
+        CheckSpecs(m.Outputs, "outputs");
+        if (m.Validation is { } v)
+        {
+            if (v.Tolerance is < 0 or double.NaN)
+            {
+                throw MedServeException.Invalid("manifest.validation.tolerance must be >= 0", "manifest.validation.tolerance");
+            }
+            for (var s = 0; s < v.Samples.Length; s++)
+            {
+                var sample = v.Samples[s];
+                var at = $"manifest.validation.samples[{s}]";
+                foreach (var spec in m.Inputs)
+                {
+                    if (!sample.Inputs.ContainsKey(spec.Name))
+                    {
+                        throw MedServeException.Invalid($"{at}.inputs lacks input '{spec.Name}'", $"{at}.inputs");
+                    }
+                }
+                foreach (var (name, t) in sample.Inputs)
+                {
+                    if (m.Inputs.All(i => i.Name != name))
+                    {
+                        throw MedServeException.Invalid($"{at}.inputs names '{name}', which is not an input", $"{at}.inputs.{name}");
+                    }
+                    CheckSampleShape(t.Shape, t.Data.Length, $"{at}.inputs.{name}");
+                }
+                if (sample.ExpectedOutputs.Count == 0)
+                {
+                    throw MedServeException.Invalid($"{at}.expected_outputs is empty", $"{at}.expected_outputs");
+                }
+                foreach (var (name, t) in sample.ExpectedOutputs)
+                {
+                    if (m.Outputs.All(o => o.Name != name))
+                    {
+                        throw MedServeException.Invalid($"{at}.expected_outputs names '{name}', which is not an output", $"{at}.expected_outputs.{name}");
+                    }
+                    CheckSampleShape(t.Shape, t.Data.Length, $"{at}.expected_outputs.{name}");
+                }
+            }
+        }
+    }
+
+    public static bool IsValidName(string? name) => name is not null && NamePattern().IsMatch(name);
+
+    public static bool IsValidVersion(string? version) => version is not null && VersionPattern().IsMatch(version);
+
+    private static void CheckSpecs(TensorSpec[] specs, string field)
+    {
+        if (specs.Length == 0)
+        {
+            throw MedServeException.Invalid($"manifest.{field} must name at least one tensor", $"manifest.{field}");
+        }
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        for (var i = 0; i < specs.Length; i++)
+        {
+            var s = specs[i];
+            var at = $"manifest.{field}[{i}]";
+            if (string.IsNullOrWhiteSpace(s.Name))
+            {
+                throw MedServeException.Invalid($"{at}.name is required", $"{at}.name");
+            }
+            if (!seen.Add(s.Name))
+            {
+                throw MedServeException.Invalid($"{at}.name '{s.Name}' appears twice", $"{at}.name");
+            }
+            if (s.Shape.Length == 0 || s.Shape.Any(d => d == 0 || d < -1))
+            {
+                throw MedServeException.Invalid($"{at}.shape must list dimensions, each positive or -1 for dynamic", $"{at}.shape");
+            }
+            if (s.Labels is { } labels && s.Shape[^1] > 0 && labels.Length != s.Shape[^1])
+            {
+                throw MedServeException.Invalid($"{at}.labels has {labels.Length} entries but the last dimension is {s.Shape[^1]}", $"{at}.labels");
+            }
+        }
+    }
+
+    private static void CheckSampleShape(long[] shape, int length, string at)
+    {
+        long n = 1;
+        foreach (var d in shape)
+        {
+            if (d < 1)
+            {
+                throw MedServeException.Invalid($"{at}.shape must have positive dimensions", $"{at}.shape");
+            }
+            n *= d;
+        }
+        if (shape.Length == 0 || n != length)
+        {
+            throw MedServeException.Invalid($"{at}.data has {length} values but shape [{string.Join(",", shape)}] needs {n}", $"{at}.data");
+        }
+    }
+
+    public static byte[] Serialize(ModelManifest manifest) => JsonSerializer.SerializeToUtf8Bytes(manifest, Options);
+}

@@ -1,0 +1,293 @@
+using System.Buffers;
+using System.Diagnostics;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace MedServe.Inference.Runtime;
+
+/// <summary>How sessions are made on this silo.</summary>
+public sealed record RuntimeOptions
+{
+    /// <summary><c>gpu</c> tries the CUDA execution provider first; <c>cpu</c> never does; <c>any</c> prefers gpu.</summary>
+    public string Accelerator { get; init; } = "any";
+
+    /// <summary>ONNX Runtime intra-op threads per session. Requests run concurrently, so 1 keeps cores for them.</summary>
+    public int IntraOpThreads { get; init; } = 1;
+}
+
+/// <summary>An input or output as the ONNX graph declares it (-1 for a dynamic dimension).</summary>
+public sealed record GraphTensor(string Name, TensorDatatype Datatype, long[] Shape)
+{
+    public string ShapeText => "[" + string.Join(",", Shape) + "]";
+}
+
+/// <summary>
+/// One ONNX Runtime session and the checks that stand before it: every request is validated against the
+/// graph's real inputs (names, datatypes, ranks, fixed dimensions) and the manifest (non-finite values), so
+/// bad input answers with a message instead of a native error. Thread-safe: ONNX Runtime sessions are.
+/// </summary>
+public sealed class OnnxModel : IDisposable
+{
+    private readonly InferenceSession _session;
+    private readonly RunOptions _runOptions = new();
+    private readonly Dictionary<string, GraphTensor> _inputs;
+    private readonly Dictionary<string, TensorSpec> _manifestInputs;
+    private readonly string[] _allOutputs;
+
+    private OnnxModel(InferenceSession session, ModelManifest manifest, string executionProvider)
+    {
+        _session = session;
+        Manifest = manifest;
+        ExecutionProvider = executionProvider;
+        Inputs = Describe(session.InputMetadata);
+        Outputs = Describe(session.OutputMetadata);
+        _inputs = Inputs.ToDictionary(i => i.Name, StringComparer.Ordinal);
+        _manifestInputs = manifest.Inputs.ToDictionary(i => i.Name, StringComparer.Ordinal);
+        _allOutputs = [.. Outputs.Select(o => o.Name)];
+    }
+
+    public ModelManifest Manifest { get; }
+
+    /// <summary>The execution provider that really runs this session (CUDAExecutionProvider or CPUExecutionProvider).</summary>
+    public string ExecutionProvider { get; }
+
+    public IReadOnlyList<GraphTensor> Inputs { get; }
+
+    public IReadOnlyList<GraphTensor> Outputs { get; }
+
+    /// <summary>Execution providers this build of ONNX Runtime carries.</summary>
+    public static IReadOnlyList<string> AvailableProviders() => OrtEnv.Instance().GetAvailableProviders();
+
+    /// <summary>Opens a model; a file that is not ONNX is invalid input, not a crash.</summary>
+    public static OnnxModel Load(byte[] onnx, ModelManifest manifest, RuntimeOptions options)
+    {
+        var sessionOptions = new SessionOptions
+        {
+            IntraOpNumThreads = Math.Max(1, options.IntraOpThreads),
+            InterOpNumThreads = 1,
+            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+            LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
+        };
+        // Idle sessions must not spin on cores that other requests need.
+        sessionOptions.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
+        var provider = "CPUExecutionProvider";
+        if (options.Accelerator is "gpu" or "any" && AvailableProviders().Contains("CUDAExecutionProvider"))
+        {
+            try
+            {
+                sessionOptions.AppendExecutionProvider_CUDA(0);
+                provider = "CUDAExecutionProvider";
+            }
+            catch (OnnxRuntimeException)
+            {
+                // No visible device: the CPU provider runs it, and says so.
+            }
+        }
+        try
+        {
+            var session = new InferenceSession(onnx, sessionOptions);
+            return new OnnxModel(session, manifest, provider);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw MedServeException.Invalid($"model.onnx could not be loaded by ONNX Runtime: {FirstLine(e.Message)}", "model");
+        }
+        finally
+        {
+            sessionOptions.Dispose();
+        }
+    }
+
+    /// <summary>Reads an ONNX graph's inputs and outputs (loads and frees a session).</summary>
+    public static (IReadOnlyList<GraphTensor> Inputs, IReadOnlyList<GraphTensor> Outputs) ReadSignature(byte[] onnx)
+    {
+        using var model = Load(onnx, new ModelManifest(), new RuntimeOptions { Accelerator = "cpu" });
+        return (model.Inputs, model.Outputs);
+    }
+
+    /// <summary>Checks a request against the graph and the manifest; throws <see cref="MedServeException"/> naming the input.</summary>
+    public void Validate(InferenceRequest request)
+    {
+        if (request.Inputs.Length == 0)
+        {
+            throw MedServeException.Invalid("the request has no inputs", "inputs");
+        }
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var t in request.Inputs)
+        {
+            if (!_inputs.TryGetValue(t.Name, out var spec))
+            {
+                throw MedServeException.Invalid($"unknown input '{t.Name}'; {Manifest.Name} takes {string.Join(", ", _inputs.Keys.Select(k => $"'{k}'"))}", t.Name);
+            }
+            if (!seen.Add(t.Name))
+            {
+                throw MedServeException.Invalid($"input '{t.Name}' is given twice", t.Name);
+            }
+            if (t.Datatype != spec.Datatype)
+            {
+                throw MedServeException.Invalid($"input '{t.Name}' must be {spec.Datatype}, got {t.Datatype}", t.Name);
+            }
+            if (t.Shape.Length != spec.Shape.Length)
+            {
+                throw MedServeException.Invalid($"input '{t.Name}' must have shape {spec.ShapeText} (rank {spec.Shape.Length}), got {t.ShapeText}", t.Name);
+            }
+            for (var d = 0; d < spec.Shape.Length; d++)
+            {
+                if (t.Shape[d] < 1 || (spec.Shape[d] > 0 && t.Shape[d] != spec.Shape[d]))
+                {
+                    throw MedServeException.Invalid($"input '{t.Name}' must have shape {spec.ShapeText}, got {t.ShapeText}", t.Name);
+                }
+            }
+            var expectedBytes = t.ElementCount * t.Datatype.ElementSize();
+            if (t.Data.Length != expectedBytes)
+            {
+                throw MedServeException.Invalid($"input '{t.Name}' has {t.Data.Length} bytes of data but shape {t.ShapeText} of {t.Datatype} needs {expectedBytes}", t.Name);
+            }
+            if (t.Datatype.IsFloat() && !(_manifestInputs.TryGetValue(t.Name, out var m) && m.AllowNonFinite))
+            {
+                var bad = FirstNonFinite(t);
+                if (bad >= 0)
+                {
+                    throw MedServeException.Invalid($"input '{t.Name}' has a NaN or infinite value at element {bad}; this model does not accept missing values", t.Name);
+                }
+            }
+        }
+        foreach (var name in _inputs.Keys)
+        {
+            if (!seen.Contains(name))
+            {
+                throw MedServeException.Invalid($"input '{name}' is missing", name);
+            }
+        }
+        if (request.RequestedOutputs is { } requested)
+        {
+            foreach (var name in requested)
+            {
+                if (!_allOutputs.Contains(name, StringComparer.Ordinal))
+                {
+                    throw MedServeException.Invalid($"unknown output '{name}'; {Manifest.Name} gives {string.Join(", ", _allOutputs.Select(k => $"'{k}'"))}", name);
+                }
+            }
+        }
+    }
+
+    private static long FirstNonFinite(Tensor t)
+    {
+        switch (t.Datatype)
+        {
+            case TensorDatatype.FP32:
+                var f = t.AsSpan<float>();
+                for (var i = 0; i < f.Length; i++) { if (!float.IsFinite(f[i])) { return i; } }
+                return -1;
+            case TensorDatatype.FP64:
+                var d = t.AsSpan<double>();
+                for (var i = 0; i < d.Length; i++) { if (!double.IsFinite(d[i])) { return i; } }
+                return -1;
+            default:
+                for (long i = 0; i < t.ElementCount; i++) { if (!double.IsFinite(t.GetDouble(i))) { return i; } }
+                return -1;
+        }
+    }
+
+    /// <summary>Validates and runs one request (or one batch) synchronously on the calling thread.</summary>
+    public InferenceResponse Run(InferenceRequest request)
+    {
+        Validate(request);
+        var started = Stopwatch.GetTimestamp();
+        var n = request.Inputs.Length;
+        var names = new string[n];
+        var values = new OrtValue[n];
+        var pins = new MemoryHandle[n];
+        try
+        {
+            for (var i = 0; i < n; i++)
+            {
+                var t = request.Inputs[i];
+                names[i] = t.Name;
+                pins[i] = t.Data.AsMemory().Pin();
+                unsafe
+                {
+                    values[i] = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, ToOrt(t.Datatype), t.Shape, (nint)pins[i].Pointer, t.Data.Length);
+                }
+            }
+            var outputNames = request.RequestedOutputs ?? _allOutputs;
+            using var results = _session.Run(_runOptions, names, values, outputNames);
+            var outputs = new Tensor[outputNames.Length];
+            var k = 0;
+            foreach (var value in results)
+            {
+                var info = value.GetTensorTypeAndShape();
+                outputs[k] = new Tensor(outputNames[k], FromOrt(info.ElementDataType, outputNames[k]), info.Shape, value.GetTensorMutableRawData().ToArray());
+                k++;
+            }
+            var ms = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+            return new InferenceResponse(Manifest.Name, Manifest.Version, outputs, request.Id, ms);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            // Shapes were checked; what is left is the model refusing values (e.g. an index out of range).
+            throw MedServeException.Invalid($"the model rejected the input: {FirstLine(e.Message)}");
+        }
+        finally
+        {
+            for (var i = 0; i < n; i++)
+            {
+                values[i]?.Dispose();
+                pins[i].Dispose();
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        _session.Dispose();
+        _runOptions.Dispose();
+    }
+
+    private static GraphTensor[] Describe(IReadOnlyDictionary<string, NodeMetadata> metadata) =>
+        [.. metadata.Select(kv => new GraphTensor(
+            kv.Key,
+            kv.Value.IsTensor ? FromOrt(kv.Value.ElementDataType, kv.Key) : throw MedServeException.Invalid($"graph value '{kv.Key}' is not a tensor ({kv.Value.OnnxValueType}); only tensors are served", "model"),
+            [.. kv.Value.Dimensions.Select(d => d > 0 ? (long)d : -1L)]))];
+
+    public static TensorElementType ToOrt(TensorDatatype datatype) => datatype switch
+    {
+        TensorDatatype.BOOL => TensorElementType.Bool,
+        TensorDatatype.UINT8 => TensorElementType.UInt8,
+        TensorDatatype.UINT16 => TensorElementType.UInt16,
+        TensorDatatype.UINT32 => TensorElementType.UInt32,
+        TensorDatatype.UINT64 => TensorElementType.UInt64,
+        TensorDatatype.INT8 => TensorElementType.Int8,
+        TensorDatatype.INT16 => TensorElementType.Int16,
+        TensorDatatype.INT32 => TensorElementType.Int32,
+        TensorDatatype.INT64 => TensorElementType.Int64,
+        TensorDatatype.FP16 => TensorElementType.Float16,
+        TensorDatatype.FP32 => TensorElementType.Float,
+        TensorDatatype.FP64 => TensorElementType.Double,
+        _ => throw MedServeException.Invalid($"datatype {datatype} is not supported"),
+    };
+
+    private static TensorDatatype FromOrt(TensorElementType type, string name) => type switch
+    {
+        TensorElementType.Bool => TensorDatatype.BOOL,
+        TensorElementType.UInt8 => TensorDatatype.UINT8,
+        TensorElementType.UInt16 => TensorDatatype.UINT16,
+        TensorElementType.UInt32 => TensorDatatype.UINT32,
+        TensorElementType.UInt64 => TensorDatatype.UINT64,
+        TensorElementType.Int8 => TensorDatatype.INT8,
+        TensorElementType.Int16 => TensorDatatype.INT16,
+        TensorElementType.Int32 => TensorDatatype.INT32,
+        TensorElementType.Int64 => TensorDatatype.INT64,
+        TensorElementType.Float16 => TensorDatatype.FP16,
+        TensorElementType.Float => TensorDatatype.FP32,
+        TensorElementType.Double => TensorDatatype.FP64,
+        _ => throw MedServeException.Invalid($"tensor '{name}' has element type {type}, which this server does not serve", "model"),
+    };
+
+    private static string FirstLine(string message)
+    {
+        var nl = message.IndexOf('\n', StringComparison.Ordinal);
+        return (nl < 0 ? message : message[..nl]).Trim();
+    }
+}
