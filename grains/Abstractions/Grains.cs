@@ -59,6 +59,10 @@ public interface IDeploymentGrain : IGrainWithStringKey
 
     /// <summary>Makes sure a deployment that should run is running (after a restart).</summary>
     Task EnsureRunningAsync();
+
+    /// <summary>Waits until the deployment leaves Loading/Validating (or the timeout passes) and returns its state.</summary>
+    [AlwaysInterleave]
+    Task<DeploymentInfo> WaitSettledAsync(TimeSpan timeout);
 }
 
 /// <summary>One ONNX Runtime session on one silo. Key: <c>name/version/index</c>.</summary>

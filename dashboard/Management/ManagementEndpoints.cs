@@ -1,0 +1,227 @@
+using MedServe.Grains;
+using MedServe.Inference.Packages;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+
+namespace MedServe.Dashboard.Management;
+
+/// <summary>Limits of the management API.</summary>
+public sealed class ManagementOptions
+{
+    /// <summary>Largest accepted upload (a package's zip or its two parts).</summary>
+    public long MaxUploadBytes { get; set; } = 512L * 1024 * 1024;
+}
+
+/// <summary>
+/// The management API: upload, list, show and delete model versions; deploy, inspect and undeploy them.
+/// JSON in snake_case; errors as problem+json naming the field.
+/// </summary>
+public static class ManagementEndpoints
+{
+    public static IEndpointRouteBuilder MapManagementApi(this IEndpointRouteBuilder app)
+    {
+        var api = app.MapGroup("/api").AddEndpointFilter(async (context, next) =>
+        {
+            try
+            {
+                return await next(context);
+            }
+            catch (MedServeException e)
+            {
+                return HttpErrors.Problem(e);
+            }
+        });
+
+        var models = api.MapGroup("/models");
+        models.MapPost("", UploadAsync).DisableAntiforgery();
+        models.MapGet("", ListModelsAsync);
+        models.MapGet("/{name}", GetModelAsync);
+        models.MapGet("/{name}/versions/{version}", GetVersionAsync);
+        models.MapDelete("/{name}/versions/{version}", DeleteVersionAsync);
+        models.MapPut("/{name}/default", SetDefaultAsync);
+
+        var deployments = api.MapGroup("/deployments");
+        deployments.MapGet("", ListDeploymentsAsync);
+        deployments.MapGet("/{name}/{version}", GetDeploymentAsync);
+        deployments.MapPut("/{name}/{version}", DeployAsync);
+        deployments.MapDelete("/{name}/{version}", UndeployAsync);
+        return app;
+    }
+
+    /// <summary>
+    /// Upload a package: <c>multipart/form-data</c> with <c>manifest</c> and <c>model</c> parts, or a <c>package</c>
+    /// zip part; or an <c>application/zip</c> body. <c>?deploy=true</c> deploys it at once.
+    /// </summary>
+    private static async Task<IResult> UploadAsync(HttpRequest request, PackageImporter importer, IGrainFactory grains, IOptions<ManagementOptions> options, bool? deploy, CancellationToken ct)
+    {
+        var max = options.Value.MaxUploadBytes;
+        if (request.ContentLength > max)
+        {
+            throw new MedServeException(ErrorKind.TooLarge, $"the upload is {request.ContentLength} bytes; the limit is {max}", "body");
+        }
+        ModelPackage package;
+        try
+        {
+            package = await ReadPackageAsync(request, max, ct);
+        }
+        catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            throw new MedServeException(ErrorKind.TooLarge, $"the upload is over the limit of {max} bytes", "body");
+        }
+        var info = await importer.RegisterAsync(package, ct);
+        if (deploy == true)
+        {
+            await grains.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(info.Manifest.Name, info.Manifest.Version)).DeployAsync(new DeploymentSpec());
+        }
+        return Results.Created($"/api/models/{info.Manifest.Name}/versions/{info.Manifest.Version}", info);
+    }
+
+    private static async Task<ModelPackage> ReadPackageAsync(HttpRequest request, long max, CancellationToken ct)
+    {
+        if (request.HasFormContentType)
+        {
+            var form = await request.ReadFormAsync(ct);
+            if (form.Files.GetFile("package") is { } zip)
+            {
+                await using var stream = zip.OpenReadStream();
+                return ModelPackage.FromZip(await Buffer(stream, max, ct), max);
+            }
+            var model = form.Files.GetFile("model") ?? throw MedServeException.Invalid("the form needs a 'model' file part (model.onnx) and a 'manifest' part, or a 'package' zip", "model");
+            byte[] manifest;
+            if (form.Files.GetFile("manifest") is { } manifestFile)
+            {
+                await using var s = manifestFile.OpenReadStream();
+                manifest = (await Buffer(s, max, ct)).ToArray();
+            }
+            else if (form.TryGetValue("manifest", out var text) && !string.IsNullOrEmpty(text))
+            {
+                manifest = System.Text.Encoding.UTF8.GetBytes(text.ToString());
+            }
+            else
+            {
+                throw MedServeException.Invalid("the form needs a 'manifest' part (manifest.json)", "manifest");
+            }
+            await using var modelStream = model.OpenReadStream();
+            var modelBytes = (await Buffer(modelStream, max, ct)).ToArray();
+            return ModelPackage.FromParts(manifest, modelBytes);
+        }
+        if (request.ContentType is { } type && (type.StartsWith("application/zip", StringComparison.OrdinalIgnoreCase) || type.StartsWith("application/octet-stream", StringComparison.OrdinalIgnoreCase)))
+        {
+            return ModelPackage.FromZip(await Buffer(request.Body, max, ct), max);
+        }
+        throw MedServeException.Invalid("send multipart/form-data (manifest + model, or package) or an application/zip body", "content-type");
+    }
+
+    private static async Task<MemoryStream> Buffer(Stream stream, long max, CancellationToken ct)
+    {
+        var buffer = new MemoryStream();
+        var chunk = new byte[81920];
+        int read;
+        while ((read = await stream.ReadAsync(chunk, ct)) > 0)
+        {
+            if (buffer.Length + read > max)
+            {
+                throw new MedServeException(ErrorKind.TooLarge, $"the upload is over the limit of {max} bytes", "body");
+            }
+            buffer.Write(chunk, 0, read);
+        }
+        buffer.Position = 0;
+        return buffer;
+    }
+
+    private static async Task<ModelInfo[]> ListModelsAsync(IGrainFactory grains)
+    {
+        var names = await grains.GetGrain<ICatalogGrain>(0).ListModelsAsync();
+        var infos = await Task.WhenAll(names.Select(n => grains.GetGrain<IModelGrain>(n).GetAsync()));
+        return [.. infos.OfType<ModelInfo>()];
+    }
+
+    private static async Task<ModelInfo> GetModelAsync(string name, IGrainFactory grains) =>
+        (ManifestJson.IsValidName(name) ? await grains.GetGrain<IModelGrain>(name).GetAsync() : null)
+        ?? throw MedServeException.NotFound($"unknown model '{name}'");
+
+    /// <summary>A version's model card (manifest), artifact hash and deployment state.</summary>
+    private static async Task<IResult> GetVersionAsync(string name, string version, IGrainFactory grains)
+    {
+        var info = await FindVersionAsync(name, version, grains);
+        var deployment = await grains.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(name, version)).GetAsync();
+        return Results.Ok(new { version = info, deployment });
+    }
+
+    private static async Task<IResult> DeleteVersionAsync(string name, string version, IGrainFactory grains)
+    {
+        await FindVersionAsync(name, version, grains);
+        await grains.GetGrain<IModelGrain>(name).DeleteVersionAsync(version);
+        return Results.NoContent();
+    }
+
+    public sealed record DefaultVersionBody(string? Version);
+
+    private static async Task<ModelInfo> SetDefaultAsync(string name, DefaultVersionBody body, IGrainFactory grains)
+    {
+        var model = grains.GetGrain<IModelGrain>(name);
+        _ = await GetModelAsync(name, grains);
+        await model.SetDefaultVersionAsync(body.Version);
+        return (await model.GetAsync())!;
+    }
+
+    private static async Task<DeploymentInfo[]> ListDeploymentsAsync(IGrainFactory grains)
+    {
+        var keys = await grains.GetGrain<ICatalogGrain>(0).ListDeploymentsAsync();
+        return await Task.WhenAll(keys.Select(k => grains.GetGrain<IDeploymentGrain>(k).GetAsync()));
+    }
+
+    private static async Task<DeploymentInfo> GetDeploymentAsync(string name, string version, IGrainFactory grains)
+    {
+        await FindVersionAsync(name, version, grains);
+        return await grains.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(name, version)).GetAsync();
+    }
+
+    /// <summary>Deploys (or re-specs) a version. Body optional: <c>{"replicas": 1, "accelerator": "any"}</c>. <c>?wait=true</c> answers when it is Ready or Failed.</summary>
+    private static async Task<IResult> DeployAsync(string name, string version, HttpRequest request, IGrainFactory grains, bool? wait)
+    {
+        await FindVersionAsync(name, version, grains);
+        var spec = new DeploymentSpec();
+        if (request.ContentLength is > 0 || request.Headers.TransferEncoding.Count > 0)
+        {
+            try
+            {
+                spec = await request.ReadFromJsonAsync<DeploymentSpec>(ManifestJson.Options) ?? spec;
+            }
+            catch (System.Text.Json.JsonException e)
+            {
+                throw MedServeException.Invalid($"the deployment spec is not valid JSON ({e.Path ?? "body"}): expected {{\"replicas\": n, \"accelerator\": \"cpu|gpu|any\"}}", e.Path?.TrimStart('$', '.') ?? "body");
+            }
+        }
+        var deployment = grains.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(name, version));
+        var info = await deployment.DeployAsync(spec);
+        if (wait == true)
+        {
+            info = await deployment.WaitSettledAsync(TimeSpan.FromMinutes(2));
+            return Results.Ok(info);
+        }
+        return Results.Accepted($"/api/deployments/{name}/{version}", info);
+    }
+
+    private static async Task<DeploymentInfo> UndeployAsync(string name, string version, IGrainFactory grains)
+    {
+        await FindVersionAsync(name, version, grains);
+        return await grains.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(name, version)).UndeployAsync();
+    }
+
+    private static async Task<ModelVersionInfo> FindVersionAsync(string name, string version, IGrainFactory grains)
+    {
+        if (!ManifestJson.IsValidName(name))
+        {
+            throw MedServeException.NotFound($"unknown model '{name}'");
+        }
+        return (ManifestJson.IsValidVersion(version) ? await grains.GetGrain<IModelGrain>(name).GetVersionAsync(version) : null)
+            ?? throw MedServeException.NotFound($"model '{name}' has no version '{version}'");
+    }
+
+    public static IServiceCollection AddManagementApi(this IServiceCollection services) =>
+        services.AddOptions<ManagementOptions>().BindConfiguration("MedServe:Management").Services;
+}

@@ -1,0 +1,252 @@
+using MedServe.Inference.Runtime;
+using Microsoft.Extensions.Logging;
+
+namespace MedServe.Grains;
+
+/// <summary>What a deployment must survive a restart with: whether it is wanted, and how.</summary>
+[GenerateSerializer, Alias("medserve.deployment-state")]
+public sealed class DeploymentRecord
+{
+    [Id(0)] public bool Wanted { get; set; }
+    [Id(1)] public DeploymentSpec Spec { get; set; } = new();
+    /// <summary>Replicas that may hold sessions (the most ever asked for), so scale-down and undeploy free them all.</summary>
+    [Id(2)] public int ReplicaSlots { get; set; }
+}
+
+/// <summary>
+/// One deployed model version and its state machine: Loading -> Validating -> Ready, or Failed with a reason;
+/// Unloaded when not wanted. The rollout runs in the background so callers can watch it.
+/// </summary>
+internal sealed class DeploymentGrain(
+    [PersistentState("deployment", StorageNames.State)] IPersistentState<DeploymentRecord> record,
+    ILogger<DeploymentGrain> logger) : Grain, IDeploymentGrain
+{
+    public const int MaxReplicas = 64;
+
+    private DeploymentState _state = DeploymentState.Unloaded;
+    private string? _reason;
+    private ReplicaInfo[] _replicas = [];
+    private ValidationReport? _validation;
+    private DateTimeOffset _updatedAt = DateTimeOffset.UtcNow;
+    private int _generation;
+    private TaskCompletionSource<DeploymentInfo> _settled = NewSettled();
+
+    private string Key => this.GetPrimaryKeyString();
+
+    private (string Model, string Version) Id => GrainKeys.ParseDeployment(Key);
+
+    public override Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        if (record.State.Wanted)
+        {
+            StartRollout();
+        }
+        return Task.CompletedTask;
+    }
+
+    public async Task<DeploymentInfo> DeployAsync(DeploymentSpec spec)
+    {
+        if (spec.Replicas is < 1 or > MaxReplicas)
+        {
+            throw MedServeException.Invalid($"replicas must be between 1 and {MaxReplicas}", "replicas");
+        }
+        if (spec.Accelerator is not (null or "cpu" or "gpu" or "any"))
+        {
+            throw MedServeException.Invalid("accelerator must be cpu, gpu or any", "accelerator");
+        }
+        var (model, version) = Id;
+        var modelGrain = GrainFactory.GetGrain<IModelGrain>(model);
+        _ = await modelGrain.GetVersionAsync(version)
+            ?? throw MedServeException.NotFound($"model '{model}' has no version '{version}'");
+
+        var unchanged = record.State.Wanted && record.State.Spec == spec && _state is not (DeploymentState.Failed or DeploymentState.Unloaded);
+        if (unchanged)
+        {
+            return Info();
+        }
+        record.State.Wanted = true;
+        record.State.Spec = spec;
+        record.State.ReplicaSlots = Math.Max(record.State.ReplicaSlots, spec.Replicas);
+        await record.WriteStateAsync();
+        await modelGrain.SetDeployedAsync(version, true);
+        await GrainFactory.GetGrain<ICatalogGrain>(0).SetDeploymentAsync(Key, true);
+        StartRollout();
+        return Info();
+    }
+
+    public async Task<DeploymentInfo> UndeployAsync()
+    {
+        var (model, version) = Id;
+        if (!record.State.Wanted && _state == DeploymentState.Unloaded)
+        {
+            throw MedServeException.NotFound($"{model}:{version} is not deployed");
+        }
+        _generation++;
+        record.State.Wanted = false;
+        await record.WriteStateAsync();
+        await UnloadReplicasAsync(0);
+        record.State.ReplicaSlots = 0;
+        await record.WriteStateAsync();
+        SetState(DeploymentState.Unloaded, null);
+        _replicas = [];
+        _validation = null;
+        await GrainFactory.GetGrain<IModelGrain>(model).SetDeployedAsync(version, false);
+        await GrainFactory.GetGrain<ICatalogGrain>(0).SetDeploymentAsync(Key, false);
+        return Info();
+    }
+
+    public Task<DeploymentInfo> GetAsync() => Task.FromResult(Info());
+
+    public Task<InferenceRoute> GetRouteAsync()
+    {
+        var (model, version) = Id;
+        var keys = _state == DeploymentState.Ready ? _replicas.Select(r => r.Key).ToArray() : [];
+        return Task.FromResult(new InferenceRoute(model, version, _state, _reason, keys));
+    }
+
+    public Task EnsureRunningAsync() => Task.CompletedTask; // activation does the work
+
+    public async Task<DeploymentInfo> WaitSettledAsync(TimeSpan timeout)
+    {
+        if (_state is DeploymentState.Loading or DeploymentState.Validating)
+        {
+            try
+            {
+                await _settled.Task.WaitAsync(timeout);
+            }
+            catch (TimeoutException)
+            {
+                // Answer with the state as it is; the caller sees it is still loading.
+            }
+        }
+        return Info();
+    }
+
+    private static TaskCompletionSource<DeploymentInfo> NewSettled() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    private void StartRollout()
+    {
+        var generation = ++_generation;
+        _replicas = [];
+        _validation = null;
+        SetState(DeploymentState.Loading, null);
+        // Runs on this grain's scheduler, interleaved with calls, so status can be read while it loads.
+        _ = RolloutAsync(generation);
+    }
+
+    private async Task RolloutAsync(int generation)
+    {
+        var (model, version) = Id;
+        try
+        {
+            var info = await GrainFactory.GetGrain<IModelGrain>(model).GetVersionAsync(version)
+                ?? throw MedServeException.NotFound($"model '{model}' has no version '{version}'");
+            var spec = record.State.Spec;
+            var replicas = Enumerable.Range(0, spec.Replicas).Select(Replica).ToArray();
+            var loaded = await Task.WhenAll(replicas.Select(r => r.LoadAsync(info.Manifest, info.Sha256)));
+            if (generation != _generation)
+            {
+                return;
+            }
+            _replicas = loaded;
+            await UnloadReplicasAsync(spec.Replicas);
+
+            SetState(DeploymentState.Validating, null);
+            ValidationReport? report = null;
+            foreach (var replica in replicas)
+            {
+                // Every replica validates: replicas on other silos may run other execution providers.
+                report = await ValidationRunner.RunAsync(info.Manifest, replica.InferAsync);
+                if (!report.Passed)
+                {
+                    break;
+                }
+            }
+            if (generation != _generation)
+            {
+                return;
+            }
+            _validation = report;
+            if (report is { Passed: false })
+            {
+                await UnloadReplicasAsync(0);
+                _replicas = [];
+                Fail($"validation failed: {report.Summary}");
+                return;
+            }
+            SetState(DeploymentState.Ready, null);
+        }
+        catch (Exception e) when (generation == _generation)
+        {
+            _replicas = [];
+            Fail(e is MedServeException ? e.Message : $"{e.GetType().Name}: {e.Message}");
+            try
+            {
+                await UnloadReplicasAsync(0);
+            }
+            catch (Exception)
+            {
+                // Best effort: the failure reason above is what the user needs.
+            }
+        }
+    }
+
+    private async Task UnloadReplicasAsync(int keep)
+    {
+        var slots = Math.Max(record.State.ReplicaSlots, record.State.Spec.Replicas);
+        if (slots > keep)
+        {
+            await Task.WhenAll(Enumerable.Range(keep, slots - keep).Select(i => Replica(i).UnloadAsync()));
+        }
+    }
+
+    private IReplicaGrain Replica(int index)
+    {
+        var (model, version) = Id;
+        return GrainFactory.GetGrain<IReplicaGrain>(GrainKeys.Replica(model, version, index));
+    }
+
+    private void Fail(string reason)
+    {
+        SetState(DeploymentState.Failed, reason);
+        Log.DeploymentFailed(logger, Key, reason);
+    }
+
+    private void SetState(DeploymentState state, string? reason)
+    {
+        _state = state;
+        _reason = reason;
+        _updatedAt = DateTimeOffset.UtcNow;
+        if (state is DeploymentState.Loading or DeploymentState.Validating)
+        {
+            if (_settled.Task.IsCompleted)
+            {
+                _settled = NewSettled();
+            }
+        }
+        else
+        {
+            _settled.TrySetResult(Info());
+        }
+        if (state != DeploymentState.Failed)
+        {
+            Log.DeploymentState(logger, Key, state, reason is null ? "" : $" ({reason})");
+        }
+    }
+
+    private DeploymentInfo Info()
+    {
+        var (model, version) = Id;
+        return new DeploymentInfo
+        {
+            Model = model,
+            Version = version,
+            State = _state,
+            Reason = _reason,
+            Spec = record.State.Spec,
+            Replicas = _replicas,
+            Validation = _validation,
+            UpdatedAt = _updatedAt,
+        };
+    }
+}

@@ -1,0 +1,109 @@
+using System.Diagnostics;
+using MedServe.Inference.Packages;
+using MedServe.Inference.Runtime;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orleans.Placement;
+
+namespace MedServe.Grains;
+
+/// <summary>What a replica must hold, kept so that a reactivated replica reloads itself before answering.</summary>
+[GenerateSerializer, Alias("medserve.replica-state")]
+public sealed class ReplicaState
+{
+    [Id(0)] public ModelManifest? Manifest { get; set; }
+    [Id(1)] public string? Sha256 { get; set; }
+}
+
+/// <summary>
+/// One ONNX Runtime session on one silo. Immovable: the rebalancer must never move a loaded session.
+/// A replica that was deactivated (idle, or its silo restarted) comes back on the next call and loads
+/// its session during activation, so callers are held, not failed, while it loads.
+/// </summary>
+[Immovable]
+internal sealed class ReplicaGrain(
+    [PersistentState("replica", StorageNames.State)] IPersistentState<ReplicaState> state,
+    ArtifactStore artifacts,
+    IOptions<RuntimeOptions> runtime,
+    ILocalSiloDetails silo,
+    ILogger<ReplicaGrain> logger) : Grain, IReplicaGrain
+{
+    private IBatcher? _batcher;
+    private ReplicaInfo? _info;
+
+    private string Key => this.GetPrimaryKeyString();
+
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        if (state.State is { Manifest: { } manifest, Sha256: { } sha })
+        {
+            try
+            {
+                await LoadSessionAsync(manifest, sha);
+            }
+            catch (Exception e)
+            {
+                // Stay up without a session: the deployment sees NotReady and reports it.
+                Log.ReplicaReloadFailed(logger, e, Key, sha);
+            }
+        }
+    }
+
+    public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        await StopAsync();
+    }
+
+    public async Task<ReplicaInfo> LoadAsync(ModelManifest manifest, string sha256)
+    {
+        if (_info is not null && state.State.Sha256 == sha256)
+        {
+            return _info;
+        }
+        await StopAsync();
+        var info = await LoadSessionAsync(manifest, sha256);
+        state.State.Manifest = manifest;
+        state.State.Sha256 = sha256;
+        await state.WriteStateAsync();
+        return info;
+    }
+
+    public async Task UnloadAsync()
+    {
+        await StopAsync();
+        if (state.RecordExists)
+        {
+            await state.ClearStateAsync();
+        }
+        Log.ReplicaUnloaded(logger, Key);
+        DeactivateOnIdle();
+    }
+
+    public Task<InferenceResponse> InferAsync(InferenceRequest request) =>
+        _batcher?.EnqueueAsync(request)
+        ?? Task.FromException<InferenceResponse>(MedServeException.NotReady($"replica {Key} has no loaded session"));
+
+    private async Task<ReplicaInfo> LoadSessionAsync(ModelManifest manifest, string sha256)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var bytes = await artifacts.GetAsync(sha256);
+        var options = runtime.Value;
+        // Session creation is CPU-bound native work: keep it off the grain scheduler.
+        var model = await Task.Run(() => OnnxModel.Load(bytes, manifest, options));
+        _batcher = new ImmediateBatcher(model);
+        _info = new ReplicaInfo(Key, silo.SiloAddress.ToParsableString(), model.ExecutionProvider, DateTimeOffset.UtcNow);
+        Log.ReplicaLoaded(logger, Key, sha256, model.ExecutionProvider, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+        return _info;
+    }
+
+    private async Task StopAsync()
+    {
+        var batcher = _batcher;
+        _batcher = null;
+        _info = null;
+        if (batcher is not null)
+        {
+            await batcher.DisposeAsync();
+        }
+    }
+}

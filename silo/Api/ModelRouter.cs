@@ -1,0 +1,91 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using MedServe.Inference.Packages;
+
+namespace MedServe.Silo.Api;
+
+/// <summary>
+/// Sends a request straight to a ready replica: one grain hop on the online path. Routes (which version is the
+/// default, which replicas serve it) are cached per silo for a second; a replica that answers "not ready"
+/// drops the route and the request is tried once more on a fresh one.
+/// </summary>
+public sealed class ModelRouter(IGrainFactory grains)
+{
+    private static readonly long RouteTtl = Stopwatch.Frequency; // one second
+
+    private readonly ConcurrentDictionary<(string Model, string? Version), (InferenceRoute Route, long Expires)> _routes = new();
+    private int _next;
+
+    public async Task<InferenceResponse> InferAsync(string model, string? version, InferenceRequest request)
+    {
+        for (var attempt = 0; ; attempt++)
+        {
+            var route = await ResolveAsync(model, version);
+            if (route.State != DeploymentState.Ready || route.ReplicaKeys.Length == 0)
+            {
+                throw MedServeException.NotReady($"{route.Model}:{route.Version} is {route.State}{(route.Reason is null ? "" : ": " + route.Reason)}");
+            }
+            var key = route.ReplicaKeys[(int)((uint)Interlocked.Increment(ref _next) % (uint)route.ReplicaKeys.Length)];
+            try
+            {
+                return await grains.GetGrain<IReplicaGrain>(key).InferAsync(request);
+            }
+            catch (MedServeException e) when (e.Kind == ErrorKind.NotReady && attempt == 0)
+            {
+                Invalidate(model);
+            }
+        }
+    }
+
+    /// <summary>Finds the deployment a call goes to; unknown models and versions are NotFound.</summary>
+    public async Task<InferenceRoute> ResolveAsync(string model, string? version)
+    {
+        if (_routes.TryGetValue((model, version), out var cached) && cached.Expires > Stopwatch.GetTimestamp())
+        {
+            return cached.Route;
+        }
+        if (!ManifestJson.IsValidName(model))
+        {
+            throw MedServeException.NotFound($"unknown model '{model}'");
+        }
+        var modelGrain = grains.GetGrain<IModelGrain>(model);
+        if (version is null)
+        {
+            version = await modelGrain.GetDefaultVersionAsync();
+            if (version is null)
+            {
+                throw await modelGrain.GetAsync() is null
+                    ? MedServeException.NotFound($"unknown model '{model}'")
+                    : MedServeException.NotFound($"model '{model}' has no deployed version");
+            }
+        }
+        else if (!ManifestJson.IsValidVersion(version) || await modelGrain.GetVersionAsync(version) is null)
+        {
+            throw await modelGrain.GetAsync() is null
+                ? MedServeException.NotFound($"unknown model '{model}'")
+                : MedServeException.NotFound($"model '{model}' has no version '{version}'");
+        }
+        var route = await grains.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(model, version)).GetRouteAsync();
+        if (route.State == DeploymentState.Unloaded)
+        {
+            throw MedServeException.NotFound($"{model}:{version} is not deployed");
+        }
+        if (route.State == DeploymentState.Ready)
+        {
+            _routes[(model, version)] = (route, Stopwatch.GetTimestamp() + RouteTtl);
+        }
+        return route;
+    }
+
+    /// <summary>Forgets the cached routes of a model (after a deploy, undeploy or a replica that went away).</summary>
+    public void Invalidate(string model)
+    {
+        foreach (var key in _routes.Keys)
+        {
+            if (key.Model == model)
+            {
+                _routes.TryRemove(key, out _);
+            }
+        }
+    }
+}

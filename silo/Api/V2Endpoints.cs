@@ -1,0 +1,185 @@
+using System.Buffers;
+using System.Globalization;
+using System.Reflection;
+using MedServe.Dashboard.Management;
+using MedServe.Inference.Protocol;
+using MedServe.Silo.Hosting;
+
+namespace MedServe.Silo.Api;
+
+/// <summary>
+/// The Open Inference Protocol (V2) over HTTP, as Triton and KServe speak it: health, server and model
+/// metadata, readiness, and infer with JSON or binary tensors. Errors are <c>{"error": "..."}</c>.
+/// </summary>
+public static class V2Endpoints
+{
+    public const string HeaderLength = "Inference-Header-Content-Length";
+
+    private static readonly string ServerVersion =
+        typeof(V2Endpoints).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion.Split('+')[0] ?? "0";
+
+    public static IEndpointRouteBuilder MapV2Api(this IEndpointRouteBuilder app)
+    {
+        var v2 = app.MapGroup("/v2");
+        v2.MapGet("/health/live", () => Results.Ok(new { live = true }));
+        v2.MapGet("/health/ready", (NodeReadiness readiness) =>
+            readiness.IsReady ? Results.Ok(new { ready = true }) : Results.Json(new { ready = false }, statusCode: StatusCodes.Status400BadRequest));
+        v2.MapGet("", () => Results.Ok(new
+        {
+            name = "medserve",
+            version = ServerVersion,
+            extensions = new[] { "binary_tensor_data" },
+        }));
+
+        v2.MapGet("/models/{name}", (string name, IGrainFactory grains, ModelRouter router) => Guard(() => MetadataAsync(name, null, grains, router)));
+        v2.MapGet("/models/{name}/versions/{version}", (string name, string version, IGrainFactory grains, ModelRouter router) => Guard(() => MetadataAsync(name, version, grains, router)));
+        v2.MapGet("/models/{name}/ready", (string name, ModelRouter router) => Guard(() => ReadyAsync(name, null, router)));
+        v2.MapGet("/models/{name}/versions/{version}/ready", (string name, string version, ModelRouter router) => Guard(() => ReadyAsync(name, version, router)));
+        v2.MapPost("/models/{name}/infer", (string name, HttpContext context, ModelRouter router, NodeOptions options) => InferAsync(name, null, context, router, options));
+        v2.MapPost("/models/{name}/versions/{version}/infer", (string name, string version, HttpContext context, ModelRouter router, NodeOptions options) => InferAsync(name, version, context, router, options));
+        return app;
+    }
+
+    public static IResult Error(MedServeException e)
+    {
+        var result = Results.Json(new { error = e.Message }, statusCode: HttpErrors.StatusOf(e.Kind));
+        return e.Kind == ErrorKind.NotReady ? new WithHeader(result, "Retry-After", "1") : result;
+    }
+
+    private static async Task<IResult> Guard(Func<Task<IResult>> action)
+    {
+        try
+        {
+            return await action();
+        }
+        catch (MedServeException e)
+        {
+            return Error(e);
+        }
+    }
+
+    private static async Task<IResult> MetadataAsync(string name, string? version, IGrainFactory grains, ModelRouter router)
+    {
+        var route = await router.ResolveAsync(name, version);
+        var model = await grains.GetGrain<IModelGrain>(name).GetAsync();
+        var info = model?.Versions.FirstOrDefault(v => v.Manifest.Version == route.Version)
+            ?? throw MedServeException.NotFound($"model '{name}' has no version '{route.Version}'");
+        var m = info.Manifest;
+        return Results.Ok(new
+        {
+            name = m.Name,
+            versions = model!.Versions.Where(v => v.Deployed).Select(v => v.Manifest.Version).ToArray(),
+            platform = "onnxruntime_onnx",
+            inputs = m.Inputs.Select(i => new { name = i.Name, datatype = i.Datatype.ToString(), shape = i.Shape }),
+            outputs = m.Outputs.Select(o => new { name = o.Name, datatype = o.Datatype.ToString(), shape = o.Shape }),
+        });
+    }
+
+    private static async Task<IResult> ReadyAsync(string name, string? version, ModelRouter router)
+    {
+        var route = await router.ResolveAsync(name, version);
+        var ready = route.State == DeploymentState.Ready;
+        // V2: 200 means ready, 4xx means not.
+        return Results.Json(new { name, version = route.Version, ready, state = route.State.ToString(), reason = route.Reason },
+            statusCode: ready ? StatusCodes.Status200OK : StatusCodes.Status400BadRequest);
+    }
+
+    private static async Task<IResult> InferAsync(string name, string? version, HttpContext context, ModelRouter router, NodeOptions options)
+    {
+        byte[]? rented = null;
+        try
+        {
+            int? jsonLength = null;
+            if (context.Request.Headers.TryGetValue(HeaderLength, out var headerValue))
+            {
+                jsonLength = int.TryParse(headerValue, NumberStyles.None, CultureInfo.InvariantCulture, out var n)
+                    ? n
+                    : throw MedServeException.Invalid($"{HeaderLength} must be a non-negative integer", HeaderLength);
+            }
+            var (buffer, length) = await ReadBodyAsync(context.Request, options.MaxInferBytes, context.RequestAborted);
+            rented = buffer;
+            var (request, outputOptions) = V2Codec.ParseRequest(buffer.AsMemory(0, length), jsonLength);
+            ArrayPool<byte>.Shared.Return(rented);
+            rented = null;
+
+            var response = await router.InferAsync(name, version, request);
+            var writer = new ArrayBufferWriter<byte>(4096);
+            var headerLength = V2Codec.WriteResponse(response, outputOptions, writer);
+            if (headerLength is { } h)
+            {
+                context.Response.Headers[HeaderLength] = h.ToString(CultureInfo.InvariantCulture);
+                return Results.Bytes(writer.WrittenMemory, "application/octet-stream");
+            }
+            return Results.Bytes(writer.WrittenMemory, "application/json");
+        }
+        catch (MedServeException e)
+        {
+            return Error(e);
+        }
+        catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            return Error(new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {options.MaxInferBytes} bytes"));
+        }
+        finally
+        {
+            if (rented is not null)
+            {
+                ArrayPool<byte>.Shared.Return(rented);
+            }
+        }
+    }
+
+    /// <summary>Reads the body into a pooled buffer; over <paramref name="max"/> bytes is 413, however it is sent.</summary>
+    private static async Task<(byte[] Buffer, int Length)> ReadBodyAsync(HttpRequest request, long max, CancellationToken ct)
+    {
+        if (request.ContentLength is { } declared && declared > max)
+        {
+            throw new MedServeException(ErrorKind.TooLarge, $"request body is {declared} bytes; the limit is {max}");
+        }
+        var buffer = ArrayPool<byte>.Shared.Rent((int)(request.ContentLength ?? 16 * 1024) + 1);
+        var length = 0;
+        try
+        {
+            while (true)
+            {
+                if (length == buffer.Length)
+                {
+                    if (length >= max)
+                    {
+                        throw new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {max} bytes");
+                    }
+                    var bigger = ArrayPool<byte>.Shared.Rent((int)Math.Min((long)buffer.Length * 2, max + 1));
+                    buffer.AsSpan(0, length).CopyTo(bigger);
+                    ArrayPool<byte>.Shared.Return(buffer);
+                    buffer = bigger;
+                }
+                var read = await request.Body.ReadAsync(buffer.AsMemory(length), ct);
+                if (read == 0)
+                {
+                    break;
+                }
+                length += read;
+                if (length > max)
+                {
+                    throw new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {max} bytes");
+                }
+            }
+            return (buffer, length);
+        }
+        catch
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+            throw;
+        }
+    }
+
+    /// <summary>An <see cref="IResult"/> with one extra response header.</summary>
+    private sealed class WithHeader(IResult inner, string name, string value) : IResult
+    {
+        public Task ExecuteAsync(HttpContext httpContext)
+        {
+            httpContext.Response.Headers[name] = value;
+            return inner.ExecuteAsync(httpContext);
+        }
+    }
+}

@@ -1,0 +1,110 @@
+using MedServe.Dashboard.Management;
+using MedServe.Grains;
+using MedServe.Inference.Packages;
+using MedServe.Inference.Runtime;
+using MedServe.Silo.Api;
+using MedServe.Silo.Security;
+using Microsoft.AspNetCore.DataProtection;
+using Microsoft.AspNetCore.Http.Json;
+
+namespace MedServe.Silo.Hosting;
+
+/// <summary>Builds the embedded node: one silo with localhost clustering, file-backed state, the APIs.</summary>
+public static class MedServeNode
+{
+    /// <summary>Command-line switches and the settings they set.</summary>
+    public static readonly Dictionary<string, string> Switches = new()
+    {
+        ["--data"] = "MedServe:Data",
+        ["--import"] = "MedServe:Import",
+        ["--silo-port"] = "MedServe:SiloPort",
+        ["--gateway-port"] = "MedServe:GatewayPort",
+        ["--accelerator"] = "MedServe:Accelerator",
+        ["--max-infer-bytes"] = "MedServe:MaxInferBytes",
+        ["--intra-op-threads"] = "MedServe:IntraOpThreads",
+    };
+
+    public static WebApplication Build(string[] args)
+    {
+        var builder = WebApplication.CreateBuilder(args);
+        builder.Configuration.AddCommandLine(args, Switches);
+        builder.AddMedServeSilo();
+        var app = builder.Build();
+        app.MapMedServe();
+        return app;
+    }
+
+    /// <summary>Orleans silo, storage, runtime options, the APIs' services.</summary>
+    public static WebApplicationBuilder AddMedServeSilo(this WebApplicationBuilder builder)
+    {
+        var options = builder.Configuration.GetSection("MedServe").Get<NodeOptions>() ?? new NodeOptions();
+        var data = Path.GetFullPath(options.Data);
+        Directory.CreateDirectory(data);
+        builder.Services.AddSingleton(options);
+
+        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = Math.Max(options.MaxInferBytes, 512L * 1024 * 1024) + 1);
+        builder.Services.AddProblemDetails();
+        // Authentication brings ASP.NET data protection; keep its keys with the node's data, not in the user profile.
+        builder.Services.AddDataProtection().PersistKeysToFileSystem(new DirectoryInfo(Path.Combine(data, "keys")));
+        builder.Services.Configure<JsonOptions>(o =>
+        {
+            o.SerializerOptions.PropertyNamingPolicy = ManifestJson.Options.PropertyNamingPolicy;
+            o.SerializerOptions.DefaultIgnoreCondition = ManifestJson.Options.DefaultIgnoreCondition;
+            foreach (var converter in ManifestJson.Options.Converters)
+            {
+                o.SerializerOptions.Converters.Add(converter);
+            }
+        });
+        builder.Services.AddManagementApi();
+        builder.Services.AddBearerKeyAuthentication();
+        builder.Services.AddSingleton<ModelRouter>();
+        builder.Services.AddSingleton<NodeReadiness>();
+
+        var siloPort = options.SiloPort > 0 ? options.SiloPort : FreePort.PreferOrAny(11111);
+        var gatewayPort = options.GatewayPort > 0 ? options.GatewayPort : FreePort.PreferOrAny(30000);
+        builder.UseOrleans(silo =>
+        {
+            silo.UseLocalhostClustering(siloPort, gatewayPort, serviceId: "medserve", clusterId: "medserve-embedded");
+            silo.AddModelServing(data, new RuntimeOptions { Accelerator = options.Accelerator, IntraOpThreads = options.IntraOpThreads });
+            silo.AddFileGrainStorage(StorageNames.State, Path.Combine(data, "state"));
+        });
+
+        // Registered after UseOrleans, so it starts once the silo is up.
+        var imports = ImportDirectories(options.Import);
+        builder.Services.AddHostedService(sp => ActivatorUtilities.CreateInstance<NodeStartup>(sp, (IReadOnlyList<string>)imports));
+        return builder;
+    }
+
+    public static WebApplication MapMedServe(this WebApplication app)
+    {
+        app.UseAuthentication();
+        app.MapV2Api();
+        app.MapManagementApi();
+        return app;
+    }
+
+    /// <summary>The directories named, or for "auto" the nearest <c>samples/</c> above the working or program directory.</summary>
+    private static string[] ImportDirectories(string setting)
+    {
+        if (string.IsNullOrWhiteSpace(setting) || setting == "none")
+        {
+            return [];
+        }
+        if (setting != "auto")
+        {
+            return [.. setting.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(Path.GetFullPath)];
+        }
+        foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+        {
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+            {
+                var samples = Path.Combine(dir.FullName, "samples");
+                if (File.Exists(Path.Combine(dir.FullName, "Cluster.sln")) && Directory.Exists(samples))
+                {
+                    return [samples];
+                }
+            }
+        }
+        return [];
+    }
+}

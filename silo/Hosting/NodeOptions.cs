@@ -1,0 +1,26 @@
+namespace MedServe.Silo.Hosting;
+
+/// <summary>The node's settings: section <c>MedServe</c>, or the command-line switches listed in <see cref="MedServeNode.Switches"/>.</summary>
+public sealed class NodeOptions
+{
+    /// <summary>Directory for grain state and model artifacts (<c>--data</c>).</summary>
+    public string Data { get; set; } = ".medserve";
+
+    /// <summary>Package directories imported and deployed at start (<c>--import</c>, comma-separated); "auto" finds the repo's samples/.</summary>
+    public string Import { get; set; } = "auto";
+
+    /// <summary>Orleans silo-to-silo port (<c>--silo-port</c>); 0 takes 11111, or a free port when that is taken.</summary>
+    public int SiloPort { get; set; }
+
+    /// <summary>Orleans gateway port for grain clients (<c>--gateway-port</c>); 0 takes 30000, or a free port when taken.</summary>
+    public int GatewayPort { get; set; }
+
+    /// <summary>Largest V2 infer request body in bytes; larger ones get 413.</summary>
+    public long MaxInferBytes { get; set; } = 64L * 1024 * 1024;
+
+    /// <summary>ONNX Runtime intra-op threads per session.</summary>
+    public int IntraOpThreads { get; set; } = 1;
+
+    /// <summary><c>cpu</c>, <c>gpu</c> or <c>any</c>: what this silo offers.</summary>
+    public string Accelerator { get; set; } = "cpu";
+}

@@ -1,0 +1,62 @@
+using MedServe.Grains;
+
+namespace MedServe.Silo.Hosting;
+
+/// <summary>Whether the node has finished starting: samples imported, deployments restored and settled.</summary>
+public sealed class NodeReadiness
+{
+    private readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public bool IsReady => _ready.Task.IsCompleted;
+
+    public Task WhenReady => _ready.Task;
+
+    internal void MarkReady() => _ready.TrySetResult();
+}
+
+/// <summary>
+/// After the silo starts: imports the sample packages (once), brings back every deployment that was
+/// running before a restart, waits for them to settle, then reports ready.
+/// </summary>
+internal sealed partial class NodeStartup(
+    IGrainFactory grains,
+    PackageImporter importer,
+    NodeReadiness readiness,
+    IReadOnlyList<string> importDirectories,
+    ILogger<NodeStartup> logger) : BackgroundService
+{
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        try
+        {
+            foreach (var dir in importDirectories)
+            {
+                var n = await importer.ImportDirectoryAsync(dir, stoppingToken);
+                Imported(logger, n, dir);
+            }
+            var keys = await grains.GetGrain<ICatalogGrain>(0).ListDeploymentsAsync();
+            var settled = await Task.WhenAll(keys.Select(k => grains.GetGrain<IDeploymentGrain>(k).WaitSettledAsync(TimeSpan.FromMinutes(2))));
+            foreach (var d in settled)
+            {
+                Restored(logger, d.Model, d.Version, d.State);
+            }
+        }
+        catch (Exception e) when (!stoppingToken.IsCancellationRequested)
+        {
+            StartupFailed(logger, e);
+        }
+        finally
+        {
+            readiness.MarkReady();
+        }
+    }
+
+    [LoggerMessage(2001, LogLevel.Information, "Imported {Count} new package(s) from {Directory}")]
+    private static partial void Imported(ILogger logger, int count, string directory);
+
+    [LoggerMessage(2002, LogLevel.Information, "Deployment {Model}:{Version} is {State}")]
+    private static partial void Restored(ILogger logger, string model, string version, DeploymentState state);
+
+    [LoggerMessage(2003, LogLevel.Error, "Start-up import or restore failed")]
+    private static partial void StartupFailed(ILogger logger, Exception exception);
+}
