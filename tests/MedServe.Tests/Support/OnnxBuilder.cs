@@ -1,0 +1,109 @@
+using System.Text;
+
+namespace MedServe.Tests.Support;
+
+/// <summary>
+/// Writes small real ONNX models (protobuf) for tests that need datatypes or shapes the sample models lack:
+/// a graph of Identity nodes, one per input, each output named after its input.
+/// </summary>
+public static class OnnxBuilder
+{
+    /// <summary>An input: name, ONNX element type and dims (null = symbolic).</summary>
+    public sealed record Io(string Name, TensorDatatype Datatype, long?[] Dims);
+
+    /// <summary>Identity model: output <c>{input}_out</c> equals input <c>{input}</c>.</summary>
+    public static byte[] Identity(params Io[] inputs)
+    {
+        var graph = new ProtoWriter();
+        foreach (var io in inputs)
+        {
+            var node = new ProtoWriter().String(1, io.Name).String(2, io.Name + "_out").String(3, "id_" + io.Name).String(4, "Identity");
+            graph.Message(1, node);
+        }
+        graph.String(2, "identity");
+        foreach (var io in inputs)
+        {
+            graph.Message(11, ValueInfo(io.Name, io));
+        }
+        foreach (var io in inputs)
+        {
+            graph.Message(12, ValueInfo(io.Name + "_out", io));
+        }
+        var model = new ProtoWriter()
+            .Varint(1, 8)                                       // ir_version
+            .String(2, "medserve-tests")                        // producer_name
+            .Message(7, graph)                                  // graph
+            .Message(8, new ProtoWriter().String(1, "").Varint(2, 13)); // opset_import
+        return model.ToArray();
+    }
+
+    private static ProtoWriter ValueInfo(string name, Io io)
+    {
+        var shape = new ProtoWriter();
+        var i = 0;
+        foreach (var d in io.Dims)
+        {
+            var dim = d is { } v ? new ProtoWriter().Varint(1, v) : new ProtoWriter().String(2, $"d{i}");
+            shape.Message(1, dim);
+            i++;
+        }
+        var tensorType = new ProtoWriter().Varint(1, ElemType(io.Datatype)).Message(2, shape);
+        var type = new ProtoWriter().Message(1, tensorType);
+        return new ProtoWriter().String(1, name).Message(2, type);
+    }
+
+    private static long ElemType(TensorDatatype t) => t switch
+    {
+        TensorDatatype.FP32 => 1,
+        TensorDatatype.UINT8 => 2,
+        TensorDatatype.INT8 => 3,
+        TensorDatatype.UINT16 => 4,
+        TensorDatatype.INT16 => 5,
+        TensorDatatype.INT32 => 6,
+        TensorDatatype.INT64 => 7,
+        TensorDatatype.BOOL => 9,
+        TensorDatatype.FP16 => 10,
+        TensorDatatype.FP64 => 11,
+        TensorDatatype.UINT32 => 12,
+        TensorDatatype.UINT64 => 13,
+        _ => throw new ArgumentOutOfRangeException(nameof(t)),
+    };
+
+    private sealed class ProtoWriter
+    {
+        private readonly MemoryStream _buffer = new();
+
+        public ProtoWriter Varint(int field, long value)
+        {
+            Tag(field, 0);
+            Raw((ulong)value);
+            return this;
+        }
+
+        public ProtoWriter String(int field, string value) => Bytes(field, Encoding.UTF8.GetBytes(value));
+
+        public ProtoWriter Message(int field, ProtoWriter message) => Bytes(field, message.ToArray());
+
+        public byte[] ToArray() => _buffer.ToArray();
+
+        private ProtoWriter Bytes(int field, byte[] bytes)
+        {
+            Tag(field, 2);
+            Raw((ulong)bytes.Length);
+            _buffer.Write(bytes);
+            return this;
+        }
+
+        private void Tag(int field, int wireType) => Raw((ulong)((field << 3) | wireType));
+
+        private void Raw(ulong v)
+        {
+            while (v >= 0x80)
+            {
+                _buffer.WriteByte((byte)(v | 0x80));
+                v >>= 7;
+            }
+            _buffer.WriteByte((byte)v);
+        }
+    }
+}
