@@ -116,7 +116,7 @@ public sealed class NodeFixture : IAsyncLifetime
             inputs = new[] { new { name = "input", datatype = "FP32", shape = new[] { 1, 10 }, data = new[] { 61, 1, 25.8, 90, 280, 195.4, 55, 5, 4.9972, 90 } } },
         });
         Assert.Equal(200, inferStatus);
-        Assert.Equal(138.2645, body!["outputs"]![0]!["data"]![0]!.GetValue<double>(), 3);
+        Assert.InRange(Math.Abs(body!["outputs"]![0]!["data"]![0]!.GetValue<double>() - 138.2645), 0, 1e-3);
     }
 }
 
