@@ -48,6 +48,7 @@ internal sealed partial class NodeStartup(
         finally
         {
             readiness.MarkReady();
+            Ready(logger);
         }
     }
 
@@ -56,6 +57,9 @@ internal sealed partial class NodeStartup(
 
     [LoggerMessage(2002, LogLevel.Information, "Deployment {Model}:{Version} is {State}")]
     private static partial void Restored(ILogger logger, string model, string version, DeploymentState state);
+
+    [LoggerMessage(2004, LogLevel.Information, "MedServe node ready")]
+    private static partial void Ready(ILogger logger);
 
     [LoggerMessage(2003, LogLevel.Error, "Start-up import or restore failed")]
     private static partial void StartupFailed(ILogger logger, Exception exception);

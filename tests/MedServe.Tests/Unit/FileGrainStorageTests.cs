@@ -1,0 +1,49 @@
+using MedServe.Grains.Storage;
+using MedServe.Tests.Support;
+using Orleans.Storage;
+
+namespace MedServe.Tests.Unit;
+
+public sealed class FileGrainStorageTests
+{
+    private sealed class Holder<T> : IGrainState<T>
+    {
+        [System.Diagnostics.CodeAnalysis.AllowNull]
+        public T State { get; set; } = default!;
+        public string? ETag { get; set; }
+        public bool RecordExists { get; set; }
+    }
+
+    [Fact]
+    public async Task State_round_trips_and_a_stale_writer_is_refused()
+    {
+        var dir = Paths.TempDirectory("storage");
+        try
+        {
+            var storage = new FileGrainStorage(dir);
+            var id = GrainId.Create("model", "breast-cancer-logreg");
+            var first = new Holder<Dictionary<string, int>> { State = new() { ["a"] = 1 } };
+            await storage.WriteStateAsync("s", id, first);
+
+            var read = new Holder<Dictionary<string, int>>();
+            await storage.ReadStateAsync("s", id, read);
+            Assert.True(read.RecordExists);
+            Assert.Equal(1, read.State["a"]);
+
+            read.State["a"] = 2;
+            await storage.WriteStateAsync("s", id, read);
+            first.State["a"] = 3; // an activation that missed the write above
+            await Assert.ThrowsAsync<InconsistentStateException>(() => storage.WriteStateAsync("s", id, first));
+
+            Assert.Empty(Directory.GetFiles(dir, "*.tmp", SearchOption.AllDirectories));
+            await storage.ClearStateAsync("s", id, read);
+            var gone = new Holder<Dictionary<string, int>>();
+            await storage.ReadStateAsync("s", id, gone);
+            Assert.False(gone.RecordExists);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+}
