@@ -140,7 +140,7 @@ public static class ManagementEndpoints
     }
 
     private static async Task<ModelInfo> GetModelAsync(string name, IGrainFactory grains) =>
-        (ManifestJson.IsValidName(name) ? await grains.GetGrain<IModelGrain>(name).GetAsync() : null)
+        (ModelNames.IsValidName(name) ? await grains.GetGrain<IModelGrain>(name).GetAsync() : null)
         ?? throw MedServeException.NotFound($"unknown model '{name}'");
 
     /// <summary>A version's model card (manifest), artifact hash and deployment state.</summary>
@@ -214,11 +214,11 @@ public static class ManagementEndpoints
 
     private static async Task<ModelVersionInfo> FindVersionAsync(string name, string version, IGrainFactory grains)
     {
-        if (!ManifestJson.IsValidName(name))
+        if (!ModelNames.IsValidName(name))
         {
             throw MedServeException.NotFound($"unknown model '{name}'");
         }
-        return (ManifestJson.IsValidVersion(version) ? await grains.GetGrain<IModelGrain>(name).GetVersionAsync(version) : null)
+        return (ModelNames.IsValidVersion(version) ? await grains.GetGrain<IModelGrain>(name).GetVersionAsync(version) : null)
             ?? throw MedServeException.NotFound($"model '{name}' has no version '{version}'");
     }
 

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Reflection;
 using MedServe.Dashboard.Management;
 using MedServe.Inference.Protocol;
+using MedServe.Routing;
 using MedServe.Silo.Hosting;
 
 namespace MedServe.Silo.Api;

@@ -2,6 +2,7 @@ using MedServe.Dashboard.Management;
 using MedServe.Grains;
 using MedServe.Inference.Packages;
 using MedServe.Inference.Runtime;
+using MedServe.Routing;
 using MedServe.Silo.Api;
 using MedServe.Silo.Security;
 using Microsoft.AspNetCore.DataProtection;

@@ -1,11 +1,10 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
-using System.Text.RegularExpressions;
 
 namespace MedServe.Inference.Packages;
 
 /// <summary>Reads and writes <c>manifest.json</c> (snake_case, datatypes by their V2 names) and checks it is complete.</summary>
-public static partial class ManifestJson
+public static class ManifestJson
 {
     /// <summary>The JSON conventions of every MedServe document: snake_case names, enums as strings.</summary>
     public static readonly JsonSerializerOptions Options = CreateOptions();
@@ -25,12 +24,6 @@ public static partial class ManifestJson
         options.Converters.Add(new JsonStringEnumConverter());
         return options;
     }
-
-    [GeneratedRegex("^[a-z0-9][a-z0-9._-]{0,62}$")]
-    private static partial Regex NamePattern();
-
-    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")]
-    private static partial Regex VersionPattern();
 
     /// <summary>Parses a manifest and checks its required fields; errors name the field.</summary>
     public static ModelManifest Parse(ReadOnlySpan<byte> json)
@@ -61,11 +54,11 @@ public static partial class ManifestJson
     /// <summary>Checks a manifest is complete and self-consistent.</summary>
     public static void Check(ModelManifest m)
     {
-        if (!IsValidName(m.Name))
+        if (!ModelNames.IsValidName(m.Name))
         {
             throw MedServeException.Invalid("manifest.name must be 1-63 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit", "manifest.name");
         }
-        if (!IsValidVersion(m.Version))
+        if (!ModelNames.IsValidVersion(m.Version))
         {
             throw MedServeException.Invalid("manifest.version must be 1-32 characters of A-Z, a-z, 0-9, '.', '_' or '-'", "manifest.version");
         }
@@ -115,10 +108,6 @@ public static partial class ManifestJson
             }
         }
     }
-
-    public static bool IsValidName(string? name) => name is not null && NamePattern().IsMatch(name);
-
-    public static bool IsValidVersion(string? version) => version is not null && VersionPattern().IsMatch(version);
 
     private static void CheckSpecs(TensorSpec[] specs, string field)
     {

@@ -23,6 +23,9 @@ public sealed class NodeFixture : IAsyncLifetime
 
     public string DataDirectory { get; } = Paths.TempDirectory("node");
 
+    /// <summary>The Orleans gateway port, for grain clients.</summary>
+    public int GatewayPort { get; } = NodeProcess.FreePort();
+
     public HttpClient Http { get; private set; } = null!;
 
     public IGrainFactory Grains => _app!.Services.GetRequiredService<IGrainFactory>();
@@ -34,6 +37,8 @@ public sealed class NodeFixture : IAsyncLifetime
             "--data", DataDirectory,
             "--import", Paths.Samples,
             "--max-infer-bytes", MaxInferBytes.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "--gateway-port", GatewayPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "--silo-port", NodeProcess.FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture),
             "--Logging:LogLevel:Default", "Warning",
         ]);
         await _app.StartAsync();

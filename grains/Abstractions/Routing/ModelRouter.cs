@@ -1,11 +1,10 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using MedServe.Inference.Packages;
 
-namespace MedServe.Silo.Api;
+namespace MedServe.Routing;
 
 /// <summary>
-/// Sends a request straight to a ready replica: one grain hop on the online path. Routes (which version is the
+/// Used by every front end (HTTP on a silo, the .NET client): sends a request straight to a ready replica: one grain hop on the online path. Routes (which version is the
 /// default, which replicas serve it) are cached per silo for a second; a replica that answers "not ready"
 /// drops the route and the request is tried once more on a fresh one.
 /// </summary>
@@ -44,7 +43,7 @@ public sealed class ModelRouter(IGrainFactory grains)
         {
             return cached.Route;
         }
-        if (!ManifestJson.IsValidName(model))
+        if (!ModelNames.IsValidName(model))
         {
             throw MedServeException.NotFound($"unknown model '{model}'");
         }
@@ -59,7 +58,7 @@ public sealed class ModelRouter(IGrainFactory grains)
                     : MedServeException.NotFound($"model '{model}' has no deployed version");
             }
         }
-        else if (!ManifestJson.IsValidVersion(version) || await modelGrain.GetVersionAsync(version) is null)
+        else if (!ModelNames.IsValidVersion(version) || await modelGrain.GetVersionAsync(version) is null)
         {
             throw await modelGrain.GetAsync() is null
                 ? MedServeException.NotFound($"unknown model '{model}'")
