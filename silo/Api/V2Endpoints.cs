@@ -12,7 +12,7 @@ namespace MedServe.Silo.Api;
 /// The Open Inference Protocol (V2) over HTTP, as Triton and KServe speak it: health, server and model
 /// metadata, readiness, and infer with JSON or binary tensors. Errors are <c>{"error": "..."}</c>.
 /// </summary>
-public static class V2Endpoints
+public static partial class V2Endpoints
 {
     public const string HeaderLength = "Inference-Header-Content-Length";
 
@@ -36,8 +36,8 @@ public static class V2Endpoints
         v2.MapGet("/models/{name}/versions/{version}", (string name, string version, IGrainFactory grains, ModelRouter router) => Guard(() => MetadataAsync(name, version, grains, router)));
         v2.MapGet("/models/{name}/ready", (string name, ModelRouter router) => Guard(() => ReadyAsync(name, null, router)));
         v2.MapGet("/models/{name}/versions/{version}/ready", (string name, string version, ModelRouter router) => Guard(() => ReadyAsync(name, version, router)));
-        v2.MapPost("/models/{name}/infer", (string name, HttpContext context, ModelRouter router, NodeOptions options) => InferAsync(name, null, context, router, options));
-        v2.MapPost("/models/{name}/versions/{version}/infer", (string name, string version, HttpContext context, ModelRouter router, NodeOptions options) => InferAsync(name, version, context, router, options));
+        v2.MapPost("/models/{name}/infer", (string name, HttpContext context, ModelRouter router, NodeOptions options, ILogger<ModelRouter> logger) => InferAsync(name, null, context, router, options, logger));
+        v2.MapPost("/models/{name}/versions/{version}/infer", (string name, string version, HttpContext context, ModelRouter router, NodeOptions options, ILogger<ModelRouter> logger) => InferAsync(name, version, context, router, options, logger));
         return app;
     }
 
@@ -85,7 +85,7 @@ public static class V2Endpoints
             statusCode: ready ? StatusCodes.Status200OK : StatusCodes.Status400BadRequest);
     }
 
-    private static async Task<IResult> InferAsync(string name, string? version, HttpContext context, ModelRouter router, NodeOptions options)
+    private static async Task<IResult> InferAsync(string name, string? version, HttpContext context, ModelRouter router, NodeOptions options, ILogger logger)
     {
         byte[]? rented = null;
         try
@@ -120,6 +120,18 @@ public static class V2Endpoints
         catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
             return Error(new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {options.MaxInferBytes} bytes"));
+        }
+        catch (Exception e) when (e is TimeoutException or OrleansException)
+        {
+            // The cluster could not answer in time (a silo went away, a call timed out): retryable.
+            InferFailed(logger, e.GetType().Name, name);
+            return Error(MedServeException.NotReady($"the cluster could not serve '{name}' just now ({e.GetType().Name}); retry"));
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // Never echo the exception: it may carry input values. Log its type only.
+            InferFailed(logger, e.GetType().Name, name);
+            return Error(new MedServeException(ErrorKind.Internal, $"internal error while serving '{name}'"));
         }
         finally
         {
@@ -173,6 +185,9 @@ public static class V2Endpoints
             throw;
         }
     }
+
+    [LoggerMessage(3001, LogLevel.Error, "Infer on {Model} failed with {ExceptionType}")]
+    private static partial void InferFailed(ILogger logger, string exceptionType, string model);
 
     /// <summary>An <see cref="IResult"/> with one extra response header.</summary>
     private sealed class WithHeader(IResult inner, string name, string value) : IResult
