@@ -1,8 +1,10 @@
 using System.Buffers;
+using System.Diagnostics;
 using System.Globalization;
 using System.Reflection;
 using MedServe.Dashboard.Management;
 using MedServe.Inference.Protocol;
+using MedServe.Inference.Runtime;
 using MedServe.Routing;
 using MedServe.Silo.Hosting;
 
@@ -87,6 +89,14 @@ public static partial class V2Endpoints
 
     private static async Task<IResult> InferAsync(string name, string? version, HttpContext context, ModelRouter router, NodeOptions options, ILogger logger)
     {
+        var started = Stopwatch.GetTimestamp();
+        var (result, outcome) = await InferCoreAsync(name, version, context, router, options, logger);
+        InferenceMetrics.RecordRequest(ModelNames.IsValidName(name) ? name : "(invalid)", version, outcome, Stopwatch.GetElapsedTime(started));
+        return result;
+    }
+
+    private static async Task<(IResult Result, string Outcome)> InferCoreAsync(string name, string? version, HttpContext context, ModelRouter router, NodeOptions options, ILogger logger)
+    {
         byte[]? rented = null;
         try
         {
@@ -109,29 +119,29 @@ public static partial class V2Endpoints
             if (headerLength is { } h)
             {
                 context.Response.Headers[HeaderLength] = h.ToString(CultureInfo.InvariantCulture);
-                return Results.Bytes(writer.WrittenMemory, "application/octet-stream");
+                return (Results.Bytes(writer.WrittenMemory, "application/octet-stream"), "success");
             }
-            return Results.Bytes(writer.WrittenMemory, "application/json");
+            return (Results.Bytes(writer.WrittenMemory, "application/json"), "success");
         }
         catch (MedServeException e)
         {
-            return Error(e);
+            return (Error(e), e.Kind.ToString());
         }
         catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
-            return Error(new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {options.MaxInferBytes} bytes"));
+            return (Error(new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {options.MaxInferBytes} bytes")), nameof(ErrorKind.TooLarge));
         }
         catch (Exception e) when (e is TimeoutException or OrleansException)
         {
             // The cluster could not answer in time (a silo went away, a call timed out): retryable.
             InferFailed(logger, e.GetType().Name, name);
-            return Error(MedServeException.NotReady($"the cluster could not serve '{name}' just now ({e.GetType().Name}); retry"));
+            return (Error(MedServeException.NotReady($"the cluster could not serve '{name}' just now ({e.GetType().Name}); retry")), nameof(ErrorKind.NotReady));
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
             // Never echo the exception: it may carry input values. Log its type only.
             InferFailed(logger, e.GetType().Name, name);
-            return Error(new MedServeException(ErrorKind.Internal, $"internal error while serving '{name}'"));
+            return (Error(new MedServeException(ErrorKind.Internal, $"internal error while serving '{name}'")), nameof(ErrorKind.Internal));
         }
         finally
         {

@@ -7,6 +7,7 @@ using MedServe.Silo.Api;
 using MedServe.Silo.Security;
 using Microsoft.AspNetCore.DataProtection;
 using Microsoft.AspNetCore.Http.Json;
+using OpenTelemetry.Metrics;
 
 namespace MedServe.Silo.Hosting;
 
@@ -57,6 +58,10 @@ public static class MedServeNode
             }
         });
         builder.Services.AddManagementApi();
+        // Latency and outcome histograms of our own and Orleans', scraped at /metrics (Prometheus text format).
+        builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
+            .AddMeter(InferenceMetrics.MeterName, "Microsoft.Orleans", "Microsoft.AspNetCore.Hosting")
+            .AddPrometheusExporter());
         builder.Services.AddBearerKeyAuthentication();
         builder.Services.AddSingleton<ModelRouter>();
         builder.Services.AddSingleton<NodeReadiness>();
@@ -81,6 +86,7 @@ public static class MedServeNode
         app.UseAuthentication();
         app.MapV2Api();
         app.MapManagementApi();
+        app.MapPrometheusScrapingEndpoint("/metrics");
         return app;
     }
 

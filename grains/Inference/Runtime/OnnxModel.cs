@@ -221,8 +221,9 @@ public sealed class OnnxModel : IDisposable
                 outputs[k] = new Tensor(outputNames[k], FromOrt(info.ElementDataType, outputNames[k]), info.Shape, value.GetTensorMutableRawData().ToArray());
                 k++;
             }
-            var ms = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
-            return new InferenceResponse(Manifest.Name, Manifest.Version, outputs, request.Id, ms);
+            var elapsed = Stopwatch.GetElapsedTime(started);
+            InferenceMetrics.RecordCompute(Manifest.Name, Manifest.Version, elapsed, request.Inputs[0].Shape[0]);
+            return new InferenceResponse(Manifest.Name, Manifest.Version, outputs, request.Id, elapsed.TotalMilliseconds);
         }
         catch (OnnxRuntimeException e)
         {

@@ -1,0 +1,44 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+
+namespace MedServe.Inference.Runtime;
+
+/// <summary>
+/// MedServe's OpenTelemetry instruments (meter <c>MedServe</c>), named after Triton's where one exists:
+/// request success/failure counts and request and compute durations as histograms, so fleet
+/// percentiles can be computed. Tags are model name, version and outcome: ids, never input values.
+/// </summary>
+public static class InferenceMetrics
+{
+    public const string MeterName = "MedServe";
+
+    private static readonly Meter Meter = new(MeterName, "1.0");
+
+    private static readonly Counter<long> Requests = Meter.CreateCounter<long>(
+        "medserve.inference.requests", "{request}", "Inference requests by outcome (Triton: nv_inference_request_success/failure)");
+
+    private static readonly Histogram<double> RequestDuration = Meter.CreateHistogram<double>(
+        "medserve.inference.request.duration", "s", "End-to-end server time of an inference request (Triton: nv_inference_request_duration_us)");
+
+    private static readonly Histogram<double> ComputeDuration = Meter.CreateHistogram<double>(
+        "medserve.inference.compute.duration", "s", "ONNX Runtime time of one run (Triton: nv_inference_compute_infer_duration_us)");
+
+    private static readonly Histogram<long> BatchSize = Meter.CreateHistogram<long>(
+        "medserve.inference.batch.size", "{row}", "Rows (first dimension) per ONNX Runtime run");
+
+    /// <summary>Records one finished request as seen by a front end.</summary>
+    public static void RecordRequest(string model, string? version, string outcome, TimeSpan elapsed)
+    {
+        var tags = new TagList { { "model", model }, { "version", version ?? "default" }, { "outcome", outcome } };
+        Requests.Add(1, tags);
+        RequestDuration.Record(elapsed.TotalSeconds, tags);
+    }
+
+    /// <summary>Records one ONNX Runtime run.</summary>
+    public static void RecordCompute(string model, string version, TimeSpan elapsed, long rows)
+    {
+        var tags = new TagList { { "model", model }, { "version", version } };
+        ComputeDuration.Record(elapsed.TotalSeconds, tags);
+        BatchSize.Record(rows, tags);
+    }
+}
