@@ -83,7 +83,19 @@ public static class ManagementEndpoints
     {
         if (request.HasFormContentType)
         {
-            var form = await request.ReadFormAsync(ct);
+            IFormCollection form;
+            try
+            {
+                form = await request.ReadFormAsync(new Microsoft.AspNetCore.Http.Features.FormOptions
+                {
+                    MultipartBodyLengthLimit = max,
+                    ValueLengthLimit = (int)Math.Min(max, int.MaxValue),
+                }, ct);
+            }
+            catch (InvalidDataException e)
+            {
+                throw new MedServeException(ErrorKind.TooLarge, $"the form is over a size limit: {e.Message}", "body");
+            }
             if (form.Files.GetFile("package") is { } zip)
             {
                 await using var stream = zip.OpenReadStream();
@@ -190,6 +202,10 @@ public static class ManagementEndpoints
             try
             {
                 spec = await request.ReadFromJsonAsync<DeploymentSpec>(ManifestJson.Options) ?? spec;
+            }
+            catch (InvalidOperationException)
+            {
+                throw MedServeException.Invalid("send the deployment spec as Content-Type: application/json", "content-type");
             }
             catch (System.Text.Json.JsonException e)
             {

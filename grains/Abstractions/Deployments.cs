@@ -34,6 +34,14 @@ public sealed record ReplicaInfo(
     [property: Id(2)] string ExecutionProvider,
     [property: Id(3)] DateTimeOffset LoadedAt);
 
+/// <summary>A replica as it is now: its silo, and the session it holds (if any).</summary>
+[GenerateSerializer, Immutable, Alias("medserve.replica-status")]
+public sealed record ReplicaStatus(
+    [property: Id(0)] string Key,
+    [property: Id(1)] string Silo,
+    [property: Id(2)] bool Loaded,
+    [property: Id(3)] string? ExecutionProvider);
+
 /// <summary>Outcome of running a version's validation samples.</summary>
 [GenerateSerializer, Immutable, Alias("medserve.validation-report")]
 public sealed record ValidationReport(

@@ -60,8 +60,12 @@ public interface IDeploymentGrain : IGrainWithStringKey
     /// <summary>Makes sure a deployment that should run is running (after a restart).</summary>
     Task EnsureRunningAsync();
 
+    /// <summary>Tries again to place a Pending deployment (called when silos join); no-op otherwise.</summary>
+    Task RetryIfPendingAsync();
+
     /// <summary>Waits until the deployment leaves Loading/Validating (or the timeout passes) and returns its state.</summary>
     [AlwaysInterleave]
+    [ResponseTimeout("00:05:00")]
     Task<DeploymentInfo> WaitSettledAsync(TimeSpan timeout);
 }
 
@@ -74,6 +78,10 @@ public interface IReplicaGrain : IGrainWithStringKey
     /// <summary>Frees the session and forgets the spec.</summary>
     Task UnloadAsync();
 
+    /// <summary>Where this replica lives and whether it holds a session.</summary>
+    [AlwaysInterleave]
+    Task<ReplicaStatus> GetStatusAsync();
+
     /// <summary>Runs one request. Interleaves: ONNX Runtime sessions are thread-safe.</summary>
     [AlwaysInterleave]
     Task<InferenceResponse> InferAsync(InferenceRequest request);
@@ -84,7 +92,23 @@ public static class GrainKeys
 {
     public static string Deployment(string model, string version) => $"{model}/{version}";
 
-    public static string Replica(string model, string version, int index) => $"{model}/{version}/{index}";
+    /// <summary>A replica's key carries the accelerator it needs, so placement can honour it before activation.</summary>
+    public static string Replica(string model, string version, int index, string accelerator) => $"{model}/{version}/{index}/{accelerator}";
+
+    /// <summary>The accelerator a replica key asks for (<c>gpu</c>, <c>cpu</c> or <c>any</c>).</summary>
+    public static string ReplicaAccelerator(string key)
+    {
+        var slash = key.LastIndexOf('/');
+        var tail = slash < 0 ? "" : key[(slash + 1)..];
+        return Capabilities.IsAcceleratorRequest(tail) ? tail : Capabilities.Any;
+    }
+
+    /// <summary>The replica's index within its deployment.</summary>
+    public static int ReplicaIndex(string key)
+    {
+        var parts = key.Split('/');
+        return parts.Length >= 3 && int.TryParse(parts[2], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var i) ? i : 0;
+    }
 
     public static (string Model, string Version) ParseDeployment(string key)
     {

@@ -11,12 +11,16 @@ public sealed class DeploymentRecord
     [Id(1)] public DeploymentSpec Spec { get; set; } = new();
     /// <summary>Replicas that may hold sessions (the most ever asked for), so scale-down and undeploy free them all.</summary>
     [Id(2)] public int ReplicaSlots { get; set; }
+    /// <summary>The accelerator the replicas were placed for (spec's, else the manifest's).</summary>
+    [Id(3)] public string Accelerator { get; set; } = Capabilities.Any;
 }
 
 /// <summary>
 /// One deployed model version and its state machine: Loading -> Validating -> Ready, or Failed with a reason;
 /// Unloaded when not wanted. The rollout runs in the background so callers can watch it.
+/// Always active: a deployment that is wanted keeps its state machine (and its route) in memory.
 /// </summary>
+[CollectionAgeLimit(AlwaysActive = true)]
 internal sealed class DeploymentGrain(
     [PersistentState("deployment", StorageNames.State)] IPersistentState<DeploymentRecord> record,
     ILogger<DeploymentGrain> logger) : Grain, IDeploymentGrain
@@ -56,7 +60,7 @@ internal sealed class DeploymentGrain(
         }
         var (model, version) = Id;
         var modelGrain = GrainFactory.GetGrain<IModelGrain>(model);
-        _ = await modelGrain.GetVersionAsync(version)
+        var versionInfo = await modelGrain.GetVersionAsync(version)
             ?? throw MedServeException.NotFound($"model '{model}' has no version '{version}'");
 
         var unchanged = record.State.Wanted && record.State.Spec == spec && _state is not (DeploymentState.Failed or DeploymentState.Unloaded);
@@ -64,6 +68,15 @@ internal sealed class DeploymentGrain(
         {
             return Info();
         }
+        var accelerator = spec.Accelerator ?? versionInfo.Manifest.Accelerator;
+        if (accelerator != record.State.Accelerator && record.State.ReplicaSlots > 0)
+        {
+            // Replicas placed for another accelerator live under other keys: free them first.
+            _generation++;
+            await UnloadReplicasAsync(0);
+            record.State.ReplicaSlots = 0;
+        }
+        record.State.Accelerator = accelerator;
         record.State.Wanted = true;
         record.State.Spec = spec;
         record.State.ReplicaSlots = Math.Max(record.State.ReplicaSlots, spec.Replicas);
@@ -106,6 +119,15 @@ internal sealed class DeploymentGrain(
 
     public Task EnsureRunningAsync() => Task.CompletedTask; // activation does the work
 
+    public Task RetryIfPendingAsync()
+    {
+        if (record.State.Wanted && _state == DeploymentState.Pending)
+        {
+            StartRollout();
+        }
+        return Task.CompletedTask;
+    }
+
     public async Task<DeploymentInfo> WaitSettledAsync(TimeSpan timeout)
     {
         if (_state is DeploymentState.Loading or DeploymentState.Validating)
@@ -136,60 +158,92 @@ internal sealed class DeploymentGrain(
 
     private async Task RolloutAsync(int generation)
     {
+        // Deploy and Undeploy interleave with this rollout: after every await, stop if a newer one took over.
+        bool Current() => generation == _generation;
         var (model, version) = Id;
+        var spec = record.State.Spec;
         try
         {
             var info = await GrainFactory.GetGrain<IModelGrain>(model).GetVersionAsync(version)
                 ?? throw MedServeException.NotFound($"model '{model}' has no version '{version}'");
-            var spec = record.State.Spec;
+            if (!Current())
+            {
+                return;
+            }
             var replicas = Enumerable.Range(0, spec.Replicas).Select(Replica).ToArray();
             var loaded = await Task.WhenAll(replicas.Select(r => r.LoadAsync(info.Manifest, info.Sha256)));
-            if (generation != _generation)
+            if (!Current())
             {
                 return;
             }
             _replicas = loaded;
-            await UnloadReplicasAsync(spec.Replicas);
-
             SetState(DeploymentState.Validating, null);
             ValidationReport? report = null;
             foreach (var replica in replicas)
             {
                 // Every replica validates: replicas on other silos may run other execution providers.
                 report = await ValidationRunner.RunAsync(info.Manifest, replica.InferAsync);
+                if (!Current())
+                {
+                    return;
+                }
                 if (!report.Passed)
                 {
                     break;
                 }
             }
-            if (generation != _generation)
-            {
-                return;
-            }
             _validation = report;
             if (report is { Passed: false })
             {
-                await UnloadReplicasAsync(0);
                 _replicas = [];
                 Fail($"validation failed: {report.Summary}");
+                await UnloadQuietlyAsync(0);
                 return;
             }
             SetState(DeploymentState.Ready, null);
+            // Scale-down: replicas beyond the spec go once the new set serves.
+            await UnloadQuietlyAsync(spec.Replicas);
+            if (Current() && record.State.ReplicaSlots > spec.Replicas)
+            {
+                record.State.ReplicaSlots = spec.Replicas;
+                await record.WriteStateAsync();
+            }
         }
-        catch (Exception e) when (generation == _generation)
+        catch (Exception e) when (Current() && IsNoCompatibleSilo(e))
+        {
+            // Not a failure: no silo offers what this deployment needs yet. A joining silo retries it.
+            _replicas = [];
+            SetState(DeploymentState.Pending, $"no {record.State.Accelerator} silo in the cluster can host it; it starts when one joins");
+        }
+        catch (Exception e) when (Current())
         {
             _replicas = [];
             Fail(e is MedServeException ? e.Message : $"{e.GetType().Name}: {e.Message}");
-            try
-            {
-                await UnloadReplicasAsync(0);
-            }
-            catch (Exception)
-            {
-                // Best effort: the failure reason above is what the user needs.
-            }
+            await UnloadQuietlyAsync(0);
+        }
+        catch (Exception)
+        {
+            // A newer rollout or an undeploy superseded this one; its outcome is theirs to report.
         }
     }
+
+    /// <summary>Frees replicas without letting a failure to free them hide the state the user must see.</summary>
+    private async Task UnloadQuietlyAsync(int keep)
+    {
+        try
+        {
+            await UnloadReplicasAsync(keep);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            Log.UnloadFailed(logger, Key, e.GetType().Name);
+        }
+    }
+
+    private static bool IsNoCompatibleSilo(Exception e) =>
+        e is OrleansException && e.Message.Contains("No active nodes are compatible", StringComparison.Ordinal)
+        || e.InnerException is { } inner && IsNoCompatibleSilo(inner)
+        || e is AggregateException { InnerExceptions: var all } && all.Any(IsNoCompatibleSilo);
 
     private async Task UnloadReplicasAsync(int keep)
     {
@@ -203,7 +257,7 @@ internal sealed class DeploymentGrain(
     private IReplicaGrain Replica(int index)
     {
         var (model, version) = Id;
-        return GrainFactory.GetGrain<IReplicaGrain>(GrainKeys.Replica(model, version, index));
+        return GrainFactory.GetGrain<IReplicaGrain>(GrainKeys.Replica(model, version, index, record.State.Accelerator));
     }
 
     private void Fail(string reason)

@@ -1,7 +1,10 @@
+using MedServe.Grains.Placement;
 using MedServe.Grains.Storage;
 using MedServe.Inference.Packages;
 using MedServe.Inference.Runtime;
 using Microsoft.Extensions.DependencyInjection;
+using Orleans.Placement;
+using Orleans.Runtime.MembershipService.SiloMetadata;
 using Orleans.Runtime.Hosting;
 
 namespace MedServe.Grains;
@@ -9,12 +12,37 @@ namespace MedServe.Grains;
 /// <summary>Registers what the grains need on a silo.</summary>
 public static class GrainsHosting
 {
-    /// <summary>Artifact store under <paramref name="dataDirectory"/>/artifacts and ONNX Runtime options.</summary>
-    public static ISiloBuilder AddModelServing(this ISiloBuilder silo, string dataDirectory, RuntimeOptions runtime)
+    /// <summary>Publishes what this silo offers (accelerator, execution provider, labels) as silo metadata.</summary>
+    private static ISiloBuilder AddCapabilities(this ISiloBuilder silo, SiloCapability capability, IReadOnlyDictionary<string, string>? labels)
     {
+        var metadata = new Dictionary<string, string>
+        {
+            [Capabilities.AcceleratorKey] = capability.Accelerator,
+            [Capabilities.ExecutionProviderKey] = capability.ExecutionProvider,
+            [Capabilities.SourceKey] = capability.Source,
+        };
+        foreach (var (key, value) in labels ?? new Dictionary<string, string>())
+        {
+            metadata[Capabilities.LabelPrefix + key] = value;
+        }
+        return silo.UseSiloMetadata(metadata);
+    }
+
+    /// <summary>
+    /// Everything a silo needs to host replicas: its capability published as silo metadata (placement reads it),
+    /// the artifact store under <paramref name="dataDirectory"/>/artifacts, ONNX Runtime options, placement.
+    /// </summary>
+    public static ISiloBuilder AddModelServing(this ISiloBuilder silo, string dataDirectory, SiloCapability capability,
+        IReadOnlyDictionary<string, string>? labels = null, int intraOpThreads = 1)
+    {
+        silo.AddCapabilities(capability, labels);
+        var runtime = new RuntimeOptions { Accelerator = capability.Accelerator, IntraOpThreads = intraOpThreads };
         silo.Services.AddSingleton(new ArtifactStore(Path.Combine(dataDirectory, "artifacts")));
         silo.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(runtime));
         silo.Services.AddSingleton<PackageImporter>();
+        silo.Services.AddPlacementFilter<AcceleratorPlacementFilterStrategy, AcceleratorPlacementFilterDirector>(ServiceLifetime.Singleton);
+        silo.Services.AddPlacementDirector<ReplicaSpreadPlacement, ReplicaSpreadPlacementDirector>();
+        silo.Services.AddHostedService<PendingDeploymentWaker>();
         return silo;
     }
 

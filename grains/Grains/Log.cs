@@ -17,6 +17,9 @@ internal static partial class Log
     [LoggerMessage(1102, LogLevel.Warning, "Deployment {Deployment} failed: {Reason}")]
     public static partial void DeploymentFailed(ILogger logger, string deployment, string reason);
 
+    [LoggerMessage(1103, LogLevel.Warning, "Deployment {Deployment} could not free some replicas ({ExceptionType})")]
+    public static partial void UnloadFailed(ILogger logger, string deployment, string exceptionType);
+
     [LoggerMessage(1201, LogLevel.Information, "Replica {Replica} loaded sha256 {Sha256} on {ExecutionProvider} in {Milliseconds:F0} ms")]
     public static partial void ReplicaLoaded(ILogger logger, string replica, string sha256, string executionProvider, double milliseconds);
 

@@ -55,6 +55,10 @@ public sealed class PackageImporter(IGrainFactory grains, ArtifactStore artifact
             {
                 ImportLog.Rejected(logger, dir, e.Message);
             }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                ImportLog.Rejected(logger, dir, $"{e.GetType().Name}: {e.Message}");
+            }
         }
         return imported;
     }

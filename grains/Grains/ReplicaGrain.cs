@@ -3,6 +3,7 @@ using MedServe.Inference.Packages;
 using MedServe.Inference.Runtime;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using MedServe.Grains.Placement;
 using Orleans.Placement;
 
 namespace MedServe.Grains;
@@ -21,6 +22,9 @@ public sealed class ReplicaState
 /// its session during activation, so callers are held, not failed, while it loads.
 /// </summary>
 [Immovable]
+[CollectionAgeLimit(AlwaysActive = true)]
+[AcceleratorPlacementFilter]
+[ReplicaSpreadPlacement]
 internal sealed class ReplicaGrain(
     [PersistentState("replica", StorageNames.State)] IPersistentState<ReplicaState> state,
     ArtifactStore artifacts,
@@ -79,6 +83,9 @@ internal sealed class ReplicaGrain(
         DeactivateOnIdle();
     }
 
+    public Task<ReplicaStatus> GetStatusAsync() =>
+        Task.FromResult(new ReplicaStatus(Key, silo.SiloAddress.ToParsableString(), _info is not null, _info?.ExecutionProvider));
+
     public Task<InferenceResponse> InferAsync(InferenceRequest request) =>
         _batcher?.EnqueueAsync(request)
         ?? Task.FromException<InferenceResponse>(MedServeException.NotReady($"replica {Key} has no loaded session"));
@@ -86,7 +93,8 @@ internal sealed class ReplicaGrain(
     private async Task<ReplicaInfo> LoadSessionAsync(ModelManifest manifest, string sha256)
     {
         var started = Stopwatch.GetTimestamp();
-        var bytes = await artifacts.GetAsync(sha256);
+        // Reading and hashing a large artifact is blocking work: off the grain scheduler.
+        var bytes = await Task.Run(() => artifacts.GetAsync(sha256));
         var options = runtime.Value;
         // Session creation is CPU-bound native work: keep it off the grain scheduler.
         var model = await Task.Run(() => OnnxModel.Load(bytes, manifest, options));

@@ -59,6 +59,10 @@ public static partial class V2Endpoints
         {
             return Error(e);
         }
+        catch (Exception e) when (e is TimeoutException or OrleansException)
+        {
+            return Error(MedServeException.NotReady($"the cluster could not answer just now ({e.GetType().Name}); retry"));
+        }
     }
 
     private static async Task<IResult> MetadataAsync(string name, string? version, IGrainFactory grains, ModelRouter router)
@@ -91,7 +95,9 @@ public static partial class V2Endpoints
     {
         var started = Stopwatch.GetTimestamp();
         var (result, outcome) = await InferCoreAsync(name, version, context, router, options, logger);
-        InferenceMetrics.RecordRequest(ModelNames.IsValidName(name) ? name : "(invalid)", version, outcome, Stopwatch.GetElapsedTime(started));
+        // Labels stay bounded: unknown names and versions do not each make a new series.
+        var known = outcome != nameof(ErrorKind.NotFound) && ModelNames.IsValidName(name);
+        InferenceMetrics.RecordRequest(known ? name : "(unknown)", known ? version : null, outcome, Stopwatch.GetElapsedTime(started));
         return result;
     }
 
@@ -110,7 +116,7 @@ public static partial class V2Endpoints
             var (buffer, length) = await ReadBodyAsync(context.Request, options.MaxInferBytes, context.RequestAborted);
             rented = buffer;
             var (request, outputOptions) = V2Codec.ParseRequest(buffer.AsMemory(0, length), jsonLength);
-            ArrayPool<byte>.Shared.Return(rented);
+            ArrayPool<byte>.Shared.Return(rented, clearArray: true);
             rented = null;
 
             var response = await router.InferAsync(name, version, request);
@@ -147,7 +153,7 @@ public static partial class V2Endpoints
         {
             if (rented is not null)
             {
-                ArrayPool<byte>.Shared.Return(rented);
+                ArrayPool<byte>.Shared.Return(rented, clearArray: true);
             }
         }
     }
@@ -159,7 +165,8 @@ public static partial class V2Endpoints
         {
             throw new MedServeException(ErrorKind.TooLarge, $"request body is {declared} bytes; the limit is {max}");
         }
-        var buffer = ArrayPool<byte>.Shared.Rent((int)(request.ContentLength ?? 16 * 1024) + 1);
+        // Start small whatever Content-Length claims; grow as bytes really arrive.
+        var buffer = ArrayPool<byte>.Shared.Rent((int)Math.Min((request.ContentLength ?? 16 * 1024) + 1, 1024 * 1024));
         var length = 0;
         try
         {
@@ -173,7 +180,7 @@ public static partial class V2Endpoints
                     }
                     var bigger = ArrayPool<byte>.Shared.Rent((int)Math.Min((long)buffer.Length * 2, max + 1));
                     buffer.AsSpan(0, length).CopyTo(bigger);
-                    ArrayPool<byte>.Shared.Return(buffer);
+                    ArrayPool<byte>.Shared.Return(buffer, clearArray: true);
                     buffer = bigger;
                 }
                 var read = await request.Body.ReadAsync(buffer.AsMemory(length), ct);
@@ -191,7 +198,7 @@ public static partial class V2Endpoints
         }
         catch
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            ArrayPool<byte>.Shared.Return(buffer, clearArray: true);
             throw;
         }
     }

@@ -22,6 +22,7 @@ public static class MedServeNode
         ["--silo-port"] = "MedServe:SiloPort",
         ["--gateway-port"] = "MedServe:GatewayPort",
         ["--accelerator"] = "MedServe:Accelerator",
+        ["--label"] = "MedServe:Labels",
         ["--max-infer-bytes"] = "MedServe:MaxInferBytes",
         ["--intra-op-threads"] = "MedServe:IntraOpThreads",
     };
@@ -66,12 +67,15 @@ public static class MedServeNode
         builder.Services.AddSingleton<ModelRouter>();
         builder.Services.AddSingleton<NodeReadiness>();
 
+        var capability = AcceleratorProbe.Resolve(options.Accelerator);
+        var labels = options.ParseLabels();
+        builder.Services.AddSingleton(capability);
         var siloPort = options.SiloPort > 0 ? options.SiloPort : FreePort.PreferOrAny(11111);
         var gatewayPort = options.GatewayPort > 0 ? options.GatewayPort : FreePort.PreferOrAny(30000);
         builder.UseOrleans(silo =>
         {
             silo.UseLocalhostClustering(siloPort, gatewayPort, serviceId: "medserve", clusterId: "medserve-embedded");
-            silo.AddModelServing(data, new RuntimeOptions { Accelerator = options.Accelerator, IntraOpThreads = options.IntraOpThreads });
+            silo.AddModelServing(data, capability, labels, options.IntraOpThreads);
             silo.AddFileGrainStorage(StorageNames.State, Path.Combine(data, "state"));
         });
 
@@ -86,6 +90,7 @@ public static class MedServeNode
         app.UseAuthentication();
         app.MapV2Api();
         app.MapManagementApi();
+        app.MapSiloApi();
         app.MapPrometheusScrapingEndpoint("/metrics");
         return app;
     }

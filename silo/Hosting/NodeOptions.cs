@@ -21,6 +21,25 @@ public sealed class NodeOptions
     /// <summary>ONNX Runtime intra-op threads per session.</summary>
     public int IntraOpThreads { get; set; } = 1;
 
-    /// <summary><c>cpu</c>, <c>gpu</c> or <c>any</c>: what this silo offers.</summary>
-    public string Accelerator { get; set; } = "cpu";
+    /// <summary><c>gpu</c>, <c>cpu</c>, or <c>auto</c> to probe (CUDA provider present and a device visible) (<c>--accelerator</c>).</summary>
+    public string Accelerator { get; set; } = "auto";
+
+    /// <summary>Free-form labels published as silo metadata, <c>key=value</c> comma-separated (<c>--label zone=a,rack=3</c>).</summary>
+    public string Labels { get; set; } = "";
+
+    /// <summary>The labels as a dictionary; a malformed entry is a start-up error naming it.</summary>
+    public IReadOnlyDictionary<string, string> ParseLabels()
+    {
+        var labels = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var entry in Labels.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var eq = entry.IndexOf('=', StringComparison.Ordinal);
+            if (eq <= 0 || eq == entry.Length - 1)
+            {
+                throw new ArgumentException($"--label '{entry}' must be key=value");
+            }
+            labels[entry[..eq]] = entry[(eq + 1)..];
+        }
+        return labels;
+    }
 }

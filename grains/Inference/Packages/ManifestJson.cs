@@ -54,6 +54,11 @@ public static class ManifestJson
     /// <summary>Checks a manifest is complete and self-consistent.</summary>
     public static void Check(ModelManifest m)
     {
+        // JSON may say null where a list or object belongs; name it instead of failing later.
+        if (m.Inputs is null || m.Outputs is null || m.Limitations is null || m.ValidationMetrics is null)
+        {
+            throw MedServeException.Invalid("manifest.inputs, outputs, limitations and validation_metrics may not be null", "manifest");
+        }
         if (!ModelNames.IsValidName(m.Name))
         {
             throw MedServeException.Invalid("manifest.name must be 1-63 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit", "manifest.name");
@@ -70,6 +75,11 @@ public static class ManifestJson
         CheckSpecs(m.Outputs, "outputs");
         if (m.Validation is { } v)
         {
+            if (v.Samples is null || v.Samples.Any(x => x is null || x.Inputs is null || x.ExpectedOutputs is null
+                || x.Inputs.Values.Any(t => t?.Shape is null || t.Data is null) || x.ExpectedOutputs.Values.Any(t => t?.Shape is null || t.Data is null)))
+            {
+                throw MedServeException.Invalid("manifest.validation.samples has a null sample, tensor, shape or data", "manifest.validation.samples");
+            }
             if (v.Tolerance is < 0 or double.NaN)
             {
                 throw MedServeException.Invalid("manifest.validation.tolerance must be >= 0", "manifest.validation.tolerance");
@@ -120,6 +130,10 @@ public static class ManifestJson
         {
             var s = specs[i];
             var at = $"manifest.{field}[{i}]";
+            if (s is null || s.Shape is null)
+            {
+                throw MedServeException.Invalid($"{at} must be an object with name, datatype and shape", at);
+            }
             if (string.IsNullOrWhiteSpace(s.Name))
             {
                 throw MedServeException.Invalid($"{at}.name is required", $"{at}.name");

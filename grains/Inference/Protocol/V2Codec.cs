@@ -85,7 +85,7 @@ public static class V2Codec
             var index = 0;
             foreach (var input in inputsElement.EnumerateArray())
             {
-                inputs[index] = ParseInput(input, index, binary.Span, ref binaryOffset);
+                inputs[index] = ParseInput(input, index, json.Length, binary.Span, ref binaryOffset);
                 index++;
             }
             if (binaryOffset != binary.Length)
@@ -121,7 +121,7 @@ public static class V2Codec
         }
     }
 
-    private static Tensor ParseInput(JsonElement input, int index, ReadOnlySpan<byte> binary, ref int binaryOffset)
+    private static Tensor ParseInput(JsonElement input, int index, int jsonBytes, ReadOnlySpan<byte> binary, ref int binaryOffset)
     {
         if (input.ValueKind != JsonValueKind.Object)
         {
@@ -168,7 +168,7 @@ public static class V2Codec
         if (input.TryGetProperty("parameters", out var parameters) && parameters.ValueKind == JsonValueKind.Object
             && parameters.TryGetProperty("binary_data_size", out var sizeElement))
         {
-            if (!sizeElement.TryGetInt64(out var size) || size < 0)
+            if (sizeElement.ValueKind != JsonValueKind.Number || !sizeElement.TryGetInt64(out var size) || size < 0)
             {
                 throw MedServeException.Invalid($"{field}: binary_data_size must be a non-negative integer", name);
             }
@@ -188,6 +188,11 @@ public static class V2Codec
         if (!input.TryGetProperty("data", out var data))
         {
             throw MedServeException.Invalid($"{field}: needs 'data' (or parameters.binary_data_size with a binary body)", name);
+        }
+        if (elements > jsonBytes / 2 + 1)
+        {
+            // Every JSON element takes at least two bytes: refuse before allocating for a shape the body cannot fill.
+            throw MedServeException.Invalid($"{field}: shape {ShapeText(shape)} needs {elements} elements but the body is only {jsonBytes} bytes", name);
         }
         var buffer = new byte[byteLength];
         var written = 0;

@@ -7,7 +7,7 @@ namespace MedServe.Inference.Runtime;
 public interface IBatcher : IAsyncDisposable
 {
     /// <summary>Queues a request; completes with its response or its error.</summary>
-    Task<InferenceResponse> EnqueueAsync(InferenceRequest request, CancellationToken cancellationToken = default);
+    Task<InferenceResponse> EnqueueAsync(InferenceRequest request);
 
     /// <summary>Requests accepted and not yet answered.</summary>
     int InFlight { get; }
@@ -15,22 +15,20 @@ public interface IBatcher : IAsyncDisposable
 
 /// <summary>
 /// No batching: each request runs at once, off the caller's thread (a grain turn never waits on ONNX Runtime).
-/// Stopping waits for the requests in flight, so an unload never frees a session under a running request.
+/// The session is reference-counted: the batcher holds one reference and every running request one more,
+/// so stopping never frees a session under a running request, and never throws or waits forever.
 /// </summary>
 public sealed class ImmediateBatcher(OnnxModel model) : IBatcher
 {
-    private int _inFlight;
-    private volatile bool _stopped;
-    private readonly TaskCompletionSource _drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _references = 1; // the batcher's own
+    private int _stopped;
 
-    public int InFlight => Volatile.Read(ref _inFlight);
+    public int InFlight => Math.Max(0, Volatile.Read(ref _references) - (Volatile.Read(ref _stopped) == 0 ? 1 : 0));
 
-    public Task<InferenceResponse> EnqueueAsync(InferenceRequest request, CancellationToken cancellationToken = default)
+    public Task<InferenceResponse> EnqueueAsync(InferenceRequest request)
     {
-        Interlocked.Increment(ref _inFlight);
-        if (_stopped)
+        if (!TryAcquire())
         {
-            Leave();
             return Task.FromException<InferenceResponse>(MedServeException.NotReady($"{model.Manifest.Name}:{model.Manifest.Version} is unloading"));
         }
         return Task.Run(() =>
@@ -41,26 +39,42 @@ public sealed class ImmediateBatcher(OnnxModel model) : IBatcher
             }
             finally
             {
-                Leave();
+                Release();
             }
-        }, cancellationToken);
+        });
     }
 
-    private void Leave()
+    private bool TryAcquire()
     {
-        if (Interlocked.Decrement(ref _inFlight) == 0 && _stopped)
+        while (true)
         {
-            _drained.TrySetResult();
+            var current = Volatile.Read(ref _references);
+            if (current == 0 || Volatile.Read(ref _stopped) != 0)
+            {
+                return false;
+            }
+            if (Interlocked.CompareExchange(ref _references, current + 1, current) == current)
+            {
+                return true;
+            }
         }
     }
 
-    public async ValueTask DisposeAsync()
+    private void Release()
     {
-        _stopped = true;
-        if (Volatile.Read(ref _inFlight) > 0)
+        if (Interlocked.Decrement(ref _references) == 0)
         {
-            await _drained.Task.WaitAsync(TimeSpan.FromSeconds(30));
+            model.Dispose();
         }
-        model.Dispose();
+    }
+
+    /// <summary>Stops taking requests; the session is freed when the last running one finishes.</summary>
+    public ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _stopped, 1) == 0)
+        {
+            Release();
+        }
+        return ValueTask.CompletedTask;
     }
 }

@@ -29,7 +29,7 @@ public sealed record GraphTensor(string Name, TensorDatatype Datatype, long[] Sh
 public sealed class OnnxModel : IDisposable
 {
     private readonly InferenceSession _session;
-    private readonly RunOptions _runOptions = new();
+    private readonly RunOptions _runOptions = new() { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
     private readonly Dictionary<string, GraphTensor> _inputs;
     private readonly Dictionary<string, TensorSpec> _manifestInputs;
     private readonly string[] _allOutputs;
@@ -67,7 +67,8 @@ public sealed class OnnxModel : IDisposable
             InterOpNumThreads = 1,
             ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
             GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
-            LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
+            // ONNX Runtime's own log lines can quote input values: keep them out of every log.
+            LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL,
         };
         // Idle sessions must not spin on cores that other requests need.
         sessionOptions.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
@@ -225,10 +226,15 @@ public sealed class OnnxModel : IDisposable
             InferenceMetrics.RecordCompute(Manifest.Name, Manifest.Version, elapsed, request.Inputs[0].Shape[0]);
             return new InferenceResponse(Manifest.Name, Manifest.Version, outputs, request.Id, elapsed.TotalMilliseconds);
         }
+        catch (OnnxRuntimeException e) when (ErrorCodeOf(e) is "InvalidArgument" or "Fail" or "RuntimeException" or "InvalidGraph")
+        {
+            // Shapes and types were checked; what is left is the model refusing values (an index out of range,
+            // a reshape that does not fit). ONNX Runtime's text may quote those values: never pass it on.
+            throw MedServeException.Invalid($"{Manifest.Name}:{Manifest.Version} rejected the input values (ONNX Runtime {ErrorCodeOf(e)})");
+        }
         catch (OnnxRuntimeException e)
         {
-            // Shapes were checked; what is left is the model refusing values (e.g. an index out of range).
-            throw MedServeException.Invalid($"the model rejected the input: {FirstLine(e.Message)}");
+            throw new MedServeException(ErrorKind.Internal, $"{Manifest.Name}:{Manifest.Version} failed to run (ONNX Runtime {ErrorCodeOf(e)})");
         }
         finally
         {
@@ -285,6 +291,14 @@ public sealed class OnnxModel : IDisposable
         TensorElementType.Double => TensorDatatype.FP64,
         _ => throw MedServeException.Invalid($"tensor '{name}' has element type {type}, which this server does not serve", "model"),
     };
+
+    /// <summary>The code ONNX Runtime puts first in its messages (<c>[ErrorCode:InvalidArgument] ...</c>).</summary>
+    private static string ErrorCodeOf(OnnxRuntimeException e)
+    {
+        const string prefix = "[ErrorCode:";
+        var end = e.Message.IndexOf(']', StringComparison.Ordinal);
+        return e.Message.StartsWith(prefix, StringComparison.Ordinal) && end > prefix.Length ? e.Message[prefix.Length..end] : "Unknown";
+    }
 
     private static string FirstLine(string message)
     {

@@ -21,7 +21,7 @@ public sealed class GrainClusterFixture : IAsyncLifetime
     {
         var builder = new InProcessTestClusterBuilder(1);
         builder.ConfigureSilo((_, silo) => silo
-            .AddModelServing(DataDirectory, new RuntimeOptions { Accelerator = "cpu" })
+            .AddModelServing(DataDirectory, new SiloCapability("cpu", "CPUExecutionProvider", "test"))
             .AddFileGrainStorage(StorageNames.State, Path.Combine(DataDirectory, "state")));
         Cluster = builder.Build();
         await Cluster.DeployAsync();
