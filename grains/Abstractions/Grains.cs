@@ -60,6 +60,11 @@ public interface IDeploymentGrain : IGrainWithStringKey
     /// <summary>Makes sure a deployment that should run is running (after a restart).</summary>
     Task EnsureRunningAsync();
 
+    /// <summary>Waits until the deployment is in <paramref name="state"/> (or the timeout passes) and returns it as it is.</summary>
+    [AlwaysInterleave]
+    [ResponseTimeout("00:05:00")]
+    Task<DeploymentInfo> WaitForStateAsync(DeploymentState state, TimeSpan timeout);
+
     /// <summary>Tries again to place a Pending deployment (called when silos join); no-op otherwise.</summary>
     Task RetryIfPendingAsync();
 

@@ -34,6 +34,7 @@ internal sealed class DeploymentGrain(
     private DateTimeOffset _updatedAt = DateTimeOffset.UtcNow;
     private int _generation;
     private TaskCompletionSource<DeploymentInfo> _settled = NewSettled();
+    private readonly List<(DeploymentState State, TaskCompletionSource<DeploymentInfo> Waiter)> _stateWaiters = [];
 
     private string Key => this.GetPrimaryKeyString();
 
@@ -144,6 +145,24 @@ internal sealed class DeploymentGrain(
         return Info();
     }
 
+    public async Task<DeploymentInfo> WaitForStateAsync(DeploymentState state, TimeSpan timeout)
+    {
+        if (_state != state)
+        {
+            var waiter = new TaskCompletionSource<DeploymentInfo>(TaskCreationOptions.RunContinuationsAsynchronously);
+            _stateWaiters.Add((state, waiter));
+            try
+            {
+                await waiter.Task.WaitAsync(timeout);
+            }
+            catch (TimeoutException)
+            {
+                _stateWaiters.RemoveAll(w => w.Waiter == waiter);
+            }
+        }
+        return Info();
+    }
+
     private static TaskCompletionSource<DeploymentInfo> NewSettled() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private void StartRollout()
@@ -200,14 +219,22 @@ internal sealed class DeploymentGrain(
                 await UnloadQuietlyAsync(0);
                 return;
             }
-            SetState(DeploymentState.Ready, null);
-            // Scale-down: replicas beyond the spec go once the new set serves.
+            // Scale-down: replicas beyond the spec are freed before the deployment reports Ready.
             await UnloadQuietlyAsync(spec.Replicas);
-            if (Current() && record.State.ReplicaSlots > spec.Replicas)
+            if (!Current())
+            {
+                return;
+            }
+            if (record.State.ReplicaSlots > spec.Replicas)
             {
                 record.State.ReplicaSlots = spec.Replicas;
                 await record.WriteStateAsync();
+                if (!Current())
+                {
+                    return;
+                }
             }
+            SetState(DeploymentState.Ready, null);
         }
         catch (Exception e) when (Current() && IsNoCompatibleSilo(e))
         {
@@ -281,6 +308,15 @@ internal sealed class DeploymentGrain(
         else
         {
             _settled.TrySetResult(Info());
+        }
+        if (_stateWaiters.Count > 0)
+        {
+            var info = Info();
+            foreach (var w in _stateWaiters.Where(w => w.State == state).ToList())
+            {
+                w.Waiter.TrySetResult(info);
+                _stateWaiters.Remove(w);
+            }
         }
         if (state != DeploymentState.Failed)
         {

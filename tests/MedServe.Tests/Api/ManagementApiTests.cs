@@ -209,6 +209,23 @@ public sealed class ManagementApiTests(NodeFixture node)
             AssertProblem((int)response.StatusCode, await NodeFixture.ReadJsonAsync(response), 404, "has no version '9'");
         }
         Assert.Equal("application/problem+json", (await node.Http.GetAsync("/api/models/nope")).Content.Headers.ContentType!.MediaType);
+        using (var response = await node.Http.PutAsync("/api/deployments/breast-cancer-logreg/1", new StringContent("{\"replicas\":1}", System.Text.Encoding.UTF8, "application/x-www-form-urlencoded")))
+        {
+            AssertProblem((int)response.StatusCode, await NodeFixture.ReadJsonAsync(response), 400, "Content-Type: application/json", "content-type");
+        }
+    }
+
+    [Fact]
+    public async Task Silos_are_listed_with_their_capability_and_replicas()
+    {
+        var (status, silos) = await node.GetJsonAsync("/api/silos");
+        Assert.Equal(200, status);
+        var silo = Assert.Single(silos!.AsArray());
+        Assert.Equal("Active", silo!["status"]!.GetValue<string>());
+        Assert.Equal("cpu", silo["accelerator"]!.GetValue<string>());
+        Assert.Equal("CPUExecutionProvider", silo["execution_provider"]!.GetValue<string>());
+        Assert.StartsWith("probe:", silo["accelerator_source"]!.GetValue<string>(), StringComparison.Ordinal);
+        Assert.Contains(silo["replicas"]!.AsArray(), r => r!.GetValue<string>().StartsWith("ct-mr-classifier/1/0/", StringComparison.Ordinal));
     }
 
     [Fact]

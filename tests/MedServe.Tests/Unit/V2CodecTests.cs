@@ -41,6 +41,21 @@ public sealed class V2CodecTests
     }
 
     [Fact]
+    public void A_shape_the_body_cannot_fill_is_refused_before_allocating()
+    {
+        var e = Assert.Throws<MedServeException>(() => Parse("""{"inputs":[{"name":"x","datatype":"FP64","shape":[268435455],"data":[1]}]}"""));
+        Assert.Contains("the body is only", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_binary_data_size_that_is_not_a_number_is_invalid_input()
+    {
+        var e = Assert.Throws<MedServeException>(() => V2Codec.ParseRequest(
+            Encoding.UTF8.GetBytes("""{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"parameters":{"binary_data_size":"4"}}]}"""), null));
+        Assert.Equal(ErrorKind.InvalidInput, e.Kind);
+    }
+
+    [Fact]
     public void Binary_outputs_follow_the_json_header()
     {
         var response = new InferenceResponse("m", "1", [TensorTypes.Create<float>("y", [2], [1f, 2f]), TensorTypes.Create<int>("z", [1], [7])], "id");
