@@ -12,17 +12,18 @@ if [ ! -d ../shared/data ] && [ -z "${MEDSERVE_SHARED:-}" ]; then
   echo "test.sh: the shared test data is missing: expected ../shared/data beside the checkout (or set MEDSERVE_SHARED)" >&2
   exit 2
 fi
-# Debian packages the later suites need (redis-server for cluster tests, chromium for the UI) are
-# installed here when missing; today's suite needs none.
+# Debian packages the suite needs, installed when missing: redis-server for the cluster tests
+# (real silo processes joined through Redis).
 apt_install() {
   local missing=()
   for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
   [ ${#missing[@]} -eq 0 ] && return 0
+  echo "test.sh: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" \
     || { dpkg --configure -a; apt-get install -y -qq "${missing[@]}"; }
 }
-apt_install ${MEDSERVE_APT_PACKAGES:-}
+apt_install redis-server
 
 results="$(pwd)/TestResults"
 rm -rf "$results"

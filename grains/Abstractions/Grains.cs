@@ -92,6 +92,19 @@ public interface IReplicaGrain : IGrainWithStringKey
     Task<InferenceResponse> InferAsync(InferenceRequest request);
 }
 
+/// <summary>
+/// A model artifact kept by the cluster (key: its SHA-256), so a silo that lacks it can fetch it without a
+/// shared filesystem. Used in cluster mode; the embedded node reads its own disk.
+/// </summary>
+public interface IArtifactGrain : IGrainWithStringKey
+{
+    /// <summary>Keeps the bytes (their hash must be the key).</summary>
+    Task PutAsync(byte[] bytes);
+
+    /// <summary>The bytes, or null when the cluster does not have them.</summary>
+    Task<byte[]?> GetAsync();
+}
+
 /// <summary>Keys of grains, in one place.</summary>
 public static class GrainKeys
 {

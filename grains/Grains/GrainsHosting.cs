@@ -33,8 +33,9 @@ public static class GrainsHosting
     /// the artifact store under <paramref name="dataDirectory"/>/artifacts, ONNX Runtime options, placement.
     /// </summary>
     public static ISiloBuilder AddModelServing(this ISiloBuilder silo, string dataDirectory, SiloCapability capability,
-        IReadOnlyDictionary<string, string>? labels = null, int intraOpThreads = 1)
+        IReadOnlyDictionary<string, string>? labels = null, int intraOpThreads = 1, bool shareArtifacts = false)
     {
+        silo.Services.AddSingleton(new ArtifactSharing(shareArtifacts));
         silo.AddCapabilities(capability, labels);
         var runtime = new RuntimeOptions { Accelerator = capability.Accelerator, IntraOpThreads = intraOpThreads };
         silo.Services.AddSingleton(new ArtifactStore(Path.Combine(dataDirectory, "artifacts")));

@@ -7,7 +7,7 @@ namespace MedServe.Grains;
 /// Accepts a model package into the registry: checks the manifest against the ONNX graph, stores the
 /// artifact by SHA-256, registers the version. One path for HTTP uploads and directory imports.
 /// </summary>
-public sealed class PackageImporter(IGrainFactory grains, ArtifactStore artifacts, ILogger<PackageImporter> logger)
+public sealed class PackageImporter(IGrainFactory grains, ArtifactStore artifacts, ArtifactSharing sharing, ILogger<PackageImporter> logger)
 {
     /// <summary>Registers a package; a version that exists is a conflict.</summary>
     public async Task<ModelVersionInfo> RegisterAsync(ModelPackage package, CancellationToken cancellationToken = default)
@@ -15,6 +15,10 @@ public sealed class PackageImporter(IGrainFactory grains, ArtifactStore artifact
         // ONNX Runtime parses the graph: CPU work, off the request thread's grain context.
         await Task.Run(() => PackageInspector.Inspect(package), cancellationToken);
         var sha = await artifacts.PutAsync(package.Model, cancellationToken);
+        if (sharing.Enabled)
+        {
+            await grains.GetGrain<IArtifactGrain>(sha).PutAsync(package.Model);
+        }
         return await grains.GetGrain<IModelGrain>(package.Manifest.Name).RegisterVersionAsync(package.Manifest, sha, package.Model.Length);
     }
 
@@ -63,6 +67,9 @@ public sealed class PackageImporter(IGrainFactory grains, ArtifactStore artifact
         return imported;
     }
 }
+
+/// <summary>Whether artifacts are also kept by the cluster (cluster mode: silos share no filesystem).</summary>
+public sealed record ArtifactSharing(bool Enabled);
 
 internal static partial class ImportLog
 {

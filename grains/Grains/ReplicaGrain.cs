@@ -93,6 +93,13 @@ internal sealed class ReplicaGrain(
     private async Task<ReplicaInfo> LoadSessionAsync(ModelManifest manifest, string sha256)
     {
         var started = Stopwatch.GetTimestamp();
+        if (!artifacts.Contains(sha256))
+        {
+            // Cluster mode: this silo never saw the upload. Fetch from the cluster, verify, cache on local disk.
+            var shared = await GrainFactory.GetGrain<IArtifactGrain>(sha256).GetAsync()
+                ?? throw MedServeException.NotFound($"artifact sha256:{sha256} is neither on this silo nor in the cluster");
+            await Task.Run(() => artifacts.PutVerifiedAsync(shared, sha256));
+        }
         // Reading and hashing a large artifact is blocking work: off the grain scheduler.
         var bytes = await Task.Run(() => artifacts.GetAsync(sha256));
         var options = runtime.Value;

@@ -5,6 +5,7 @@ using MedServe.Inference.Runtime;
 using MedServe.Routing;
 using MedServe.Silo.Api;
 using MedServe.Silo.Security;
+using System.Net;
 using Microsoft.AspNetCore.DataProtection;
 using Microsoft.AspNetCore.Http.Json;
 using OpenTelemetry.Metrics;
@@ -23,6 +24,9 @@ public static class MedServeNode
         ["--gateway-port"] = "MedServe:GatewayPort",
         ["--accelerator"] = "MedServe:Accelerator",
         ["--label"] = "MedServe:Labels",
+        ["--cluster"] = "MedServe:Cluster",
+        ["--cluster-id"] = "MedServe:ClusterId",
+        ["--advertise"] = "MedServe:Advertise",
         ["--max-infer-bytes"] = "MedServe:MaxInferBytes",
         ["--intra-op-threads"] = "MedServe:IntraOpThreads",
     };
@@ -72,11 +76,20 @@ public static class MedServeNode
         builder.Services.AddSingleton(capability);
         var siloPort = options.SiloPort > 0 ? options.SiloPort : FreePort.PreferOrAny(11111);
         var gatewayPort = options.GatewayPort > 0 ? options.GatewayPort : FreePort.PreferOrAny(30000);
+        var redis = options.RedisEndpoint();
         builder.UseOrleans(silo =>
         {
-            silo.UseLocalhostClustering(siloPort, gatewayPort, serviceId: "medserve", clusterId: "medserve-embedded");
-            silo.AddModelServing(data, capability, labels, options.IntraOpThreads);
-            silo.AddFileGrainStorage(StorageNames.State, Path.Combine(data, "state"));
+            if (redis is null)
+            {
+                // Embedded: one silo, its own membership, state in files under --data.
+                silo.UseLocalhostClustering(siloPort, gatewayPort, serviceId: "medserve", clusterId: "medserve-embedded");
+                silo.AddFileGrainStorage(StorageNames.State, Path.Combine(data, "state"));
+            }
+            else
+            {
+                silo.UseRedisCluster(redis, options.ClusterId, IPAddress.Parse(options.Advertise), siloPort, gatewayPort);
+            }
+            silo.AddModelServing(data, capability, labels, options.IntraOpThreads, shareArtifacts: redis is not null);
         });
 
         // Registered after UseOrleans, so it starts once the silo is up.

@@ -33,6 +33,16 @@ public sealed class ArtifactStore(string root)
 
     public bool Contains(string sha256) => File.Exists(PathOf(sha256));
 
+    /// <summary>Stores bytes that must hash to <paramref name="sha256"/> (fetched from elsewhere).</summary>
+    public async Task PutVerifiedAsync(byte[] bytes, string sha256, CancellationToken cancellationToken = default)
+    {
+        if (Hash(bytes) != sha256)
+        {
+            throw new MedServeException(ErrorKind.Internal, $"artifact sha256:{sha256} fetched from the cluster does not match its hash");
+        }
+        await PutAsync(bytes, cancellationToken);
+    }
+
     /// <summary>Reads an artifact and checks its hash.</summary>
     public async Task<byte[]> GetAsync(string sha256, CancellationToken cancellationToken = default)
     {

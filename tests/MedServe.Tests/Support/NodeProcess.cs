@@ -54,7 +54,7 @@ public sealed class NodeProcess : IAsyncDisposable
     }
 
     /// <summary>Starts a node and waits until it reports ready.</summary>
-    public static async Task<NodeProcess> StartAsync(string dataDirectory, string import, int httpPort, int siloPort, int gatewayPort)
+    public static async Task<NodeProcess> StartAsync(string dataDirectory, string import, int httpPort, int siloPort, int gatewayPort, params string[] extraArgs)
     {
         var start = new ProcessStartInfo("dotnet")
         {
@@ -63,12 +63,14 @@ public sealed class NodeProcess : IAsyncDisposable
             UseShellExecute = false,
             WorkingDirectory = dataDirectory,
         };
-        foreach (var arg in new[]
-        {
+        string[] args =
+        [
             SiloAssembly, "--urls", $"http://127.0.0.1:{httpPort}", "--data", dataDirectory, "--import", import,
             "--silo-port", siloPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
             "--gateway-port", gatewayPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
-        })
+            .. extraArgs,
+        ];
+        foreach (var arg in args)
         {
             start.ArgumentList.Add(arg);
         }

@@ -1,0 +1,29 @@
+using MedServe.Inference.Packages;
+
+namespace MedServe.Grains;
+
+[GenerateSerializer, Alias("medserve.artifact-state")]
+public sealed class ArtifactState
+{
+    [Id(0)] public byte[]? Bytes { get; set; }
+}
+
+/// <summary>The cluster's copy of one artifact, in the cluster's grain storage (Redis in cluster mode).</summary>
+internal sealed class ArtifactGrain(
+    [PersistentState("artifact", StorageNames.State)] IPersistentState<ArtifactState> state) : Grain, IArtifactGrain
+{
+    public async Task PutAsync(byte[] bytes)
+    {
+        if (ArtifactStore.Hash(bytes) != this.GetPrimaryKeyString())
+        {
+            throw MedServeException.Invalid("artifact bytes do not match their SHA-256 key", "sha256");
+        }
+        if (state.State.Bytes is null)
+        {
+            state.State.Bytes = bytes;
+            await state.WriteStateAsync();
+        }
+    }
+
+    public Task<byte[]?> GetAsync() => Task.FromResult(state.State.Bytes);
+}

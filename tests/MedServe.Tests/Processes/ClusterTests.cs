@@ -1,0 +1,62 @@
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+using MedServe.Tests.Support;
+
+namespace MedServe.Tests.Processes;
+
+/// <summary>Real silo processes joined through a real redis-server: placement by tag across processes.</summary>
+public sealed class ClusterTests
+{
+    [Fact]
+    public async Task A_gpu_deployment_lands_on_the_gpu_tagged_silo_which_fetches_the_artifact_from_the_cluster()
+    {
+        await using var redis = await RedisProcess.StartAsync();
+        var cpuData = Paths.TempDirectory("cluster-cpu");
+        var gpuData = Paths.TempDirectory("cluster-gpu");
+        try
+        {
+            await using var cpu = await NodeProcess.StartAsync(cpuData, Paths.Samples, NodeProcess.FreePort(), NodeProcess.FreePort(), NodeProcess.FreePort(),
+                "--cluster", redis.Url, "--accelerator", "cpu", "--label", "zone=a");
+            await using var gpu = await NodeProcess.StartAsync(gpuData, "none", NodeProcess.FreePort(), NodeProcess.FreePort(), NodeProcess.FreePort(),
+                "--cluster", redis.Url, "--accelerator", "gpu", "--label", "zone=b");
+
+            var silos = (await Json(cpu.Http.GetAsync("/api/silos"))).AsArray();
+            Assert.Equal(2, silos.Count);
+            var gpuSilo = silos.Single(s => s!["accelerator"]!.GetValue<string>() == "gpu")!;
+            Assert.Equal("b", gpuSilo["labels"]!["zone"]!.GetValue<string>());
+            Assert.Equal("configured", gpuSilo["accelerator_source"]!.GetValue<string>());
+
+            // Re-deploy the CT/MR classifier for gpu, through the cpu silo's API.
+            var deployed = await Json(cpu.Http.PutAsJsonAsync("/api/deployments/ct-mr-classifier/1?wait=true", new { accelerator = "gpu" }));
+            Assert.Equal("Ready", deployed["state"]!.GetValue<string>());
+            Assert.Equal(gpuSilo["address"]!.GetValue<string>(), deployed["replicas"]![0]!["silo"]!.GetValue<string>());
+            // The gpu silo never saw an upload: it fetched the artifact from the cluster and cached it.
+            Assert.Single(Directory.GetFiles(Path.Combine(gpuData, "artifacts"), "*", SearchOption.AllDirectories));
+
+            // Either silo's HTTP front end reaches the replica on the gpu silo.
+            var images = TestData.Floats("images", "ct_mr_test_images_11x1x64x64.f32");
+            foreach (var node in new[] { cpu, gpu })
+            {
+                var result = await Json(node.Http.PostAsJsonAsync("/v2/models/ct-mr-classifier/infer", new
+                {
+                    inputs = new[] { new { name = "image", datatype = "FP32", shape = new[] { 1, 1, 64, 64 }, data = images.AsSpan(6 * 4096, 4096).ToArray() } },
+                    outputs = new[] { new { name = "probabilities" } },
+                }));
+                Assert.True(result["outputs"]![0]!["data"]![1]!.GetValue<double>() > 0.99, "slice 6 is MR");
+            }
+        }
+        finally
+        {
+            Directory.Delete(cpuData, recursive: true);
+            Directory.Delete(gpuData, recursive: true);
+        }
+    }
+
+    private static async Task<JsonNode> Json(Task<HttpResponseMessage> call)
+    {
+        using var response = await call;
+        var body = await NodeFixture.ReadJsonAsync(response);
+        Assert.True(response.IsSuccessStatusCode, $"{(int)response.StatusCode}: {body}");
+        return body!;
+    }
+}
