@@ -1,3 +1,4 @@
+using MedServe.Grains.Placement;
 using MedServe.Inference.Runtime;
 using Microsoft.Extensions.Logging;
 
@@ -109,7 +110,30 @@ internal sealed class DeploymentGrain(
         return Info();
     }
 
-    public Task<DeploymentInfo> GetAsync() => Task.FromResult(Info());
+    public async Task<DeploymentInfo> GetAsync()
+    {
+        if (_state == DeploymentState.Ready && _replicas.Length > 0)
+        {
+            // Replicas move when their silo dies (they reactivate on a compatible one): show where they are now.
+            var generation = _generation;
+            var replicas = _replicas;
+            try
+            {
+                var statuses = await Task.WhenAll(replicas.Select(r => GrainFactory.GetGrain<IReplicaGrain>(r.Key).GetStatusAsync()))
+                    .WaitAsync(TimeSpan.FromSeconds(2));
+                if (generation != _generation)
+                {
+                    return Info();
+                }
+                _replicas = [.. replicas.Zip(statuses, (r, s) => s.Loaded ? r with { Silo = s.Silo, ExecutionProvider = s.ExecutionProvider ?? r.ExecutionProvider } : r)];
+            }
+            catch (Exception e) when (e is TimeoutException or OrleansException)
+            {
+                // A silo is going away right now: answer with what is known.
+            }
+        }
+        return Info();
+    }
 
     public Task<InferenceRoute> GetRouteAsync()
     {
@@ -190,7 +214,24 @@ internal sealed class DeploymentGrain(
                 return;
             }
             var replicas = Enumerable.Range(0, spec.Replicas).Select(Replica).ToArray();
-            var loaded = await Task.WhenAll(replicas.Select(r => r.LoadAsync(info.Manifest, info.Sha256)));
+            // One by one, telling placement where the others already are, so replicas spread over silos.
+            var loaded = new ReplicaInfo[replicas.Length];
+            for (var i = 0; i < replicas.Length; i++)
+            {
+                RequestContext.Set(ReplicaSpreadPlacementDirector.AvoidKey, string.Join(',', loaded.Take(i).Select(r => r.Silo)));
+                try
+                {
+                    loaded[i] = await replicas[i].LoadAsync(info.Manifest, info.Sha256);
+                }
+                finally
+                {
+                    RequestContext.Remove(ReplicaSpreadPlacementDirector.AvoidKey);
+                }
+                if (!Current())
+                {
+                    return;
+                }
+            }
             if (!Current())
             {
                 return;

@@ -28,6 +28,8 @@ public static class ClusterHosting
             o.IAmAliveTablePublishTimeout = TimeSpan.FromSeconds(5);
             o.TableRefreshTimeout = TimeSpan.FromSeconds(5);
         });
+        // A call to a silo that died must not hang for Orleans' default 30 s.
+        silo.Configure<SiloMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(10));
         return silo;
     }
 

@@ -33,6 +33,10 @@ public sealed class ModelRouter(IGrainFactory grains)
             {
                 Invalidate(model);
             }
+            catch (SiloUnavailableException) when (attempt == 0 && route.ReplicaKeys.Length > 1)
+            {
+                // The replica's silo is gone: the next replica (round robin) is on another silo.
+            }
         }
     }
 

@@ -43,8 +43,9 @@ internal sealed class AcceleratorPlacementFilterDirector(ISiloMetadataCache meta
 }
 
 /// <summary>
-/// Spreads a deployment's replicas over the compatible silos: replica <c>i</c> goes to the i-th of them in
-/// a stable order, so N replicas on N or more silos never share one.
+/// Spreads a deployment's replicas over the compatible silos. The deployment loads its replicas one by one and
+/// names, in the request context, the silos already hosting its other replicas; a new replica goes to a
+/// compatible silo not among them (the i-th in a stable order), so N replicas on N or more silos never share one.
 /// </summary>
 [AttributeUsage(AttributeTargets.Class, AllowMultiple = false)]
 public sealed class ReplicaSpreadPlacementAttribute() : PlacementAttribute(ReplicaSpreadPlacement.Instance);
@@ -55,12 +56,20 @@ public sealed class ReplicaSpreadPlacement : PlacementStrategy
     public static readonly ReplicaSpreadPlacement Instance = new();
 }
 
-internal sealed class ReplicaSpreadPlacementDirector : IPlacementDirector
+public sealed class ReplicaSpreadPlacementDirector : IPlacementDirector
 {
+    /// <summary>Request-context key: comma-separated silos that already host replicas of the same deployment.</summary>
+    public const string AvoidKey = "medserve.avoid-silos";
+
     public Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
     {
         var silos = context.GetCompatibleSilos(target).OrderBy(s => s.ToParsableString(), StringComparer.Ordinal).ToArray();
+        var avoid = target.RequestContextData is { } data && data.TryGetValue(AvoidKey, out var value) && value is string text
+            ? text.Split(',', StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.Ordinal)
+            : [];
+        var free = silos.Where(s => !avoid.Contains(s.ToParsableString())).ToArray();
+        var pool = free.Length > 0 ? free : silos;
         var index = GrainKeys.ReplicaIndex(target.GrainIdentity.Key.ToString()!);
-        return Task.FromResult(silos[index % silos.Length]);
+        return Task.FromResult(pool[index % pool.Length]);
     }
 }

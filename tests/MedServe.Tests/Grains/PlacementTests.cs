@@ -84,6 +84,14 @@ public sealed class PlacementTests : IAsyncLifetime
     [Fact]
     public async Task Replicas_spread_over_compatible_silos_and_scale_at_runtime()
     {
+        // Replica i goes to the i-th compatible silo: consecutive indexes alternate over two silos.
+        var placed = new List<string>();
+        for (var i = 0; i < 10; i++)
+        {
+            placed.Add(await SiloOfAsync($"probe/3/{i}/cpu"));
+        }
+        Assert.All(Enumerable.Range(0, 8), i => Assert.NotEqual(placed[i], placed[i + 1]));
+
         var helper = new GrainClusterHelper(Client, _data);
         await helper.RegisterSampleAsync("breast-cancer-logreg");
         var deployment = Client.GetGrain<IDeploymentGrain>(GrainKeys.Deployment("breast-cancer-logreg", "1"));
