@@ -1,5 +1,4 @@
 using MedServe.Grains;
-using MedServe.Inference.Packages;
 using MedServe.Inference.Runtime;
 using MedServe.Tests.Support;
 using Orleans.TestingHost;
@@ -15,7 +14,6 @@ public sealed class GrainClusterFixture : IAsyncLifetime
 
     public IClusterClient Client => Cluster.Client;
 
-    public ArtifactStore Artifacts => new(Path.Combine(DataDirectory, "artifacts"));
 
     public async Task InitializeAsync()
     {
@@ -34,14 +32,7 @@ public sealed class GrainClusterFixture : IAsyncLifetime
     }
 
     /// <summary>Registers a sample package from samples/ through the grains (as the importer does).</summary>
-    public async Task<ModelVersionInfo> RegisterSampleAsync(string name)
-    {
-        var package = ModelPackage.FromDirectory(Path.Combine(Paths.Samples, name));
-        var sha = await Artifacts.PutAsync(package.Model);
-        var model = Client.GetGrain<IModelGrain>(name);
-        return await model.GetVersionAsync(package.Manifest.Version)
-            ?? await model.RegisterVersionAsync(package.Manifest, sha, package.Model.Length);
-    }
+    public Task RegisterSampleAsync(string name) => new GrainClusterHelper(Client, DataDirectory).RegisterSampleAsync(name);
 }
 
 [CollectionDefinition(Name)]

@@ -20,14 +20,14 @@ public sealed class ClusterTests
             await using var gpu = await NodeProcess.StartAsync(gpuData, "none", NodeProcess.FreePort(), NodeProcess.FreePort(), NodeProcess.FreePort(),
                 "--cluster", redis.Url, "--accelerator", "gpu", "--label", "zone=b");
 
-            var silos = (await Json(cpu.Http.GetAsync("/api/silos"))).AsArray();
+            var silos = (await NodeFixture.SuccessJsonAsync(cpu.Http.GetAsync("/api/silos"))).AsArray();
             Assert.Equal(2, silos.Count);
             var gpuSilo = silos.Single(s => s!["accelerator"]!.GetValue<string>() == "gpu")!;
             Assert.Equal("b", gpuSilo["labels"]!["zone"]!.GetValue<string>());
             Assert.Equal("configured", gpuSilo["accelerator_source"]!.GetValue<string>());
 
             // Re-deploy the CT/MR classifier for gpu, through the cpu silo's API.
-            var deployed = await Json(cpu.Http.PutAsJsonAsync("/api/deployments/ct-mr-classifier/1?wait=true", new { accelerator = "gpu" }));
+            var deployed = await NodeFixture.SuccessJsonAsync(cpu.Http.PutAsJsonAsync("/api/deployments/ct-mr-classifier/1?wait=true", new { accelerator = "gpu" }));
             Assert.Equal("Ready", deployed["state"]!.GetValue<string>());
             Assert.Equal(gpuSilo["address"]!.GetValue<string>(), deployed["replicas"]![0]!["silo"]!.GetValue<string>());
             // The gpu silo never saw an upload: it fetched the artifact from the cluster and cached it.
@@ -37,7 +37,7 @@ public sealed class ClusterTests
             var images = TestData.Floats("images", "ct_mr_test_images_11x1x64x64.f32");
             foreach (var node in new[] { cpu, gpu })
             {
-                var result = await Json(node.Http.PostAsJsonAsync("/v2/models/ct-mr-classifier/infer", new
+                var result = await NodeFixture.SuccessJsonAsync(node.Http.PostAsJsonAsync("/v2/models/ct-mr-classifier/infer", new
                 {
                     inputs = new[] { new { name = "image", datatype = "FP32", shape = new[] { 1, 1, 64, 64 }, data = images.AsSpan(6 * 4096, 4096).ToArray() } },
                     outputs = new[] { new { name = "probabilities" } },
@@ -50,13 +50,5 @@ public sealed class ClusterTests
             Directory.Delete(cpuData, recursive: true);
             Directory.Delete(gpuData, recursive: true);
         }
-    }
-
-    private static async Task<JsonNode> Json(Task<HttpResponseMessage> call)
-    {
-        using var response = await call;
-        var body = await NodeFixture.ReadJsonAsync(response);
-        Assert.True(response.IsSuccessStatusCode, $"{(int)response.StatusCode}: {body}");
-        return body!;
     }
 }

@@ -29,7 +29,7 @@ public sealed class FailoverTests
             await WhenBothSilosTaggedAsync(a);
             await WhenBothSilosTaggedAsync(b);
 
-            var deployed = await Json(a.Http.PutAsJsonAsync("/api/deployments/breast-cancer-logreg/1?wait=true", new { replicas = 2, accelerator = "cpu" }));
+            var deployed = await NodeFixture.SuccessJsonAsync(a.Http.PutAsJsonAsync("/api/deployments/breast-cancer-logreg/1?wait=true", new { replicas = 2, accelerator = "cpu" }));
             Assert.Equal("Ready", deployed["state"]!.GetValue<string>());
             var silosBefore = deployed["replicas"]!.AsArray().Select(r => r!["silo"]!.GetValue<string>()).ToHashSet();
             Assert.Equal(2, silosBefore.Count); // spread over both silos
@@ -60,7 +60,7 @@ public sealed class FailoverTests
             Assert.All(outcomes, o => Assert.True(o.Took < RequestBound, $"a request took {o.Took}"));
             Assert.True(outcomes.TakeLast(50).All(o => o.Status == 200), "service came back on the surviving silo");
 
-            var after = await Json(a.Http.GetAsync("/api/deployments/breast-cancer-logreg/1"));
+            var after = await NodeFixture.SuccessJsonAsync(a.Http.GetAsync("/api/deployments/breast-cancer-logreg/1"));
             Assert.Equal("Ready", after["state"]!.GetValue<string>());
             Assert.All(after["replicas"]!.AsArray(), r => Assert.Equal(siloA, r!["silo"]!.GetValue<string>()));
         }
@@ -77,7 +77,7 @@ public sealed class FailoverTests
         var deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency * 30;
         while (true)
         {
-            var silos = (await Json(node.Http.GetAsync("/api/silos"))).AsArray();
+            var silos = (await NodeFixture.SuccessJsonAsync(node.Http.GetAsync("/api/silos"))).AsArray();
             if (silos.Count(s => s!["status"]!.GetValue<string>() == "Active" && s["accelerator"] is not null) == 2)
             {
                 return;
@@ -85,13 +85,5 @@ public sealed class FailoverTests
             Assert.True(Stopwatch.GetTimestamp() < deadline, "the two silos did not see each other's tags within 30 s");
             await Task.Delay(100);
         }
-    }
-
-    private static async Task<JsonNode> Json(Task<HttpResponseMessage> call)
-    {
-        using var response = await call;
-        var body = await NodeFixture.ReadJsonAsync(response);
-        Assert.True(response.IsSuccessStatusCode, $"{(int)response.StatusCode}: {body}");
-        return body!;
     }
 }

@@ -26,8 +26,8 @@ public sealed class RestartTests
                     { new ByteArrayContent(OnnxBuilder.Identity(Vector)), "model", "model.onnx" },
                 };
                 Assert.Equal(201, (int)(await node.Http.PostAsync("/api/models?deploy=true", form)).StatusCode);
-                Assert.Equal("Ready", (await Json(node.Http.PutAsync("/api/deployments/kept/1?wait=true", null)))["state"]!.GetValue<string>());
-                Assert.Equal("Unloaded", (await Json(node.Http.DeleteAsync("/api/deployments/ct-bone-segmenter/1")))["state"]!.GetValue<string>());
+                Assert.Equal("Ready", (await NodeFixture.SuccessJsonAsync(node.Http.PutAsync("/api/deployments/kept/1?wait=true", null)))["state"]!.GetValue<string>());
+                Assert.Equal("Unloaded", (await NodeFixture.SuccessJsonAsync(node.Http.DeleteAsync("/api/deployments/ct-bone-segmenter/1")))["state"]!.GetValue<string>());
                 await AssertServesAsync(node);
                 await node.StopGracefullyAsync();
             }
@@ -53,13 +53,13 @@ public sealed class RestartTests
 
     private static async Task AssertStateKeptAsync(NodeProcess node)
     {
-        var deployments = (await Json(node.Http.GetAsync("/api/deployments"))).AsArray();
+        var deployments = (await NodeFixture.SuccessJsonAsync(node.Http.GetAsync("/api/deployments"))).AsArray();
         var states = deployments.ToDictionary(d => d!["model"]!.GetValue<string>(), d => d!["state"]!.GetValue<string>());
         Assert.Equal("Ready", states["kept"]);
         Assert.Equal("Ready", states["breast-cancer-logreg"]);
         Assert.Equal("Ready", states["ct-mr-classifier"]);
         Assert.False(states.ContainsKey("ct-bone-segmenter"), "an undeployed sample stays undeployed");
-        var models = (await Json(node.Http.GetAsync("/api/models"))).AsArray().Select(m => m!["name"]!.GetValue<string>()).ToList();
+        var models = (await NodeFixture.SuccessJsonAsync(node.Http.GetAsync("/api/models"))).AsArray().Select(m => m!["name"]!.GetValue<string>()).ToList();
         Assert.Contains("kept", models);
         Assert.Contains("ct-bone-segmenter", models);
         await AssertServesAsync(node);
@@ -74,13 +74,5 @@ public sealed class RestartTests
         var body = await NodeFixture.ReadJsonAsync(response);
         Assert.True(response.IsSuccessStatusCode, body?.ToJsonString());
         Assert.Equal([1.5, 2.5, 3.5], body!["outputs"]![0]!["data"]!.AsArray().Select(v => v!.GetValue<double>()));
-    }
-
-    private static async Task<JsonNode> Json(Task<HttpResponseMessage> call)
-    {
-        using var response = await call;
-        var body = await NodeFixture.ReadJsonAsync(response);
-        Assert.True(response.IsSuccessStatusCode, $"{(int)response.StatusCode}: {body}");
-        return body!;
     }
 }

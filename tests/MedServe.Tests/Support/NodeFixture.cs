@@ -84,6 +84,15 @@ public sealed class NodeFixture : IAsyncLifetime
         return ((int)response.StatusCode, await ReadJsonAsync(response));
     }
 
+    /// <summary>Awaits a call, asserts it succeeded and returns its JSON body.</summary>
+    public static async Task<JsonNode> SuccessJsonAsync(Task<HttpResponseMessage> call)
+    {
+        using var response = await call;
+        var body = await ReadJsonAsync(response);
+        Assert.True(response.IsSuccessStatusCode, $"{(int)response.StatusCode}: {body}");
+        return body!;
+    }
+
     public static async Task<JsonNode?> ReadJsonAsync(HttpResponseMessage response)
     {
         var text = await response.Content.ReadAsStringAsync();
