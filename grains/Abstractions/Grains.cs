@@ -57,9 +57,6 @@ public interface IDeploymentGrain : IGrainWithStringKey
     /// <summary>Where requests go: state and ready replicas.</summary>
     Task<InferenceRoute> GetRouteAsync();
 
-    /// <summary>Makes sure a deployment that should run is running (after a restart).</summary>
-    Task EnsureRunningAsync();
-
     /// <summary>Waits until the deployment is in <paramref name="state"/> (or the timeout passes) and returns it as it is.</summary>
     [AlwaysInterleave]
     [ResponseTimeout("00:05:00")]

@@ -142,8 +142,6 @@ internal sealed class DeploymentGrain(
         return Task.FromResult(new InferenceRoute(model, version, _state, _reason, keys));
     }
 
-    public Task EnsureRunningAsync() => Task.CompletedTask; // activation does the work
-
     public Task RetryIfPendingAsync()
     {
         if (record.State.Wanted && _state == DeploymentState.Pending)

@@ -8,8 +8,6 @@ namespace MedServe.Inference.Protocol;
 /// <summary>How the caller wants outputs back: which ones, and which as binary data.</summary>
 public sealed record V2OutputOptions(bool AllBinary, IReadOnlySet<string> BinaryOutputs)
 {
-    public static readonly V2OutputOptions Json = new(false, new HashSet<string>());
-
     public bool IsBinary(string output) => AllBinary || BinaryOutputs.Contains(output);
 
     public bool AnyBinary => AllBinary || BinaryOutputs.Count > 0;
