@@ -12,6 +12,8 @@ public static class HttpErrors
         ErrorKind.Conflict => StatusCodes.Status409Conflict,
         ErrorKind.NotReady => StatusCodes.Status503ServiceUnavailable,
         ErrorKind.TooLarge => StatusCodes.Status413PayloadTooLarge,
+        ErrorKind.Overloaded => StatusCodes.Status429TooManyRequests,
+        ErrorKind.Timeout => StatusCodes.Status504GatewayTimeout,
         _ => StatusCodes.Status500InternalServerError,
     };
 
@@ -29,6 +31,8 @@ public static class HttpErrors
         ErrorKind.Conflict => "Conflict",
         ErrorKind.NotReady => "Not ready",
         ErrorKind.TooLarge => "Payload too large",
+        ErrorKind.Overloaded => "Too many requests",
+        ErrorKind.Timeout => "Timed out",
         _ => "Server error",
     };
 }

@@ -24,6 +24,44 @@ public sealed record DeploymentSpec
     [Id(0)] public int Replicas { get; init; } = 1;
     /// <summary><c>cpu</c>, <c>gpu</c> or <c>any</c>; empty takes the manifest's.</summary>
     [Id(1)] public string? Accelerator { get; init; }
+
+    /// <summary>How each replica's queue forms batches; changeable at runtime without a reload.</summary>
+    [Id(2)] public BatchingPolicy Batching { get; init; } = new();
+}
+
+/// <summary>
+/// Dynamic batching of one deployed version (per replica queue). Requests are grouped by the shape of their
+/// non-batch dimensions and run as one ONNX Runtime call of up to <see cref="MaxBatchSize"/> rows.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("medserve.batching-policy")]
+public sealed record BatchingPolicy
+{
+    /// <summary>Most rows in one run; 1 turns batching off. Models without a dynamic batch dimension always run alone.</summary>
+    [Id(0)] public int MaxBatchSize { get; init; } = 32;
+
+    /// <summary>
+    /// Longest time the oldest request may wait for a batch to fill, in microseconds. The batcher waits only while
+    /// more requests are expected within that time (by their recent arrival rate); a lone request runs at once.
+    /// </summary>
+    [Id(1)] public int MaxQueueDelayMicroseconds { get; init; } = 1000;
+
+    /// <summary>Batch sizes the model runs best at; a batch that reaches one of them is sent without waiting more.</summary>
+    [Id(2)] public int[] PreferredBatchSizes { get; init; } = [];
+
+    /// <summary>Requests a replica holds (queued, not yet running) before it answers 429.</summary>
+    [Id(3)] public int MaxQueueSize { get; init; } = 1024;
+
+    /// <summary>Timeout applied to requests that carry none, in microseconds; 0 means none.</summary>
+    [Id(4)] public long DefaultTimeoutMicroseconds { get; init; }
+
+    /// <summary>What is wrong with this policy (field, message), or null when it is valid.</summary>
+    public (string Field, string Message)? Problem() =>
+        MaxBatchSize is < 1 or > 4096 ? ("batching.max_batch_size", "must be between 1 and 4096")
+        : MaxQueueDelayMicroseconds is < 0 or > 10_000_000 ? ("batching.max_queue_delay_microseconds", "must be between 0 and 10000000 (10 s)")
+        : PreferredBatchSizes.Any(s => s < 1 || s > MaxBatchSize) ? ("batching.preferred_batch_sizes", "each must be between 1 and max_batch_size")
+        : MaxQueueSize is < 1 or > 1_000_000 ? ("batching.max_queue_size", "must be between 1 and 1000000")
+        : DefaultTimeoutMicroseconds < 0 ? ("batching.default_timeout_microseconds", "must be 0 (none) or positive")
+        : null;
 }
 
 /// <summary>One replica: which silo runs its session, on which execution provider.</summary>

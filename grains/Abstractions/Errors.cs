@@ -15,6 +15,10 @@ public enum ErrorKind
     TooLarge,
     /// <summary>The server failed: 500.</summary>
     Internal,
+    /// <summary>The version's queue is full: 429 with Retry-After. Nothing was run.</summary>
+    Overloaded,
+    /// <summary>The request's timeout passed while it waited in the queue: 504. Nothing was run.</summary>
+    Timeout,
 }
 
 /// <summary>
@@ -58,4 +62,11 @@ public sealed class MedServeException : Exception
     public static MedServeException Conflict(string message, string? field = null) => new(ErrorKind.Conflict, message, field);
 
     public static MedServeException NotReady(string message) => new(ErrorKind.NotReady, message);
+
+    public static MedServeException Overloaded(string message) => new(ErrorKind.Overloaded, message);
+
+    public static MedServeException TimedOut(string message) => new(ErrorKind.Timeout, message);
+
+    /// <summary>Worth retrying later (the same request may succeed): not ready, overloaded.</summary>
+    public bool IsRetryable => Kind is ErrorKind.NotReady or ErrorKind.Overloaded;
 }

@@ -47,12 +47,30 @@ public sealed record Tensor(
     public string ShapeText => "[" + string.Join(",", Shape) + "]";
 }
 
-/// <summary>One inference call: inputs, which outputs are wanted (all when empty) and an optional id echoed back.</summary>
+/// <summary>Which queue a request waits in: online requests always go before job items.</summary>
+public enum RequestPriority
+{
+    /// <summary>Someone is waiting on this answer (HTTP V2, the grain client).</summary>
+    Online = 0,
+    /// <summary>An item of an async job.</summary>
+    Job = 1,
+}
+
+/// <summary>
+/// One inference call: inputs, which outputs are wanted (all when empty), an optional id echoed back,
+/// its priority, and how long it may wait in the queue (V2 <c>parameters.timeout</c>, microseconds; 0 takes
+/// the deployment's default).
+/// </summary>
 [GenerateSerializer, Immutable, Alias("medserve.inference-request")]
 public sealed record InferenceRequest(
     [property: Id(0)] Tensor[] Inputs,
     [property: Id(1)] string[]? RequestedOutputs = null,
-    [property: Id(2)] string? Id = null);
+    [property: Id(2)] string? Id = null)
+{
+    [Id(3)] public RequestPriority Priority { get; init; } = RequestPriority.Online;
+
+    [Id(4)] public long TimeoutMicroseconds { get; init; }
+}
 
 /// <summary>The answer to an <see cref="InferenceRequest"/>.</summary>
 [GenerateSerializer, Immutable, Alias("medserve.inference-response")]
@@ -61,4 +79,11 @@ public sealed record InferenceResponse(
     [property: Id(1)] string ModelVersion,
     [property: Id(2)] Tensor[] Outputs,
     [property: Id(3)] string? Id = null,
-    [property: Id(4)] double ComputeMilliseconds = 0);
+    [property: Id(4)] double ComputeMilliseconds = 0)
+{
+    /// <summary>Time the request waited in the replica's queue before its batch ran.</summary>
+    [Id(5)] public double QueueMilliseconds { get; init; }
+
+    /// <summary>Rows in the batch this request ran in (its own included).</summary>
+    [Id(6)] public int BatchSize { get; init; } = 1;
+}

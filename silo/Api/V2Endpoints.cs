@@ -46,7 +46,7 @@ public static partial class V2Endpoints
     public static IResult Error(MedServeException e)
     {
         var result = Results.Json(new { error = e.Message }, statusCode: HttpErrors.StatusOf(e.Kind));
-        return e.Kind == ErrorKind.NotReady ? new WithHeader(result, "Retry-After", "1") : result;
+        return e.IsRetryable ? new WithHeader(result, "Retry-After", "1") : result;
     }
 
     private static async Task<IResult> Guard(Func<Task<IResult>> action)
