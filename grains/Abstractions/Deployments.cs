@@ -54,6 +54,13 @@ public sealed record BatchingPolicy
     /// <summary>Timeout applied to requests that carry none, in microseconds; 0 means none.</summary>
     [Id(4)] public long DefaultTimeoutMicroseconds { get; init; }
 
+    public bool Equals(BatchingPolicy? other) =>
+        other is not null && MaxBatchSize == other.MaxBatchSize && MaxQueueDelayMicroseconds == other.MaxQueueDelayMicroseconds
+        && PreferredBatchSizes.SequenceEqual(other.PreferredBatchSizes) && MaxQueueSize == other.MaxQueueSize
+        && DefaultTimeoutMicroseconds == other.DefaultTimeoutMicroseconds;
+
+    public override int GetHashCode() => HashCode.Combine(MaxBatchSize, MaxQueueDelayMicroseconds, PreferredBatchSizes.Length, MaxQueueSize, DefaultTimeoutMicroseconds);
+
     /// <summary>What is wrong with this policy (field, message), or null when it is valid.</summary>
     public (string Field, string Message)? Problem() =>
         MaxBatchSize is < 1 or > 4096 ? ("batching.max_batch_size", "must be between 1 and 4096")
@@ -102,6 +109,8 @@ public sealed record DeploymentInfo
     [Id(5)] public ReplicaInfo[] Replicas { get; init; } = [];
     [Id(6)] public ValidationReport? Validation { get; init; }
     [Id(7)] public DateTimeOffset UpdatedAt { get; init; }
+    /// <summary>Ready and serving while a new spec (another replica count) loads and validates beside it.</summary>
+    [Id(8)] public bool Updating { get; init; }
 }
 
 /// <summary>What a front end caches to send a request straight to a replica (one grain hop).</summary>

@@ -74,8 +74,11 @@ public interface IDeploymentGrain : IGrainWithStringKey
 /// <summary>One ONNX Runtime session on one silo. Key: <c>name/version/index</c>.</summary>
 public interface IReplicaGrain : IGrainWithStringKey
 {
-    /// <summary>Loads the artifact (verified by SHA-256) into a session; idempotent.</summary>
-    Task<ReplicaInfo> LoadAsync(ModelManifest manifest, string sha256);
+    /// <summary>Loads the artifact (verified by SHA-256) into a session behind a batcher with this policy; idempotent.</summary>
+    Task<ReplicaInfo> LoadAsync(ModelManifest manifest, string sha256, BatchingPolicy batching);
+
+    /// <summary>Changes the batching policy of the loaded session, without a reload and without dropping requests.</summary>
+    Task SetBatchingAsync(BatchingPolicy batching);
 
     /// <summary>Frees the session and forgets the spec.</summary>
     Task UnloadAsync();

@@ -33,6 +33,7 @@ internal sealed class DeploymentGrain(
     private ReplicaInfo[] _replicas = [];
     private ValidationReport? _validation;
     private DateTimeOffset _updatedAt = DateTimeOffset.UtcNow;
+    private bool _updating; // Ready, with a new replica set loading beside the serving one
     private int _generation;
     private TaskCompletionSource<DeploymentInfo> _settled = NewSettled();
     private readonly List<(DeploymentState State, TaskCompletionSource<DeploymentInfo> Waiter)> _stateWaiters = [];
@@ -65,12 +66,31 @@ internal sealed class DeploymentGrain(
         var versionInfo = await modelGrain.GetVersionAsync(version)
             ?? throw MedServeException.NotFound($"model '{model}' has no version '{version}'");
 
-        var unchanged = record.State.Wanted && record.State.Spec == spec && _state is not (DeploymentState.Failed or DeploymentState.Unloaded);
-        if (unchanged)
+        // JSON may say "batching": null; that means the default policy.
+        var batching = spec.Batching ?? new BatchingPolicy();
+        spec = spec with { Batching = batching };
+        if (batching.Problem() is { } problem)
+        {
+            throw MedServeException.Invalid($"{problem.Field} {problem.Message}", problem.Field);
+        }
+        var serving = record.State.Wanted && _state is not (DeploymentState.Failed or DeploymentState.Unloaded);
+        if (serving && record.State.Spec == spec)
         {
             return Info();
         }
         var accelerator = spec.Accelerator ?? versionInfo.Manifest.Accelerator;
+        if (serving && _state == DeploymentState.Ready && record.State.Spec with { Batching = batching } == spec)
+        {
+            // Only the batching policy changed: every replica takes it in place; nothing reloads, nothing is dropped.
+            record.State.Spec = spec;
+            await record.WriteStateAsync();
+            await Task.WhenAll(_replicas.Select(r => GrainFactory.GetGrain<IReplicaGrain>(r.Key).SetBatchingAsync(batching)));
+            _updatedAt = DateTimeOffset.UtcNow;
+            return Info();
+        }
+        // A Ready deployment that only changes its replica count keeps serving from the replicas it has while the
+        // new set loads and validates.
+        var keepServing = _state == DeploymentState.Ready && accelerator == record.State.Accelerator;
         if (accelerator != record.State.Accelerator && record.State.ReplicaSlots > 0)
         {
             // Replicas placed for another accelerator live under other keys: free them first.
@@ -85,7 +105,7 @@ internal sealed class DeploymentGrain(
         await record.WriteStateAsync();
         await modelGrain.SetDeployedAsync(version, true);
         await GrainFactory.GetGrain<ICatalogGrain>(0).SetDeploymentAsync(Key, true);
-        StartRollout();
+        StartRollout(keepServing);
         return Info();
     }
 
@@ -153,7 +173,7 @@ internal sealed class DeploymentGrain(
 
     public async Task<DeploymentInfo> WaitSettledAsync(TimeSpan timeout)
     {
-        if (_state is DeploymentState.Loading or DeploymentState.Validating)
+        if (_state is DeploymentState.Loading or DeploymentState.Validating || _updating)
         {
             try
             {
@@ -187,17 +207,29 @@ internal sealed class DeploymentGrain(
 
     private static TaskCompletionSource<DeploymentInfo> NewSettled() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    private void StartRollout()
+    private void StartRollout(bool keepServing = false)
     {
         var generation = ++_generation;
-        _replicas = [];
-        _validation = null;
-        SetState(DeploymentState.Loading, null);
+        if (!keepServing)
+        {
+            _replicas = [];
+            _validation = null;
+            SetState(DeploymentState.Loading, null);
+        }
+        else
+        {
+            // Still Ready and serving; callers that wait for the change to settle wait for this rollout.
+            _updating = true;
+            if (_settled.Task.IsCompleted)
+            {
+                _settled = NewSettled();
+            }
+        }
         // Runs on this grain's scheduler, interleaved with calls, so status can be read while it loads.
-        _ = RolloutAsync(generation);
+        _ = RolloutAsync(generation, keepServing);
     }
 
-    private async Task RolloutAsync(int generation)
+    private async Task RolloutAsync(int generation, bool keepServing)
     {
         // Deploy and Undeploy interleave with this rollout: after every await, stop if a newer one took over.
         bool Current() => generation == _generation;
@@ -219,7 +251,7 @@ internal sealed class DeploymentGrain(
                 RequestContext.Set(ReplicaSpreadPlacementDirector.AvoidKey, string.Join(',', loaded.Take(i).Select(r => r.Silo)));
                 try
                 {
-                    loaded[i] = await replicas[i].LoadAsync(info.Manifest, info.Sha256);
+                    loaded[i] = await replicas[i].LoadAsync(info.Manifest, info.Sha256, spec.Batching);
                 }
                 finally
                 {
@@ -234,8 +266,11 @@ internal sealed class DeploymentGrain(
             {
                 return;
             }
-            _replicas = loaded;
-            SetState(DeploymentState.Validating, null);
+            if (!keepServing)
+            {
+                _replicas = loaded;
+                SetState(DeploymentState.Validating, null);
+            }
             ValidationReport? report = null;
             foreach (var replica in replicas)
             {
@@ -258,7 +293,9 @@ internal sealed class DeploymentGrain(
                 await UnloadQuietlyAsync(0);
                 return;
             }
-            // Scale-down: replicas beyond the spec are freed before the deployment reports Ready.
+            // The new set takes the traffic; then replicas beyond the spec are freed (scale-down). A front end that
+            // still routes to a freed one for the second its route is cached is answered NotReady and retries.
+            _replicas = loaded;
             await UnloadQuietlyAsync(spec.Replicas);
             if (!Current())
             {
@@ -334,6 +371,7 @@ internal sealed class DeploymentGrain(
 
     private void SetState(DeploymentState state, string? reason)
     {
+        _updating = false;
         _state = state;
         _reason = reason;
         _updatedAt = DateTimeOffset.UtcNow;
@@ -376,6 +414,7 @@ internal sealed class DeploymentGrain(
             Replicas = _replicas,
             Validation = _validation,
             UpdatedAt = _updatedAt,
+            Updating = _updating,
         };
     }
 }

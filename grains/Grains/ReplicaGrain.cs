@@ -14,6 +14,7 @@ public sealed class ReplicaState
 {
     [Id(0)] public ModelManifest? Manifest { get; set; }
     [Id(1)] public string? Sha256 { get; set; }
+    [Id(2)] public BatchingPolicy Batching { get; set; } = new();
 }
 
 /// <summary>
@@ -58,18 +59,34 @@ internal sealed class ReplicaGrain(
         await StopAsync();
     }
 
-    public async Task<ReplicaInfo> LoadAsync(ModelManifest manifest, string sha256)
+    public async Task<ReplicaInfo> LoadAsync(ModelManifest manifest, string sha256, BatchingPolicy batching)
     {
         if (_info is not null && state.State.Sha256 == sha256)
         {
+            await SetBatchingAsync(batching);
             return _info;
         }
         await StopAsync();
+        state.State.Batching = batching;
         var info = await LoadSessionAsync(manifest, sha256);
         state.State.Manifest = manifest;
         state.State.Sha256 = sha256;
         await state.WriteStateAsync();
         return info;
+    }
+
+    public async Task SetBatchingAsync(BatchingPolicy batching)
+    {
+        if (state.State.Batching == batching)
+        {
+            return;
+        }
+        _batcher?.UpdatePolicy(batching);
+        state.State.Batching = batching;
+        if (state.RecordExists)
+        {
+            await state.WriteStateAsync();
+        }
     }
 
     public async Task UnloadAsync()
@@ -105,7 +122,7 @@ internal sealed class ReplicaGrain(
         var options = runtime.Value;
         // Session creation is CPU-bound native work: keep it off the grain scheduler.
         var model = await Task.Run(() => OnnxModel.Load(bytes, manifest, options));
-        _batcher = new ImmediateBatcher(model);
+        _batcher = new DynamicBatcher(model, state.State.Batching, options.Executors);
         _info = new ReplicaInfo(Key, silo.SiloAddress.ToParsableString(), model.ExecutionProvider, DateTimeOffset.UtcNow);
         Log.ReplicaLoaded(logger, Key, sha256, model.ExecutionProvider, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
         return _info;

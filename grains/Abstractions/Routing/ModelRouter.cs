@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 
 namespace MedServe.Routing;
 
@@ -13,10 +14,11 @@ public sealed class ModelRouter(IGrainFactory grains)
     private static readonly long RouteTtl = Stopwatch.Frequency; // one second
 
     private readonly ConcurrentDictionary<(string Model, string? Version), (InferenceRoute Route, long Expires)> _routes = new();
-    private int _next;
+    private readonly ConcurrentDictionary<string, StrongBox<int>> _outstanding = new(StringComparer.Ordinal);
 
     public async Task<InferenceResponse> InferAsync(string model, string? version, InferenceRequest request)
     {
+        string? failed = null;
         for (var attempt = 0; ; attempt++)
         {
             var route = await ResolveAsync(model, version);
@@ -24,7 +26,9 @@ public sealed class ModelRouter(IGrainFactory grains)
             {
                 throw MedServeException.NotReady($"{route.Model}:{route.Version} is {route.State}{(route.Reason is null ? "" : ": " + route.Reason)}");
             }
-            var key = route.ReplicaKeys[(int)((uint)Interlocked.Increment(ref _next) % (uint)route.ReplicaKeys.Length)];
+            var key = PickLeastLoaded(route.ReplicaKeys, failed);
+            var outstanding = _outstanding.GetOrAdd(key, static _ => new StrongBox<int>());
+            Interlocked.Increment(ref outstanding.Value);
             try
             {
                 return await grains.GetGrain<IReplicaGrain>(key).InferAsync(request);
@@ -32,13 +36,49 @@ public sealed class ModelRouter(IGrainFactory grains)
             catch (MedServeException e) when (e.Kind == ErrorKind.NotReady && attempt == 0)
             {
                 Invalidate(model);
+                failed = key;
             }
             catch (SiloUnavailableException) when (attempt == 0 && route.ReplicaKeys.Length > 1)
             {
-                // The replica's silo is gone: the next replica (round robin) is on another silo.
+                // The replica's silo is gone: try a replica elsewhere.
+                failed = key;
+            }
+            finally
+            {
+                Interlocked.Decrement(ref outstanding.Value);
             }
         }
     }
+
+    /// <summary>
+    /// Least-loaded by "power of two choices" (as Envoy and Finagle balance): of two replicas drawn at random, the one
+    /// with fewer requests outstanding from this front end. Close to the best choice, with no shared state and
+    /// no herd on one replica.
+    /// </summary>
+    private string PickLeastLoaded(string[] keys, string? avoid)
+    {
+        if (keys.Length == 1)
+        {
+            return keys[0];
+        }
+        var a = keys[Random.Shared.Next(keys.Length)];
+        var b = keys[Random.Shared.Next(keys.Length - 1)];
+        if (b == a)
+        {
+            b = keys[^1];
+        }
+        if (a == avoid)
+        {
+            return b;
+        }
+        if (b == avoid)
+        {
+            return a;
+        }
+        return Load(a) <= Load(b) ? a : b;
+    }
+
+    private int Load(string key) => _outstanding.TryGetValue(key, out var box) ? Volatile.Read(ref box.Value) : 0;
 
     /// <summary>Finds the deployment a call goes to; unknown models and versions are NotFound.</summary>
     public async Task<InferenceRoute> ResolveAsync(string model, string? version)

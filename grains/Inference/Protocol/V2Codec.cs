@@ -62,10 +62,32 @@ public static class V2Codec
             }
 
             var allBinary = false;
-            if (root.TryGetProperty("parameters", out var parameters) && parameters.ValueKind == JsonValueKind.Object
-                && parameters.TryGetProperty("binary_data_output", out var bdo))
+            long timeoutMicroseconds = 0;
+            var priority = RequestPriority.Online;
+            if (root.TryGetProperty("parameters", out var parameters))
             {
-                allBinary = bdo.ValueKind == JsonValueKind.True;
+                if (parameters.ValueKind != JsonValueKind.Object)
+                {
+                    throw MedServeException.Invalid("'parameters' must be an object", "parameters");
+                }
+                if (parameters.TryGetProperty("binary_data_output", out var bdo))
+                {
+                    allBinary = bdo.ValueKind == JsonValueKind.True;
+                }
+                if (parameters.TryGetProperty("timeout", out var timeout))
+                {
+                    // Triton and KServe: microseconds the request may wait before it runs.
+                    timeoutMicroseconds = timeout.ValueKind == JsonValueKind.Number && timeout.TryGetInt64(out var us) && us > 0
+                        ? us
+                        : throw MedServeException.Invalid("parameters.timeout must be a positive whole number of microseconds", "parameters.timeout");
+                }
+                if (parameters.TryGetProperty("priority", out var p))
+                {
+                    // 'online' (default) or 'batch': a caller may put its own bulk work behind interactive requests.
+                    priority = p.ValueKind == JsonValueKind.String && p.GetString() is "online" or "batch"
+                        ? (p.GetString() == "batch" ? RequestPriority.Job : RequestPriority.Online)
+                        : throw MedServeException.Invalid("parameters.priority must be \"online\" or \"batch\"", "parameters.priority");
+                }
             }
 
             if (!root.TryGetProperty("inputs", out var inputsElement) || inputsElement.ValueKind != JsonValueKind.Array)
@@ -115,7 +137,8 @@ public static class V2Codec
                 requested = names.Count > 0 ? [.. names] : null;
             }
 
-            return (new InferenceRequest(inputs, requested, id), new V2OutputOptions(allBinary, binaryOutputs));
+            return (new InferenceRequest(inputs, requested, id) { TimeoutMicroseconds = timeoutMicroseconds, Priority = priority },
+                new V2OutputOptions(allBinary, binaryOutputs));
         }
     }
 
@@ -344,6 +367,13 @@ public static class V2Codec
                 writer.WriteEndObject();
             }
             writer.WriteEndArray();
+            // Server-side timing of this request (Triton reports the same as statistics): milliseconds in the
+            // replica's queue and in ONNX Runtime, and the rows of the batch it ran in.
+            writer.WriteStartObject("parameters"u8);
+            writer.WriteNumber("queue_ms"u8, Math.Round(response.QueueMilliseconds, 4));
+            writer.WriteNumber("compute_ms"u8, Math.Round(response.ComputeMilliseconds, 4));
+            writer.WriteNumber("batch_size"u8, response.BatchSize);
+            writer.WriteEndObject();
             writer.WriteEndObject();
             writer.Flush();
             jsonLength = (int)writer.BytesCommitted;

@@ -26,6 +26,13 @@ public static class InferenceMetrics
     private static readonly Histogram<long> BatchSize = Meter.CreateHistogram<long>(
         "medserve.inference.batch.size", "{row}", "Rows (first dimension) per ONNX Runtime run");
 
+    private static readonly Histogram<double> QueueDuration = Meter.CreateHistogram<double>(
+        "medserve.inference.queue.duration", "s", "Time a request waited in its replica's queue before its batch ran (Triton: nv_inference_queue_duration_us)");
+
+    /// <summary>Records how long one request waited in a replica's queue.</summary>
+    public static void RecordQueue(string model, string version, double seconds) =>
+        QueueDuration.Record(seconds, new TagList { { "model", model }, { "version", version } });
+
     /// <summary>Records one finished request as seen by a front end.</summary>
     public static void RecordRequest(string model, string? version, string outcome, TimeSpan elapsed)
     {

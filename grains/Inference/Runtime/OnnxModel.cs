@@ -13,6 +13,9 @@ public sealed record RuntimeOptions
 
     /// <summary>ONNX Runtime intra-op threads per session. Requests run concurrently, so 1 keeps cores for them.</summary>
     public int IntraOpThreads { get; init; } = 1;
+
+    /// <summary>Batches one replica runs at once: the cores over the threads each run uses.</summary>
+    public int Executors => Math.Max(1, Environment.ProcessorCount / Math.Max(1, IntraOpThreads));
 }
 
 /// <summary>An input or output as the ONNX graph declares it (-1 for a dynamic dimension).</summary>
@@ -191,12 +194,31 @@ public sealed class OnnxModel : IDisposable
         }
     }
 
-    /// <summary>Validates and runs one request (or one batch) synchronously on the calling thread.</summary>
+    /// <summary>
+    /// True when every input and output has a dynamic first dimension, so requests can be stacked along it
+    /// into one run and the outputs split back row by row.
+    /// </summary>
+    public bool Batchable => Inputs.All(i => i.Shape.Length > 0 && i.Shape[0] < 0) && Outputs.All(o => o.Shape.Length > 0 && o.Shape[0] < 0);
+
+    /// <summary>Names of all the graph's outputs.</summary>
+    public IReadOnlyList<string> OutputNames => _allOutputs;
+
+    /// <summary>Validates and runs one request synchronously on the calling thread.</summary>
     public InferenceResponse Run(InferenceRequest request)
     {
         Validate(request);
+        var (outputs, elapsed) = RunValidated(request.Inputs, request.RequestedOutputs ?? _allOutputs);
+        return new InferenceResponse(Manifest.Name, Manifest.Version, outputs, request.Id, elapsed.TotalMilliseconds);
+    }
+
+    /// <summary>
+    /// Runs inputs that have passed <see cref="Validate"/> (one request, or a stacked batch) and records the run's
+    /// compute time and rows. ONNX Runtime errors become <see cref="MedServeException"/> without its text.
+    /// </summary>
+    public (Tensor[] Outputs, TimeSpan Elapsed) RunValidated(Tensor[] inputs, IReadOnlyList<string> outputNames)
+    {
         var started = Stopwatch.GetTimestamp();
-        var n = request.Inputs.Length;
+        var n = inputs.Length;
         var names = new string[n];
         var values = new OrtValue[n];
         var pins = new MemoryHandle[n];
@@ -204,7 +226,7 @@ public sealed class OnnxModel : IDisposable
         {
             for (var i = 0; i < n; i++)
             {
-                var t = request.Inputs[i];
+                var t = inputs[i];
                 names[i] = t.Name;
                 pins[i] = t.Data.AsMemory().Pin();
                 unsafe
@@ -212,9 +234,8 @@ public sealed class OnnxModel : IDisposable
                     values[i] = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, ToOrt(t.Datatype), t.Shape, (nint)pins[i].Pointer, t.Data.Length);
                 }
             }
-            var outputNames = request.RequestedOutputs ?? _allOutputs;
             using var results = _session.Run(_runOptions, names, values, outputNames);
-            var outputs = new Tensor[outputNames.Length];
+            var outputs = new Tensor[outputNames.Count];
             var k = 0;
             foreach (var value in results)
             {
@@ -223,8 +244,8 @@ public sealed class OnnxModel : IDisposable
                 k++;
             }
             var elapsed = Stopwatch.GetElapsedTime(started);
-            InferenceMetrics.RecordCompute(Manifest.Name, Manifest.Version, elapsed, request.Inputs[0].Shape[0]);
-            return new InferenceResponse(Manifest.Name, Manifest.Version, outputs, request.Id, elapsed.TotalMilliseconds);
+            InferenceMetrics.RecordCompute(Manifest.Name, Manifest.Version, elapsed, inputs[0].Shape.Length > 0 ? inputs[0].Shape[0] : 1);
+            return (outputs, elapsed);
         }
         catch (OnnxRuntimeException e) when (ErrorCodeOf(e) is "InvalidArgument" or "Fail" or "RuntimeException" or "InvalidGraph")
         {

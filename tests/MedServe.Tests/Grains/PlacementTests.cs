@@ -101,8 +101,13 @@ public sealed class PlacementTests : IAsyncLifetime
         Assert.Equal(DeploymentState.Ready, two.State);
         Assert.Equal(2, two.Replicas.Select(r => r.Silo).Distinct().Count());
 
-        await deployment.DeployAsync(new DeploymentSpec { Replicas = 1, Accelerator = Capabilities.Cpu });
+        var scaling = await deployment.DeployAsync(new DeploymentSpec { Replicas = 1, Accelerator = Capabilities.Cpu });
+        // A scale of a Ready deployment keeps it serving while the new set settles.
+        Assert.Equal(DeploymentState.Ready, scaling.State);
+        Assert.True(scaling.Updating);
+        Assert.Equal(2, (await deployment.GetRouteAsync()).ReplicaKeys.Length);
         var one = await deployment.WaitSettledAsync(TimeSpan.FromMinutes(1));
+        Assert.False(one.Updating);
         Assert.Equal(DeploymentState.Ready, one.State);
         Assert.Single(one.Replicas);
         var dropped = await Client.GetGrain<IReplicaGrain>(GrainKeys.Replica("breast-cancer-logreg", "1", 1, Capabilities.Cpu)).GetStatusAsync();

@@ -37,6 +37,31 @@ public static class OnnxBuilder
         return model.ToArray();
     }
 
+    /// <summary>
+    /// Lookup model: output <c>value</c> [N] is <paramref name="table"/>[<c>index</c>] for an INT64 input <c>index</c> [N].
+    /// An index outside the table passes every shape check and is refused by ONNX Runtime itself: a poisoned input.
+    /// </summary>
+    public static byte[] Lookup(float[] table)
+    {
+        var graph = new ProtoWriter();
+        graph.Message(1, new ProtoWriter().String(1, "table").String(1, "index").String(2, "value").String(3, "lookup").String(4, "Gather"));
+        graph.String(2, "lookup");
+        var data = new ProtoWriter().Varint(1, table.Length).Varint(2, 1).String(8, "table");
+        foreach (var v in table)
+        {
+            data.Fixed32(4, BitConverter.SingleToInt32Bits(v)); // float_data
+        }
+        graph.Message(5, data);
+        graph.Message(11, ValueInfo("index", new Io("index", TensorDatatype.INT64, [null])));
+        graph.Message(12, ValueInfo("value", new Io("value", TensorDatatype.FP32, [null])));
+        return new ProtoWriter()
+            .Varint(1, 8)
+            .String(2, "medserve-tests")
+            .Message(7, graph)
+            .Message(8, new ProtoWriter().String(1, "").Varint(2, 13))
+            .ToArray();
+    }
+
     private static ProtoWriter ValueInfo(string name, Io io)
     {
         var shape = new ProtoWriter();
@@ -81,6 +106,15 @@ public static class OnnxBuilder
         }
 
         public ProtoWriter String(int field, string value) => Bytes(field, Encoding.UTF8.GetBytes(value));
+
+        public ProtoWriter Fixed32(int field, int value)
+        {
+            Tag(field, 5);
+            Span<byte> bytes = stackalloc byte[4];
+            System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(bytes, value);
+            _buffer.Write(bytes);
+            return this;
+        }
 
         public ProtoWriter Message(int field, ProtoWriter message) => Bytes(field, message.ToArray());
 

@@ -1,0 +1,470 @@
+using System.Diagnostics;
+using System.Threading.Channels;
+
+namespace MedServe.Inference.Runtime;
+
+/// <summary>
+/// One replica's queue in front of its ONNX Runtime session: requests from every front end (HTTP, the grain
+/// client, job items) meet here and run as batches.
+/// <list type="bullet">
+/// <item>Online requests go before job items; a batch led by an online request may be filled with job items of
+/// the same shape, which never delays the online one.</item>
+/// <item>Requests are grouped by the shape of their non-batch dimensions; a request whose shape matches no other
+/// runs alone, it is never rejected for it.</item>
+/// <item>A batch leaves when it is full, reaches a preferred size, or its oldest request has waited
+/// <c>max_queue_delay</c>. The batcher waits only when company is expected: requests have recently arrived while
+/// others were queued or running, more often than the delay left. A lone request (a closed loop of one caller,
+/// or low load) runs at once, so low traffic pays no fixed delay.</item>
+/// <item>A request's timeout runs from its arrival; one that expires in the queue is answered with a timeout
+/// error at that moment and never runs.</item>
+/// <item>The queue is bounded; job items may fill only half of it, so online requests still find room.</item>
+/// <item>An ONNX Runtime error in a batch splits it in halves until the requests that cause it are alone: only
+/// they fail.</item>
+/// <item>Stopping drains: queued and running requests finish; then the session is freed.</item>
+/// </list>
+/// </summary>
+public sealed class DynamicBatcher : IBatcher
+{
+    private static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(30);
+
+    private readonly OnnxModel _model;
+    private readonly int _executors;
+    private readonly SemaphoreSlim _slots;
+    private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
+    private readonly Lock _gate = new();
+    private readonly LinkedList<Item>[] _queues = [new(), new()]; // indexed by RequestPriority
+    private readonly Task _loop;
+    private volatile BatchingPolicy _policy;
+    private volatile bool _unsplittable; // an output turned out not to follow the batch dimension
+    private int _queued;  // guarded by _gate
+    private int _running; // guarded by _gate
+    private bool _stopping; // guarded by _gate
+    private long _lastCompanyArrival; // guarded by _gate: last arrival that found others queued or running
+    private double _companyGap = double.MaxValue; // guarded by _gate: smoothed gap between such arrivals (ticks)
+    private int _disposed;
+
+    public DynamicBatcher(OnnxModel model, BatchingPolicy policy, int executors)
+    {
+        _model = model;
+        _policy = policy;
+        _executors = Math.Max(1, executors);
+        _slots = new SemaphoreSlim(_executors, _executors);
+        _loop = Task.Run(DispatchLoopAsync);
+    }
+
+    public int InFlight
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _queued + _running;
+            }
+        }
+    }
+
+    /// <summary>Requests waiting (not yet running).</summary>
+    public int Queued
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _queued;
+            }
+        }
+    }
+
+    /// <summary>The policy in force.</summary>
+    public BatchingPolicy Policy => _policy;
+
+    public void UpdatePolicy(BatchingPolicy policy)
+    {
+        _policy = policy;
+        _wake.Writer.TryWrite(true);
+    }
+
+    public Task<InferenceResponse> EnqueueAsync(InferenceRequest request)
+    {
+        try
+        {
+            _model.Validate(request);
+        }
+        catch (MedServeException e)
+        {
+            return Task.FromException<InferenceResponse>(e);
+        }
+        var policy = _policy;
+        var now = Stopwatch.GetTimestamp();
+        var timeout = request.TimeoutMicroseconds > 0 ? request.TimeoutMicroseconds : policy.DefaultTimeoutMicroseconds;
+        var item = new Item(request, GroupOf(request), RowsOf(request), now, timeout);
+        lock (_gate)
+        {
+            if (_stopping)
+            {
+                return Task.FromException<InferenceResponse>(MedServeException.NotReady($"{Name} is unloading on this replica"));
+            }
+            var limit = request.Priority == RequestPriority.Job ? Math.Max(1, policy.MaxQueueSize / 2) : policy.MaxQueueSize;
+            if (_queued >= limit)
+            {
+                return Task.FromException<InferenceResponse>(MedServeException.Overloaded(
+                    $"{Name}: the queue is full ({_queued} waiting, max_queue_size {policy.MaxQueueSize}{(request.Priority == RequestPriority.Job ? ", job items may use half" : "")}); retry shortly"));
+            }
+            if (_queued + _running > 0)
+            {
+                if (_lastCompanyArrival != 0)
+                {
+                    var gap = now - _lastCompanyArrival;
+                    _companyGap = _companyGap == double.MaxValue ? gap : (0.8 * _companyGap) + (0.2 * gap);
+                }
+                _lastCompanyArrival = now;
+            }
+            item.Node = _queues[(int)request.Priority].AddLast(item);
+            _queued++;
+        }
+        if (timeout > 0)
+        {
+            // Outside the lock: a timer that fires at once runs Expire, which takes the lock. A timer started after
+            // the request was already taken to run finds it gone and does nothing.
+            item.StartTimer(TimeSpan.FromMicroseconds(timeout), Expire);
+        }
+        _wake.Writer.TryWrite(true);
+        return item.Completion.Task;
+    }
+
+    private string Name => $"{_model.Manifest.Name}:{_model.Manifest.Version}";
+
+    private int RowsOf(InferenceRequest request)
+    {
+        if (!_model.Batchable)
+        {
+            return 1;
+        }
+        var rows = request.Inputs[0].Shape[0];
+        return request.Inputs.All(t => t.Shape[0] == rows) ? (int)Math.Min(rows, int.MaxValue) : int.MaxValue;
+    }
+
+    /// <summary>Requests stack only when every input's non-batch dimensions agree.</summary>
+    private string GroupOf(InferenceRequest request)
+    {
+        if (!_model.Batchable || request.Inputs.Any(t => t.Shape[0] != request.Inputs[0].Shape[0]))
+        {
+            return "";
+        }
+        var key = new System.Text.StringBuilder();
+        foreach (var t in request.Inputs.OrderBy(t => t.Name, StringComparer.Ordinal))
+        {
+            key.Append(t.Name).Append(':');
+            for (var d = 1; d < t.Shape.Length; d++)
+            {
+                key.Append(t.Shape[d]).Append(',');
+            }
+            key.Append(';');
+        }
+        return key.ToString();
+    }
+
+    private void Expire(Item item)
+    {
+        lock (_gate)
+        {
+            if (item.Node is null)
+            {
+                return; // already running: it will be answered
+            }
+            item.Node.List!.Remove(item.Node);
+            item.Node = null;
+            _queued--;
+        }
+        var waited = Stopwatch.GetElapsedTime(item.Enqueued);
+        item.Completion.TrySetException(MedServeException.TimedOut(
+            $"{Name}: the request waited {waited.TotalMilliseconds:0.###} ms in the queue, past its timeout of {item.TimeoutMicroseconds} µs; it was not run"));
+    }
+
+    private async Task DispatchLoopAsync()
+    {
+        while (true)
+        {
+            await _slots.WaitAsync();
+            List<Item>? batch = null;
+            while (batch is null)
+            {
+                TimeSpan? wait = null;
+                var idle = false;
+                lock (_gate)
+                {
+                    if (_queued == 0)
+                    {
+                        if (_stopping)
+                        {
+                            _slots.Release();
+                            return;
+                        }
+                        idle = true;
+                    }
+                    else
+                    {
+                        batch = TakeBatch(Stopwatch.GetTimestamp(), out wait);
+                    }
+                }
+                if (batch is null)
+                {
+                    await WaitForWorkAsync(idle ? null : wait);
+                }
+            }
+            _ = Task.Run(() => Execute(batch));
+        }
+    }
+
+    private async Task WaitForWorkAsync(TimeSpan? wait)
+    {
+        _wake.Reader.TryRead(out _);
+        if (wait is null)
+        {
+            await _wake.Reader.WaitToReadAsync();
+            return;
+        }
+        using var timer = new CancellationTokenSource(wait.Value);
+        try
+        {
+            await _wake.Reader.WaitToReadAsync(timer.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            // The oldest request has waited long enough.
+        }
+    }
+
+    /// <summary>Under the lock: the next batch, or null and how long to wait for company.</summary>
+    private List<Item>? TakeBatch(long now, out TimeSpan? wait)
+    {
+        wait = null;
+        var policy = _policy;
+        var maxRows = _model.Batchable && !_unsplittable ? policy.MaxBatchSize : 1;
+        var first = _queues[(int)RequestPriority.Online].First?.Value ?? _queues[(int)RequestPriority.Job].First!.Value;
+        var batch = new List<Item> { first };
+        var rows = (long)first.Rows;
+        var more = false; // same-shape requests left behind for lack of room
+        if (first.Group.Length > 0)
+        {
+            foreach (var queue in _queues)
+            {
+                for (var node = queue.First; node is not null; node = node.Next)
+                {
+                    var item = node.Value;
+                    if (item == first || item.Group != first.Group)
+                    {
+                        continue;
+                    }
+                    if (rows + item.Rows > maxRows)
+                    {
+                        more = true;
+                        continue;
+                    }
+                    batch.Add(item);
+                    rows += item.Rows;
+                }
+            }
+        }
+        var full = more || rows >= maxRows || (batch.Count > 1 && policy.PreferredBatchSizes.Contains((int)rows))
+            || (policy.PreferredBatchSizes.Length > 0 && rows >= policy.PreferredBatchSizes.Max() && rows == maxRows);
+        if (!full && !_stopping && policy.MaxQueueDelayMicroseconds > 0 && maxRows > 1)
+        {
+            var delay = (long)(policy.MaxQueueDelayMicroseconds * (Stopwatch.Frequency / 1_000_000.0));
+            var remaining = first.Enqueued + delay - now;
+            var companyExpected = now - _lastCompanyArrival < 2 * delay && _companyGap < remaining;
+            if (remaining > 0 && companyExpected)
+            {
+                wait = TimeSpan.FromTicks((long)(remaining * (TimeSpan.TicksPerSecond / (double)Stopwatch.Frequency)) + 1);
+                return null;
+            }
+        }
+        foreach (var item in batch)
+        {
+            item.Node!.List!.Remove(item.Node);
+            item.Node = null;
+        }
+        _queued -= batch.Count;
+        _running += batch.Count;
+        return batch;
+    }
+
+    private void Execute(List<Item> batch)
+    {
+        var started = Stopwatch.GetTimestamp();
+        foreach (var item in batch)
+        {
+            item.StopTimer();
+            item.QueueMilliseconds = Stopwatch.GetElapsedTime(item.Enqueued, started).TotalMilliseconds;
+            InferenceMetrics.RecordQueue(_model.Manifest.Name, _model.Manifest.Version, item.QueueMilliseconds / 1000.0);
+        }
+        try
+        {
+            Run(batch);
+        }
+        catch (Exception e)
+        {
+            foreach (var item in batch)
+            {
+                item.Completion.TrySetException(e as MedServeException ?? new MedServeException(ErrorKind.Internal, $"{Name} failed to run ({e.GetType().Name})"));
+            }
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                _running -= batch.Count;
+            }
+            _slots.Release();
+        }
+    }
+
+    /// <summary>Runs a batch; on a failure splits it in halves so that only the requests that cause it fail.</summary>
+    private void Run(List<Item> batch)
+    {
+        if (batch.Count == 1)
+        {
+            RunAlone(batch[0]);
+            return;
+        }
+        Tensor[] outputs;
+        TimeSpan elapsed;
+        var totalRows = batch.Sum(i => (long)i.Rows);
+        try
+        {
+            (outputs, elapsed) = _model.RunValidated(Stack(batch, totalRows), _model.OutputNames);
+        }
+        catch (MedServeException)
+        {
+            var half = batch.Count / 2;
+            Run(batch[..half]);
+            Run(batch[half..]);
+            return;
+        }
+        if (outputs.Any(o => o.Shape.Length == 0 || o.Shape[0] != totalRows))
+        {
+            // The graph said the first dimension is dynamic but an output does not follow it: never batch again.
+            _unsplittable = true;
+            foreach (var item in batch)
+            {
+                RunAlone(item);
+            }
+            return;
+        }
+        long offset = 0;
+        foreach (var item in batch)
+        {
+            var mine = new List<Tensor>(outputs.Length);
+            foreach (var output in outputs)
+            {
+                if (item.Request.RequestedOutputs is { } wanted && !wanted.Contains(output.Name, StringComparer.Ordinal))
+                {
+                    continue;
+                }
+                var rowBytes = output.Data.Length / totalRows;
+                var shape = (long[])output.Shape.Clone();
+                shape[0] = item.Rows;
+                mine.Add(new Tensor(output.Name, output.Datatype, shape, output.Data.AsSpan((int)(offset * rowBytes), (int)(item.Rows * rowBytes)).ToArray()));
+            }
+            if (item.Request.RequestedOutputs is { } order)
+            {
+                mine.Sort((a, b) => Array.IndexOf(order, a.Name).CompareTo(Array.IndexOf(order, b.Name)));
+            }
+            offset += item.Rows;
+            Complete(item, [.. mine], elapsed, (int)totalRows);
+        }
+    }
+
+    private void RunAlone(Item item)
+    {
+        try
+        {
+            var (outputs, elapsed) = _model.RunValidated(item.Request.Inputs, item.Request.RequestedOutputs ?? _model.OutputNames);
+            Complete(item, outputs, elapsed, item.Rows == int.MaxValue ? 1 : item.Rows);
+        }
+        catch (MedServeException e)
+        {
+            item.Completion.TrySetException(e);
+        }
+    }
+
+    private void Complete(Item item, Tensor[] outputs, TimeSpan elapsed, int batchRows) =>
+        item.Completion.TrySetResult(new InferenceResponse(_model.Manifest.Name, _model.Manifest.Version, outputs, item.Request.Id, elapsed.TotalMilliseconds)
+        {
+            QueueMilliseconds = item.QueueMilliseconds,
+            BatchSize = batchRows,
+        });
+
+    /// <summary>Concatenates each input along the first dimension (row-major buffers: the bytes simply follow).</summary>
+    private static Tensor[] Stack(List<Item> batch, long totalRows)
+    {
+        var template = batch[0].Request.Inputs;
+        var stacked = new Tensor[template.Length];
+        for (var i = 0; i < template.Length; i++)
+        {
+            var name = template[i].Name;
+            var parts = batch.Select(item => Array.Find(item.Request.Inputs, t => t.Name == name)!).ToArray();
+            var data = new byte[parts.Sum(p => p.Data.Length)];
+            var at = 0;
+            foreach (var part in parts)
+            {
+                part.Data.CopyTo(data, at);
+                at += part.Data.Length;
+            }
+            var shape = (long[])template[i].Shape.Clone();
+            shape[0] = totalRows;
+            stacked[i] = new Tensor(name, template[i].Datatype, shape, data);
+        }
+        return stacked;
+    }
+
+    /// <summary>Stops taking requests, lets queued and running ones finish, then frees the session.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+        lock (_gate)
+        {
+            _stopping = true;
+        }
+        _wake.Writer.TryWrite(true);
+        var drained = await _loop.WaitAsync(DrainTimeout).ContinueWith(t => t.IsCompletedSuccessfully, TaskScheduler.Default);
+        for (var i = 0; drained && i < _executors; i++)
+        {
+            drained = await _slots.WaitAsync(DrainTimeout);
+        }
+        if (drained)
+        {
+            _model.Dispose();
+        }
+        // else: a run is stuck in native code; leaking one session beats freeing it under a running request.
+    }
+
+    private sealed class Item(InferenceRequest request, string group, int rows, long enqueued, long timeoutMicroseconds)
+    {
+        private CancellationTokenSource? _timer;
+
+        public InferenceRequest Request { get; } = request;
+        public string Group { get; } = group;
+        public int Rows { get; } = rows;
+        public long Enqueued { get; } = enqueued;
+        public long TimeoutMicroseconds { get; } = timeoutMicroseconds;
+        public TaskCompletionSource<InferenceResponse> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public LinkedListNode<Item>? Node { get; set; }
+        public double QueueMilliseconds { get; set; }
+
+        public void StartTimer(TimeSpan after, Action<Item> expire)
+        {
+            _timer = new CancellationTokenSource(after);
+            _timer.Token.UnsafeRegister(static state =>
+            {
+                var (callback, item) = ((Action<Item>, Item))state!;
+                callback(item);
+            }, (expire, this));
+        }
+
+        public void StopTimer() => _timer?.Dispose();
+    }
+}
