@@ -64,7 +64,7 @@ public static class V2Codec
             var allBinary = false;
             long timeoutMicroseconds = 0;
             var priority = RequestPriority.Online;
-            if (root.TryGetProperty("parameters", out var parameters))
+            if (root.TryGetProperty("parameters", out var parameters) && parameters.ValueKind != JsonValueKind.Null)
             {
                 if (parameters.ValueKind != JsonValueKind.Object)
                 {
