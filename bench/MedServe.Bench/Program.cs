@@ -1,158 +1,301 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Net;
-using System.Net.Sockets;
-using System.Runtime.InteropServices;
+using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
 using MedServe;
-using MedServe.Inference.Packages;
-using MedServe.Inference.Runtime;
+using MedServe.Bench;
+using MedServe.Client;
+using Microsoft.ML.OnnxRuntime;
 
-// Runs each configuration for the same time, side by side in one run, and reports throughput and
-// latency percentiles with ratios to the raw ONNX Runtime ceiling. The node runs as its own process;
-// load comes from this one. Usage: dotnet run -c Release --project bench/MedServe.Bench -- [seconds] [concurrency,...]
-var seconds = args.Length > 0 ? double.Parse(args[0], CultureInfo.InvariantCulture) : 5;
-var levels = args.Length > 1 ? args[1].Split(',').Select(int.Parse).ToArray() : [1, 8, 32];
+// The side-by-side bench: for each model, raw ONNX Runtime in this process (the ceiling), then a naive ASP.NET Core
+// server and the MedServe node, each in its own process, loaded from this one (closed loop, N workers, fixed time
+// after a warm-up). Writes bench/results/bench-<stamp>.{md,json} and prints the markdown.
+// Usage: dotnet bench/MedServe.Bench/bin/Release/net10.0/MedServe.Bench.dll [seconds] [concurrency,...] [options]
+// (bench/run.sh builds and runs it; see BenchOptions for the options).
+var options = BenchOptions.Parse(args);
 var repo = FindRepo();
-var package = ModelPackage.FromDirectory(Path.Combine(repo, "samples", "breast-cancer-logreg"));
-var row = Enumerable.Range(0, 30).Select(i => 10f + i).ToArray();
+var workloads = options.Models.Select(m => Workload.Load(repo, m, options.DataDir)).ToArray();
 var results = new List<Result>();
+var notes = new List<string>();
+var stamp = DateTime.UtcNow;
+var logDir = Directory.CreateTempSubdirectory("medserve-bench-logs").FullName;
+var maxC = options.Concurrency.Max();
+var plan = workloads.Length * (options.RawBatches.Length + options.Concurrency.Length * 8);
+var estimate = plan * (options.Seconds + options.Warmup) + workloads.Length * 5 * options.ServerWarmup + 40;
+Console.Error.WriteLine($"bench: {plan} configurations x ({options.Seconds:0.#} s + {options.Warmup:0.#} s warm-up), about {estimate / 60:0.0} min with start-up; server logs in {logDir}");
 
-// 1. The ceiling: ONNX Runtime in process, one row per Run, no server.
-using (var model = OnnxModel.Load(package.Model, package.Manifest, new RuntimeOptions { Accelerator = "cpu" }))
+// 1. The ceiling: raw ONNX Runtime in this process, before any server runs.
+foreach (var w in workloads)
 {
-    var request = new InferenceRequest([TensorTypes.Create<float>("input", [1, 30], row)], ["probabilities"]);
-    foreach (var c in levels)
+    Raw(w);
+}
+
+// 2. What a user would write instead: the naive ASP.NET Core server.
+{
+    var port = ChildServer.FreePort();
+    var naiveArgs = new List<string> { "--urls", $"http://127.0.0.1:{port}", "--models", string.Join(',', workloads.Select(w => $"{w.Name}={w.OnnxPath}")) };
+    if (options.NaiveIntraOpThreads is { } t)
     {
-        results.Add(await Measure("raw ONNX Runtime (in process)", c, seconds, () => { model.Run(request); return Task.CompletedTask; }));
+        naiveArgs.AddRange(["--intra-op-threads", t.ToString(CultureInfo.InvariantCulture)]);
+    }
+    await using var naive = ChildServer.Start(Path.Combine(repo, "bench", "NaiveServer", "bin", "Release", "net10.0", "medserve-naive-server.dll"),
+        naiveArgs, port, Path.Combine(logDir, "naive.log"), null);
+    using var http = V2Http.NewClient(naive.BaseAddress, maxC);
+    await naive.WaitReadyAsync(http, ["/v2/health/ready"], TimeSpan.FromMinutes(1));
+    foreach (var w in workloads)
+    {
+        await WarmServerAsync(w, [i => V2Http.InferAsync(http, w.Name, w.JsonBodies[i % w.JsonBodies.Length], null),
+            i => V2Http.InferAsync(http, w.Name, w.BinaryBodies[i % w.BinaryBodies.Length], w.BinaryHeaderLength)]);
+    }
+    foreach (var w in workloads)
+    {
+        foreach (var c in options.Concurrency)
+        {
+            await HttpRun(http, w, "naive ASP.NET", "HTTP JSON", "n/a", c, json: true, scrape: false);
+            await HttpRun(http, w, "naive ASP.NET", "HTTP binary", "n/a", c, json: false, scrape: false);
+        }
     }
 }
 
-// 2. MedServe over HTTP, the node in its own process.
-var silo = Path.Combine(repo, "silo", "bin", "Release", "net10.0", "medserve-silo.dll");
-if (!File.Exists(silo))
+// 3. MedServe: the node in its own process; HTTP JSON, HTTP binary and the grain client, batching off then on.
 {
-    Console.Error.WriteLine($"build the node first: dotnet build -c Release silo ({silo} is missing)");
-    return 2;
-}
-var port = FreePort();
-var data = Directory.CreateTempSubdirectory("medserve-bench").FullName;
-using var node = Process.Start(new ProcessStartInfo("dotnet", [silo, "--urls", $"http://127.0.0.1:{port}", "--data", data,
-    "--import", Path.Combine(repo, "samples"), "--silo-port", FreePort().ToString(CultureInfo.InvariantCulture),
-    "--gateway-port", FreePort().ToString(CultureInfo.InvariantCulture), "--Logging:LogLevel:Default", "Warning"])
-{ RedirectStandardOutput = false, RedirectStandardError = false })!;
-try
-{
-    using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 1024 }) { BaseAddress = new Uri($"http://127.0.0.1:{port}") };
-    await WaitReadyAsync(http, node);
-    var json = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(new { inputs = new[] { new { name = "input", datatype = "FP32", shape = new[] { 1, 30 }, data = row } }, outputs = new[] { new { name = "probabilities" } } }));
-    var header = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(new
+    var port = ChildServer.FreePort();
+    var gateway = ChildServer.FreePort();
+    var data = Directory.CreateTempSubdirectory("medserve-bench-data").FullName;
+    await using var node = ChildServer.Start(Path.Combine(repo, "silo", "bin", "Release", "net10.0", "medserve-silo.dll"),
+        ["--urls", $"http://127.0.0.1:{port}", "--data", data, "--import", string.Join(',', workloads.Select(w => w.PackageDir)),
+         "--silo-port", ChildServer.FreePort().ToString(CultureInfo.InvariantCulture), "--gateway-port", gateway.ToString(CultureInfo.InvariantCulture),
+         "--Logging:LogLevel:Default", "Warning"],
+        port, Path.Combine(logDir, "medserve-node.log"), data);
+    using var http = V2Http.NewClient(node.BaseAddress, maxC);
+    await node.WaitReadyAsync(http, ["/v2/health/ready", .. workloads.Select(w => $"/v2/models/{w.Name}/ready")], TimeSpan.FromMinutes(3));
+    await using var client = await MedServeClient.ConnectAsync(new MedServeClientOptions { Gateways = [$"127.0.0.1:{gateway}"] });
+    foreach (var w in workloads)
     {
-        inputs = new[] { new { name = "input", datatype = "FP32", shape = new[] { 1, 30 }, parameters = new { binary_data_size = 120 } } },
-        outputs = new[] { new { name = "probabilities", parameters = new { binary_data = true } } },
-    }));
-    var binary = header.Concat(MemoryMarshal.AsBytes(row.AsSpan()).ToArray()).ToArray();
-    foreach (var c in levels)
-    {
-        results.Add(await Measure("MedServe HTTP JSON", c, seconds, () => PostAsync(http, json, null)));
-        results.Add(await Measure("MedServe HTTP binary", c, seconds, () => PostAsync(http, binary, header.Length)));
+        // Off and on alternate at each concurrency (off-on, on-off, ...) so drift in the machine's load and in the
+        // server's warm-up does not favour one mode; the policy changes only between modes.
+        string? current = null;
+        for (var k = 0; k < options.Concurrency.Length; k++)
+        {
+            var c = options.Concurrency[k];
+            foreach (var batching in k % 2 == 0 ? new[] { "off", "on" } : ["on", "off"])
+            {
+                if (batching != current)
+                {
+                    await SetBatchingAsync(http, w, batching);
+                    current = batching;
+                    if (k == 0)
+                    {
+                        await WarmServerAsync(w, [i => V2Http.InferAsync(http, w.Name, w.JsonBodies[i % w.JsonBodies.Length], null),
+                            i => V2Http.InferAsync(http, w.Name, w.BinaryBodies[i % w.BinaryBodies.Length], w.BinaryHeaderLength),
+                            async i => { await client.InferAsync(w.Name, w.GrainRequests[i % w.GrainRequests.Length]); return Observation.None; }]);
+                    }
+                }
+                await HttpRun(http, w, "MedServe", "HTTP JSON", batching, c, json: true, scrape: true);
+                await HttpRun(http, w, "MedServe", "HTTP binary", batching, c, json: false, scrape: true);
+                await GrainRun(client, http, w, batching, c);
+            }
+        }
     }
 }
-finally
-{
-    node.Kill(entireProcessTree: true);
-    await node.WaitForExitAsync();
-    Directory.Delete(data, recursive: true);
-}
 
-// Report: each figure as a ratio to the ceiling at the same concurrency.
-var report = new StringBuilder();
-report.AppendLine(CultureInfo.InvariantCulture, $"# breast-cancer-logreg, one row per request, {seconds:0.#} s per cell, {Environment.ProcessorCount} cores, {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC");
-report.AppendLine();
-report.AppendLine("| configuration | concurrency | requests/s | p50 ms | p95 ms | p99 ms | throughput vs raw |");
-report.AppendLine("|---|---|---|---|---|---|---|");
-foreach (var r in results)
-{
-    var raw = results.First(x => x.Name.StartsWith("raw", StringComparison.Ordinal) && x.Concurrency == r.Concurrency);
-    report.AppendLine(CultureInfo.InvariantCulture, $"| {r.Name} | {r.Concurrency} | {r.PerSecond:0} | {r.P50:0.000} | {r.P95:0.000} | {r.P99:0.000} | {r.PerSecond / raw.PerSecond:0.000}x |");
-}
-Console.Write(report);
-Directory.CreateDirectory(Path.Combine(repo, "bench", "results"));
-var stamp = DateTime.UtcNow.ToString("yyyyMMdd-HHmm", CultureInfo.InvariantCulture);
-await File.WriteAllTextAsync(Path.Combine(repo, "bench", "results", $"logreg-{stamp}.md"), report.ToString());
-await File.WriteAllTextAsync(Path.Combine(repo, "bench", "results", $"logreg-{stamp}.json"), JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true }));
+// 4. Report.
+var report = Report.Build(options, workloads, results, notes, stamp);
+var dir = Path.Combine(repo, "bench", "results");
+Directory.CreateDirectory(dir);
+var file = $"bench-{stamp:yyyyMMdd-HHmmss}{(options.Label is null ? "" : "-" + options.Label)}";
+await File.WriteAllTextAsync(Path.Combine(dir, file + ".md"), report.Markdown);
+await File.WriteAllTextAsync(Path.Combine(dir, file + ".json"), report.Json);
+Console.WriteLine(report.Markdown);
+Console.Error.WriteLine($"bench: wrote bench/results/{file}.md and .json");
 return 0;
 
-static async Task<Result> Measure(string name, int concurrency, double seconds, Func<Task> call)
+void Raw(Workload w)
 {
-    for (var i = 0; i < 200; i++)
+    using var so = new SessionOptions
     {
-        await call(); // warm-up
+        IntraOpNumThreads = 1,
+        InterOpNumThreads = 1,
+        ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+        GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+    };
+    so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
+    using var session = new InferenceSession(w.OnnxPath, so);
+    using var runOptions = new RunOptions();
+    string[] inputs = [w.Input];
+    string[] outputs = [Workload.Output];
+
+    // The reference answer for sample 0, which every front end must reproduce.
+    using (var one = OrtValue.CreateTensorValueFromMemory(w.Samples[0].ToArray(), w.RequestShape))
+    using (var r = session.Run(runOptions, inputs, [one], outputs))
+    {
+        w.Reference = r[0].GetTensorDataAsSpan<float>().ToArray();
     }
-    var stop = Stopwatch.GetTimestamp() + (long)(seconds * Stopwatch.Frequency);
-    var latencies = new List<double>[concurrency];
-    var started = Stopwatch.GetTimestamp();
-    await Task.WhenAll(Enumerable.Range(0, concurrency).Select(w => Task.Run(async () =>
+
+    foreach (var batch in options.RawBatches)
     {
-        var mine = latencies[w] = new List<double>(100_000);
-        while (Stopwatch.GetTimestamp() < stop)
+        var stats = LoadRunner.RunThreads(options.RawWorkers, options.Warmup, options.Seconds, worker =>
         {
-            var t = Stopwatch.GetTimestamp();
-            await call();
-            mine.Add(Stopwatch.GetElapsedTime(t).TotalMilliseconds);
-        }
-    })));
-    var elapsed = Stopwatch.GetElapsedTime(started).TotalSeconds;
-    var all = latencies.SelectMany(l => l).Order().ToArray();
-    double P(double q) => all[Math.Min(all.Length - 1, (int)(q * all.Length))];
-    var result = new Result(name, concurrency, all.Length / elapsed, P(0.50), P(0.95), P(0.99));
-    Console.Error.WriteLine(result);
-    return result;
+            var values = new float[batch * w.RowElements];
+            for (var i = 0; i < batch; i++)
+            {
+                w.Samples[(worker + i) % w.Samples.Length].CopyTo(values, i * w.RowElements);
+            }
+            var input = OrtValue.CreateTensorValueFromMemory(values, [batch, .. w.RowShape]);
+            OrtValue[] args = [input];
+            return () =>
+            {
+                using var r = session.Run(runOptions, inputs, args, outputs);
+            };
+        });
+        Add(w, "raw ONNX Runtime", "in process", "n/a", options.RawWorkers, batch, stats, null, "ok");
+    }
 }
 
-static async Task PostAsync(HttpClient http, byte[] body, int? headerLength)
+async Task HttpRun(HttpClient http, Workload w, string server, string transport, string batching, int c, bool json, bool scrape)
 {
-    using var content = new ByteArrayContent(body);
-    content.Headers.ContentType = new(headerLength is null ? "application/json" : "application/octet-stream");
-    if (headerLength is { } h)
+    var bodies = json ? w.JsonBodies : w.BinaryBodies;
+    int? header = json ? null : w.BinaryHeaderLength;
+    var check = await ProbeAsync(async () =>
     {
-        content.Headers.Add("Inference-Header-Content-Length", h.ToString(CultureInfo.InvariantCulture));
-    }
-    using var response = await http.PostAsync("/v2/models/breast-cancer-logreg/infer", content);
-    if (response.StatusCode != HttpStatusCode.OK)
-    {
-        throw new InvalidOperationException($"infer answered {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync()}");
-    }
-    await response.Content.ReadAsByteArrayAsync();
+        var (body, h) = await V2Http.SendAsync(http, w.Name, bodies[0], header);
+        return V2Http.ReadOutput(body, h, Workload.Output);
+    }, w);
+    Dictionary<string, double>? before = null;
+    var stats = await LoadRunner.RunAsync(c, options.Warmup, options.Seconds,
+        i => V2Http.InferAsync(http, w.Name, bodies[i % bodies.Length], header),
+        async () => before = scrape ? await Metrics.ScrapeAsync(http, w.Name) : null);
+    var server1 = scrape ? Metrics.Diff(before, await Metrics.ScrapeAsync(http, w.Name)) : null;
+    Add(w, server, transport, batching, c, 1, stats, server1, check);
 }
 
-static async Task WaitReadyAsync(HttpClient http, Process node)
+async Task GrainRun(MedServeClient client, HttpClient http, Workload w, string batching, int c)
 {
-    var deadline = DateTime.UtcNow.AddMinutes(2);
-    while (DateTime.UtcNow < deadline && !node.HasExited)
+    var check = await ProbeAsync(async () =>
+    {
+        var r = await client.InferAsync(w.Name, w.GrainRequests[0]);
+        return r.Outputs.First(o => o.Name == Workload.Output).AsSpan<float>().ToArray();
+    }, w);
+    Dictionary<string, double>? before = null;
+    var stats = await LoadRunner.RunAsync(c, options.Warmup, options.Seconds, async i =>
+    {
+        var r = await client.InferAsync(w.Name, w.GrainRequests[i % w.GrainRequests.Length]);
+        return new Observation(r.ComputeMilliseconds, r.QueueMilliseconds, r.BatchSize);
+    }, async () => before = await Metrics.ScrapeAsync(http, w.Name));
+    Add(w, "MedServe", "grain client", batching, c, 1, stats, Metrics.Diff(before, await Metrics.ScrapeAsync(http, w.Name)), check);
+}
+
+// One request before the load: the answer must match raw ONNX Runtime's (and a route refresh after a redeploy settles).
+static async Task<string> ProbeAsync(Func<Task<float[]>> call, Workload w)
+{
+    for (var attempt = 1; ; attempt++)
     {
         try
         {
-            using var r = await http.GetAsync("/v2/health/ready");
-            if (r.IsSuccessStatusCode)
-            {
-                return;
-            }
+            var got = await call();
+            var diff = got.Length != w.Reference.Length ? double.PositiveInfinity : got.Zip(w.Reference, (a, b) => Math.Abs((double)a - b)).Max();
+            return diff <= 1e-4 ? "ok" : $"MISMATCH (max |diff| {diff:g3} vs raw ONNX Runtime)";
         }
-        catch (HttpRequestException)
+        catch (Exception e) when (attempt < 10)
         {
+            Console.Error.WriteLine($"bench: probe failed ({e.GetType().Name}: {e.Message}); retrying");
+            await Task.Delay(500);
         }
-        await Task.Delay(200);
+        catch (Exception e)
+        {
+            return $"probe failed: {e.GetType().Name}: {e.Message}";
+        }
     }
-    throw new InvalidOperationException("the node did not become ready within 2 minutes (its output is above)");
 }
 
-static int FreePort()
+// A fresh server process runs every path for a while before anything is measured (JIT tiering, pools, Orleans).
+async Task WarmServerAsync(Workload w, Func<int, Task<Observation>>[] paths)
 {
-    using var l = new TcpListener(IPAddress.Loopback, 0);
-    l.Start();
-    return ((IPEndPoint)l.LocalEndpoint).Port;
+    foreach (var path in paths)
+    {
+        var s = await LoadRunner.RunAsync(Math.Min(8, maxC), 0, options.ServerWarmup, path);
+        if (s.Errors > 0)
+        {
+            Console.Error.WriteLine($"bench: warm-up of {w.Name}: {s.Errors} errors (first: {s.FirstError})");
+        }
+    }
+}
+
+async Task SetBatchingAsync(HttpClient http, Workload w, string mode)
+{
+    var policy = mode == "off"
+        ? new Dictionary<string, object> { ["max_batch_size"] = 1 }
+        : new Dictionary<string, object> { ["max_batch_size"] = options.BatchMax, ["max_queue_delay_microseconds"] = options.BatchDelayMicroseconds };
+    var started = Stopwatch.GetTimestamp();
+    using var response = await http.PutAsJsonAsync($"/api/deployments/{w.Name}/{w.Version}?wait=true", new Dictionary<string, object> { ["replicas"] = 1, ["batching"] = policy });
+    var text = await response.Content.ReadAsStringAsync();
+    string echoed;
+    try
+    {
+        using var doc = JsonDocument.Parse(text);
+        var state = doc.RootElement.TryGetProperty("state", out var s) ? s.ToString() : "?";
+        var spec = doc.RootElement.TryGetProperty("spec", out var sp) && sp.TryGetProperty("batching", out var b) ? b.GetRawText() : "(not echoed)";
+        echoed = $"HTTP {(int)response.StatusCode}, state {state}, server's policy {spec}";
+    }
+    catch (JsonException)
+    {
+        echoed = $"HTTP {(int)response.StatusCode}: {text[..Math.Min(200, text.Length)]}";
+    }
+    var note = $"{w.Name}: batching {mode} = PUT {JsonSerializer.Serialize(policy)} -> {echoed}";
+    if (!notes.Contains(note))
+    {
+        notes.Add(note);
+    }
+    Console.Error.WriteLine($"bench: {note} ({Stopwatch.GetElapsedTime(started).TotalSeconds:0.0} s)");
+}
+
+void Add(Workload w, string server, string transport, string batching, int c, int rows, LoadStats s, ServerStats? srv, string check)
+{
+    var r = new Result
+    {
+        Model = w.Name,
+        Server = server,
+        Transport = transport,
+        Batching = batching,
+        Concurrency = c,
+        RowsPerRequest = rows,
+        Requests = s.Requests,
+        Errors = s.Errors,
+        FirstError = s.FirstError,
+        Seconds = s.Elapsed,
+        RequestsPerSecond = s.Requests / s.Elapsed,
+        RowsPerSecond = s.Requests * rows / s.Elapsed,
+        P50Ms = s.Percentile(0.50),
+        P95Ms = s.Percentile(0.95),
+        P99Ms = s.Percentile(0.99),
+        ServerRequests = srv?.Requests,
+        ServerRequestMeanMs = srv?.RequestMeanMs,
+        ServerRuns = srv?.Runs,
+        ServerComputeMeanMs = srv?.ComputeMeanMs,
+        ServerRowsPerRun = srv?.MeanBatch,
+        ComputeP50Ms = s.Compute.Length > 0 ? LoadStats.Pct(s.Compute, 0.5) : null,
+        QueueP50Ms = s.Queue.Length > 0 ? LoadStats.Pct(s.Queue, 0.5) : null,
+        QueueMeanMs = s.Queue.Length > 0 ? s.Queue.Average() : null,
+        ResponseBatchMean = s.Batch.Length > 0 ? s.Batch.Average() : null,
+        Check = check,
+    };
+    results.Add(r);
+    var sb = new StringBuilder();
+    sb.Append(CultureInfo.InvariantCulture, $"bench: {w.Key,-6} {r.Label,-44} c={c,-4} {r.RowsPerSecond,10:0} rows/s  p50 {r.P50Ms,8:0.000}  p99 {r.P99Ms,8:0.000} ms");
+    if (r.ServerComputeMeanMs is { } cm)
+    {
+        sb.Append(CultureInfo.InvariantCulture, $"  srv compute {cm:0.000} ms, {r.ServerRowsPerRun:0.0} rows/run");
+    }
+    if (r.Errors > 0)
+    {
+        sb.Append(CultureInfo.InvariantCulture, $"  ERRORS {r.Errors}: {r.FirstError}");
+    }
+    if (check != "ok")
+    {
+        sb.Append("  " + check);
+    }
+    Console.Error.WriteLine(sb.ToString());
 }
 
 static string FindRepo()
@@ -166,5 +309,3 @@ static string FindRepo()
     }
     throw new InvalidOperationException("run from inside the repository");
 }
-
-internal sealed record Result(string Name, int Concurrency, double PerSecond, double P50, double P95, double P99);

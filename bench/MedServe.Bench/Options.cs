@@ -1,0 +1,56 @@
+using System.Globalization;
+
+namespace MedServe.Bench;
+
+/// <summary>
+/// Command line: <c>[seconds-per-config] [concurrency,...] [--warmup s] [--server-warmup s] [--models logreg,cnn] [--raw-batches 1,8,32,128]
+/// [--raw-workers n] [--naive-intra-op-threads n] [--batch-max n] [--batch-delay-us n] [--data-dir dir] [--label text]</c>.
+/// </summary>
+internal sealed record BenchOptions
+{
+    public double Seconds { get; init; } = 8;
+    public int[] Concurrency { get; init; } = [1, 8, 32, 128];
+    public double Warmup { get; init; } = 1;
+    public double ServerWarmup { get; init; } = 3;
+    public string[] Models { get; init; } = ["logreg", "cnn"];
+    public int[] RawBatches { get; init; } = [1, 8, 32, 128];
+    public int RawWorkers { get; init; } = Environment.ProcessorCount;
+    public int? NaiveIntraOpThreads { get; init; }
+    public int BatchMax { get; init; } = 32;
+    public int BatchDelayMicroseconds { get; init; } = 1000;
+    public string DataDir { get; init; } = "/work/shared/data";
+    public string? Label { get; init; }
+
+    public static BenchOptions Parse(string[] args)
+    {
+        var o = new BenchOptions();
+        var positional = 0;
+        for (var i = 0; i < args.Length; i++)
+        {
+            var a = args[i];
+            string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{a} needs a value");
+            o = a switch
+            {
+                "--warmup" => o with { Warmup = D(Next()) },
+                "--server-warmup" => o with { ServerWarmup = D(Next()) },
+                "--models" => o with { Models = Next().Split(',', StringSplitOptions.RemoveEmptyEntries) },
+                "--raw-batches" => o with { RawBatches = Ints(Next()) },
+                "--raw-workers" => o with { RawWorkers = int.Parse(Next(), CultureInfo.InvariantCulture) },
+                "--naive-intra-op-threads" => o with { NaiveIntraOpThreads = int.Parse(Next(), CultureInfo.InvariantCulture) },
+                "--batch-max" => o with { BatchMax = int.Parse(Next(), CultureInfo.InvariantCulture) },
+                "--batch-delay-us" => o with { BatchDelayMicroseconds = int.Parse(Next(), CultureInfo.InvariantCulture) },
+                "--data-dir" => o with { DataDir = Next() },
+                "--label" => o with { Label = Next() },
+                _ when a.StartsWith("--", StringComparison.Ordinal) => throw new ArgumentException($"unknown option {a}"),
+                _ when positional++ == 0 => o with { Seconds = D(a) },
+                _ when positional == 2 => o with { Concurrency = Ints(a) },
+                _ => throw new ArgumentException($"unexpected argument {a}"),
+            };
+        }
+        return o;
+    }
+
+    private static double D(string s) => double.Parse(s, CultureInfo.InvariantCulture);
+
+    private static int[] Ints(string s) => [.. s.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(x => int.Parse(x, CultureInfo.InvariantCulture))];
+}

@@ -1,0 +1,242 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace MedServe.Bench;
+
+/// <summary>One measured configuration; ratios are filled in when the report is built.</summary>
+internal sealed record Result
+{
+    public required string Model { get; init; }
+    public required string Server { get; init; }
+    public required string Transport { get; init; }
+    public string Batching { get; init; } = "n/a";
+    public int Concurrency { get; init; }
+    public int RowsPerRequest { get; init; } = 1;
+    public long Requests { get; init; }
+    public long Errors { get; init; }
+    public string? FirstError { get; init; }
+    public double Seconds { get; init; }
+    public double RequestsPerSecond { get; init; }
+    public double RowsPerSecond { get; init; }
+    public double P50Ms { get; init; }
+    public double P95Ms { get; init; }
+    public double P99Ms { get; init; }
+    public long? ServerRequests { get; init; }
+    public double? ServerRequestMeanMs { get; init; }
+    public long? ServerRuns { get; init; }
+    public double? ServerComputeMeanMs { get; init; }
+    public double? ServerRowsPerRun { get; init; }
+    public double? ComputeP50Ms { get; init; }
+    public double? QueueP50Ms { get; init; }
+    public double? QueueMeanMs { get; init; }
+    public double? ResponseBatchMean { get; init; }
+    public string Check { get; init; } = "ok";
+    public double? XCeiling { get; set; }
+    public double? XNaive { get; set; }
+    public double? P50XNaive { get; set; }
+    public double? P99XNaive { get; set; }
+
+    public bool IsRaw => Server.StartsWith("raw", StringComparison.Ordinal);
+
+    public string Label => IsRaw
+        ? $"raw ONNX Runtime, batch {RowsPerRequest}"
+        : $"{Server} {Transport}" + (Batching == "n/a" ? "" : $", batching {Batching}");
+
+    /// <summary>Server compute per request: per response where the server says it, else the /metrics mean per run.</summary>
+    public double? ServerComputeMs => ComputeP50Ms ?? ServerComputeMeanMs;
+}
+
+internal sealed record Target(string Name, string Configuration, double? Measured, double Needed, bool HigherIsBetter, string Unit, string Verdict);
+
+internal static class Report
+{
+    private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
+
+    public static (string Markdown, string Json) Build(BenchOptions o, Workload[] workloads, List<Result> results, List<string> notes, DateTime stamp)
+    {
+        var ceilings = new Dictionary<string, Result>();
+        foreach (var w in workloads)
+        {
+            var raw = results.Where(r => r.Model == w.Name && r.IsRaw).ToArray();
+            if (raw.Length > 0)
+            {
+                ceilings[w.Name] = raw.MaxBy(r => r.RowsPerSecond)!;
+            }
+        }
+        foreach (var r in results)
+        {
+            if (ceilings.TryGetValue(r.Model, out var ceiling))
+            {
+                r.XCeiling = r.RowsPerSecond / ceiling.RowsPerSecond;
+            }
+            if (!r.IsRaw && Naive(results, r) is { } n)
+            {
+                r.XNaive = r.RowsPerSecond / n.RowsPerSecond;
+                r.P50XNaive = r.P50Ms / n.P50Ms;
+                r.P99XNaive = r.P99Ms / n.P99Ms;
+            }
+        }
+        var targets = Targets(results, ceilings);
+
+        var md = new StringBuilder();
+        md.AppendLine(Inv, $"# MedServe bench{(o.Label is null ? "" : $" ({o.Label})")}: {stamp:yyyy-MM-dd HH:mm} UTC");
+        md.AppendLine();
+        md.AppendLine(string.Create(Inv, $"{o.Seconds:0.##} s per configuration after {o.Warmup:0.##} s warm-up at the same concurrency; closed loop, concurrency {string.Join(", ", o.Concurrency)}. ") +
+            string.Create(Inv, $"{Environment.ProcessorCount} cores ({RuntimeInformation.OSDescription.Trim()}, .NET {Environment.Version}), **shared by the load generator and the server under test** ") +
+            "(servers run one at a time, each in its own process; raw ONNX Runtime runs in the load process with no server up). " +
+            string.Create(Inv, $"Batching on = `max_batch_size` {o.BatchMax}, `max_queue_delay_microseconds` {o.BatchDelayMicroseconds}; off = `max_batch_size` 1."));
+        md.AppendLine();
+        md.AppendLine("Ratios: **x ceiling** = rows/s over the best raw ONNX Runtime rows/s for the model; **x naive** = rows/s over the naive " +
+            "server's at the same concurrency and encoding (grain client: naive binary); **p50/p99 x naive** = latency over the naive server's (lower is better). " +
+            "Server columns come from the node's `/metrics` (diff of histogram sums and counts around the measured window: means) " +
+            "and, for the grain client, from each response (p50).");
+        foreach (var w in workloads)
+        {
+            md.AppendLine();
+            md.AppendLine(Inv, $"## {w.Name}: {w.Description}");
+            md.AppendLine();
+            var rows = results.Where(r => r.Model == w.Name).ToArray();
+            if (ceilings.TryGetValue(w.Name, out var c))
+            {
+                var one = rows.FirstOrDefault(r => r.IsRaw && r.RowsPerRequest == 1);
+                md.AppendLine(string.Create(Inv, $"Inputs: {w.DataSource}. Ceiling: **{c.RowsPerSecond:0} rows/s** (raw ONNX Runtime, batch {c.RowsPerRequest}, {c.Concurrency} threads x 1 intra-op thread)") +
+                    (one is null ? "." : string.Create(Inv, $"; batch 1: {one.RowsPerSecond:0} rows/s, p50 {one.P50Ms:0.000} ms per Run.")));
+                md.AppendLine();
+            }
+            md.AppendLine("| configuration | c | req/s | rows/s | p50 ms | p95 ms | p99 ms | x ceiling | x naive | p50 x naive | p99 x naive | srv request ms | srv compute ms | queue ms | rows/run | errors | check |");
+            md.AppendLine("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|");
+            foreach (var r in rows)
+            {
+                var queue = r.QueueP50Ms is { } q ? F(q, "0.000") : "";
+                var perRun = r.ServerRowsPerRun ?? r.ResponseBatchMean;
+                md.AppendLine(Inv, $"| {r.Label} | {r.Concurrency} | {r.RequestsPerSecond:0} | {r.RowsPerSecond:0} | {r.P50Ms:0.000} | {r.P95Ms:0.000} | {r.P99Ms:0.000} | " +
+                    $"{X(r.XCeiling)} | {X(r.XNaive)} | {X(r.P50XNaive)} | {X(r.P99XNaive)} | {F(r.ServerRequestMeanMs, "0.000")} | {F(r.ServerComputeMs, "0.000")} | {queue} | {F(perRun, "0.0")} | " +
+                    $"{(r.Errors == 0 ? "0" : r.Errors.ToString(Inv))} | {r.Check} |");
+            }
+        }
+
+        md.AppendLine();
+        md.AppendLine("## Targets (evaluated, not asserted)");
+        md.AppendLine();
+        md.AppendLine("| target | configuration | measured | needed | verdict |");
+        md.AppendLine("|---|---|--:|--:|---|");
+        foreach (var t in targets)
+        {
+            md.AppendLine(Inv, $"| {t.Name} | {t.Configuration} | {(t.Measured is { } m ? m.ToString(t.Unit == "x" ? "0.00" : "0.000", Inv) + (t.Unit == "x" ? "x" : " ms") : "n/a")} | " +
+                $"{(t.HigherIsBetter ? ">=" : "<=")} {t.Needed.ToString("0.0##", Inv)}{(t.Unit == "x" ? "x" : " ms")} | {t.Verdict} |");
+        }
+
+        md.AppendLine();
+        md.AppendLine("## Lone request: concurrency 1, batching on vs off");
+        md.AppendLine();
+        md.AppendLine("A lone request should not wait for a batch to fill: \"on\" should cost about what \"off\" costs (no fixed delay of " +
+            $"{o.BatchDelayMicroseconds / 1000.0:0.###} ms).");
+        md.AppendLine();
+        md.AppendLine("| model | transport | p50 off ms | p50 on ms | Δ p50 ms | p99 off ms | p99 on ms | Δ p99 ms | queue p50 on ms | verdict |");
+        md.AppendLine("|---|---|--:|--:|--:|--:|--:|--:|--:|---|");
+        foreach (var w in workloads)
+        {
+            foreach (var transport in new[] { "HTTP JSON", "HTTP binary", "grain client" })
+            {
+                var off = results.FirstOrDefault(r => r.Model == w.Name && r.Server == "MedServe" && r.Transport == transport && r.Batching == "off" && r.Concurrency == 1);
+                var on = results.FirstOrDefault(r => r.Model == w.Name && r.Server == "MedServe" && r.Transport == transport && r.Batching == "on" && r.Concurrency == 1);
+                if (off is null || on is null)
+                {
+                    continue;
+                }
+                var spike = on.P50Ms - off.P50Ms > 0.5 * o.BatchDelayMicroseconds / 1000.0;
+                md.AppendLine(Inv, $"| {w.Name} | {transport} | {off.P50Ms:0.000} | {on.P50Ms:0.000} | {on.P50Ms - off.P50Ms:+0.000;-0.000} | {off.P99Ms:0.000} | {on.P99Ms:0.000} | " +
+                    $"{on.P99Ms - off.P99Ms:+0.000;-0.000} | {F(on.QueueP50Ms, "0.000")} | {(spike ? "SPIKE: p50 grew by over half the queue delay" : "no spike")} |");
+            }
+        }
+
+        md.AppendLine();
+        md.AppendLine("## Notes");
+        md.AppendLine();
+        foreach (var n in notes)
+        {
+            md.AppendLine("- " + n);
+        }
+        md.AppendLine("- The load generator runs on the same cores as the server, so HTTP figures are a floor on what the server does with the machine to itself; " +
+            "compare configurations within one run, not across runs or machines.");
+        md.AppendLine(Inv, $"- Raw ONNX Runtime rows: c is the number of threads ({o.RawWorkers}), each calling Run in a loop on one shared session (1 intra-op thread, no spinning, as MedServe's sessions); latency is per Run.");
+        md.AppendLine(Inv, $"- The naive server uses ONNX Runtime's default session options{(o.NaiveIntraOpThreads is { } nt ? $" with {nt} intra-op threads" : "")} and NamedOnnxValue/DenseTensor, as a user would.");
+        if (!results.Any(r => r.Server == "MedServe" && r.Transport != "grain client" && r.QueueP50Ms is not null))
+        {
+            md.AppendLine("- MedServe's V2 HTTP responses carried no queue or compute time in `parameters`, so HTTP rows show server compute as the /metrics mean per run and no queue time; the grain client's come from each `InferenceResponse`.");
+        }
+        md.AppendLine("- srv compute ms is ONNX Runtime time per run (one run serves rows/run requests); srv request ms is the HTTP front end's time per request (not recorded for the grain client).");
+        var errors = results.Where(r => r.Errors > 0 || r.Check != "ok").ToArray();
+        foreach (var r in errors)
+        {
+            md.AppendLine(Inv, $"- {r.Model} {r.Label} c={r.Concurrency}: {r.Errors} errors (first: {r.FirstError}); check: {r.Check}");
+        }
+
+        var json = JsonSerializer.Serialize(new
+        {
+            stamp,
+            options = o,
+            machine = new { cores = Environment.ProcessorCount, os = RuntimeInformation.OSDescription, dotnet = Environment.Version.ToString() },
+            notes,
+            ceilings = ceilings.ToDictionary(kv => kv.Key, kv => new { rows_per_second = kv.Value.RowsPerSecond, batch = kv.Value.RowsPerRequest, threads = kv.Value.Concurrency }),
+            results,
+            targets,
+        }, new JsonSerializerOptions
+        {
+            WriteIndented = true,
+            PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+            Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+            NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        });
+        return (md.ToString(), json);
+    }
+
+    /// <summary>The naive server's figure to compare with: same model, concurrency and encoding (grain client: binary).</summary>
+    private static Result? Naive(List<Result> results, Result r)
+    {
+        var transport = r.Transport == "grain client" ? "HTTP binary" : r.Transport;
+        return results.FirstOrDefault(n => n.Server == "naive ASP.NET" && n.Model == r.Model && n.Concurrency == r.Concurrency && n.Transport == transport && n.Errors < n.Requests);
+    }
+
+    private static List<Target> Targets(List<Result> results, Dictionary<string, Result> ceilings)
+    {
+        var list = new List<Target>();
+        Result? Find(string model, string transport, string batching, int c) =>
+            results.FirstOrDefault(r => r.Model == model && r.Server == "MedServe" && r.Transport == transport && r.Batching == batching && r.Concurrency == c);
+        foreach (var batching in new[] { "on", "off" })
+        {
+            var cnn = Find("ct-mr-classifier", "HTTP binary", batching, 32);
+            list.Add(Ratio("CNN c=32: HTTP binary vs raw batched ceiling", cnn, cnn?.XCeiling, 0.8));
+            list.Add(Ratio("CNN c=32: HTTP binary vs naive (binary)", cnn, cnn?.XNaive, 1.5));
+            foreach (var transport in new[] { "HTTP JSON", "HTTP binary" })
+            {
+                var lr = Find("breast-cancer-logreg", transport, batching, 32);
+                list.Add(Ratio($"logreg c=32: {transport} vs naive ({transport[5..]})", lr, lr?.XNaive, 1.0));
+            }
+            foreach (var transport in new[] { "HTTP JSON", "HTTP binary" })
+            {
+                var lr = Find("breast-cancer-logreg", transport, batching, 1);
+                double? added = lr?.ServerComputeMs is { } compute ? lr.P50Ms - compute : null;
+                var how = lr?.ComputeP50Ms is not null ? "p50 compute from responses" : "mean compute from /metrics";
+                var verdict = added is not { } a ? "n/a (not measured)" : a <= 0.5 ? $"PASS ({a:0.000} ms; {how})" : $"MISS by {a - 0.5:0.000} ms ({how})";
+                list.Add(new Target("logreg c=1: added server time = e2e p50 - server compute", lr?.Label ?? $"MedServe {transport}, batching {batching}", added, 0.5, false, "ms", verdict));
+            }
+        }
+        return list;
+    }
+
+    private static Target Ratio(string name, Result? r, double? value, double needed)
+    {
+        var verdict = value is not { } v ? "n/a (not measured)"
+            : v >= needed ? string.Create(Inv, $"PASS ({v:0.00}x)")
+            : string.Create(Inv, $"MISS by {(1 - v / needed) * 100:0}% ({v:0.00}x of {needed:0.0}x)");
+        return new Target(name, r?.Label ?? "(not in this run)", value, needed, true, "x", verdict);
+    }
+
+    private static string X(double? v) => v is { } x ? x.ToString(x < 0.1 ? "0.000" : "0.00", Inv) + "x" : "";
+
+    private static string F(double? v, string format) => v is { } x ? x.ToString(format, Inv) : "";
+}
