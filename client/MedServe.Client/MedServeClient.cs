@@ -71,12 +71,17 @@ public sealed class MedServeClient : IAsyncDisposable
         {
             throw MedServeException.Invalid(e.Message, "cluster");
         }
+        var gateways = redis is null ? options.Gateways.Select(ParseEndpoint).ToArray() : [];
+        if (redis is null && await NoneListensAsync(gateways, options.ConnectTimeout, cancellationToken) is { } refused)
+        {
+            throw new MedServeException(ErrorKind.NotReady, $"could not connect to MedServe at {options.Describe()}: {refused}");
+        }
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
         builder.UseOrleansClient(client =>
         {
             if (redis is null)
             {
-                client.UseStaticClustering(options.Gateways.Select(ParseEndpoint).ToArray());
+                client.UseStaticClustering(gateways);
             }
             else
             {
@@ -237,6 +242,36 @@ public sealed class MedServeClient : IAsyncDisposable
     }
 
     private IDeploymentGrain Deployment(string model, string version) => Grains.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(model, version));
+
+    /// <summary>
+    /// Why no gateway accepts a TCP connection, or null when one does. Orleans would retry a refused gateway until the
+    /// connect timeout; a port where nothing listens is worth saying at once.
+    /// </summary>
+    private static async Task<string?> NoneListensAsync(IPEndPoint[] gateways, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        string? why = null;
+        foreach (var gateway in gateways)
+        {
+            using var socket = new System.Net.Sockets.Socket(gateway.AddressFamily, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+            using var probe = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            probe.CancelAfter(timeout < TimeSpan.FromSeconds(5) ? timeout : TimeSpan.FromSeconds(5));
+            try
+            {
+                await socket.ConnectAsync(gateway, probe.Token);
+                return null;
+            }
+            catch (System.Net.Sockets.SocketException e)
+            {
+                why = $"{gateway}: {e.SocketErrorCode}";
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                // No answer at all (filtered?): let Orleans try within the connect timeout.
+                return null;
+            }
+        }
+        return why is null ? null : $"nothing accepts connections ({why})";
+    }
 
     private static IPEndPoint ParseEndpoint(string text)
     {
