@@ -134,3 +134,23 @@ public static class GrainKeys
         return slash < 0 ? (key, "") : (key[..slash], key[(slash + 1)..]);
     }
 }
+
+/// <summary>
+/// Registers model packages sent through the grain client (the CLI's <c>models push</c>): runs the same import as an
+/// HTTP upload on whichever silo takes the call. Stateless worker, key 0.
+/// </summary>
+public interface IPackageUploadGrain : IGrainWithIntegerKey
+{
+    /// <summary>Registers a zip holding <c>manifest.json</c> and <c>model.onnx</c>; a bad package is InvalidInput naming the field.</summary>
+    Task<ModelVersionInfo> UploadZipAsync(byte[] zip);
+
+    /// <summary>Registers a package sent as its two files; a bad package is InvalidInput naming the field.</summary>
+    Task<ModelVersionInfo> UploadPartsAsync(byte[] manifestJson, byte[] model);
+}
+
+/// <summary>What the cluster looks like: its silos, their capability tags and hosted replicas. Stateless worker, key 0.</summary>
+public interface IClusterInfoGrain : IGrainWithIntegerKey
+{
+    /// <summary>Silos that are joining, active or stopping, ordered by address.</summary>
+    Task<SiloInfo[]> ListSilosAsync();
+}

@@ -13,7 +13,7 @@ public static class ClusterHosting
         silo.Configure<ClusterOptions>(o =>
         {
             o.ClusterId = clusterId;
-            o.ServiceId = "medserve";
+            o.ServiceId = ClusterAddress.ServiceId;
         });
         silo.ConfigureEndpoints(advertise, siloPort, gatewayPort, listenOnAnyHostAddress: !IPAddress.IsLoopback(advertise));
         silo.UseRedisClustering(o => o.ConfigurationOptions = Redis(redis));

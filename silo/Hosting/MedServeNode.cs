@@ -82,7 +82,7 @@ public static class MedServeNode
             if (redis is null)
             {
                 // Embedded: one silo, its own membership, state in files under --data.
-                silo.UseLocalhostClustering(siloPort, gatewayPort, serviceId: "medserve", clusterId: "medserve-embedded");
+                silo.UseLocalhostClustering(siloPort, gatewayPort, serviceId: ClusterAddress.ServiceId, clusterId: ClusterAddress.EmbeddedClusterId);
                 silo.AddFileGrainStorage(StorageNames.State, Path.Combine(data, "state"));
             }
             else

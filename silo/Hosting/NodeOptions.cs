@@ -19,25 +19,13 @@ public sealed class NodeOptions
     public string Cluster { get; set; } = "";
 
     /// <summary>Cluster id shared by the silos and clients of one cluster (<c>--cluster-id</c>).</summary>
-    public string ClusterId { get; set; } = "medserve";
+    public string ClusterId { get; set; } = ClusterAddress.DefaultClusterId;
 
     /// <summary>The address other silos and clients reach this silo at, in cluster mode (<c>--advertise</c>).</summary>
     public string Advertise { get; set; } = "127.0.0.1";
 
     /// <summary>The Redis endpoint of <see cref="Cluster"/>, or null in embedded mode; a malformed value is a start-up error.</summary>
-    public string? RedisEndpoint()
-    {
-        if (string.IsNullOrWhiteSpace(Cluster))
-        {
-            return null;
-        }
-        const string scheme = "redis://";
-        if (!Cluster.StartsWith(scheme, StringComparison.OrdinalIgnoreCase) || Cluster.Length == scheme.Length)
-        {
-            throw new ArgumentException($"--cluster must look like redis://host:port, not '{Cluster}'");
-        }
-        return Cluster[scheme.Length..].TrimEnd('/');
-    }
+    public string? RedisEndpoint() => ClusterAddress.RedisEndpoint(Cluster);
 
     /// <summary>Largest V2 infer request body in bytes; larger ones get 413.</summary>
     public long MaxInferBytes { get; set; } = 64L * 1024 * 1024;

@@ -1,5 +1,6 @@
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
+using MedServe.Client;
 using MedServe.Tests.Support;
 
 namespace MedServe.Tests.Processes;
@@ -44,6 +45,23 @@ public sealed class ClusterTests
                 }));
                 Assert.True(result["outputs"]![0]!["data"]![1]!.GetValue<double>() > 0.99, "slice 6 is MR");
             }
+
+            // The grain client and the CLI find the cluster through Redis membership (no gateway address given).
+            await using (var client = await MedServeClient.ConnectAsync(new MedServeClientOptions { Cluster = redis.Url }))
+            {
+                var seen = await client.ListSilosAsync();
+                Assert.Equal(2, seen.Length);
+                Assert.Contains("ct-mr-classifier/1/0/gpu", seen.Single(s => s.Accelerator == "gpu").Replicas);
+                var outputs = await client.InferAsync<float>("ct-mr-classifier", "image", [1, 1, 64, 64], images.AsMemory(6 * 4096, 4096));
+                Assert.True(outputs["probabilities"].AsSpan<float>()[1] > 0.99f, "slice 6 is MR (grain client)");
+            }
+            var status = (await CliRun.RunAsync("--cluster", redis.Url, "--json", "status", "ct-mr-classifier", "1")).Json();
+            Assert.Equal(gpuSilo["address"]!.GetValue<string>(), status["replicas"]![0]!["silo"]!.GetValue<string>());
+            var cliSilos = await CliRun.RunAsync("--cluster", redis.Url, "silos");
+            Assert.True(cliSilos.Code == 0, cliSilos.ToString());
+            Assert.Matches(@"(?m)^\S+\s+\S+\s+Active\s+gpu\s+CPUExecutionProvider\s+zone=b\s+ct-mr-classifier/1/0/gpu", cliSilos.Out);
+            var wrongId = await CliRun.RunAsync("--cluster", redis.Url, "--cluster-id", "another", "--connect-timeout", "3", "silos");
+            Assert.True(wrongId.Code == 5, wrongId.ToString());
         }
         finally
         {

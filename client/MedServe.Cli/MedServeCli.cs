@@ -1,0 +1,429 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using MedServe.Client;
+using MedServe.Inference.Packages;
+
+namespace MedServe.Cli;
+
+/// <summary>
+/// The <c>medserve</c> command line: the command tree, connecting, output (tables, or JSON with <c>--json</c>) and
+/// exit codes (<see cref="ExitCodes"/>). <see cref="RunAsync"/> is the whole program, so tests run it in-process.
+/// </summary>
+public sealed class MedServeCli
+{
+    private readonly TextWriter _out;
+    private readonly TextWriter _err;
+
+    /// <summary>Whether this run prints JSON (<c>--json</c>); set once the command line is parsed.</summary>
+    private bool _jsonOutput;
+
+    private readonly Option<string[]> _gateway = new("--gateway", "-g")
+    {
+        Description = "Gateway host:port of a node (repeatable). Default: 127.0.0.1:30000, the embedded node.",
+        Recursive = true,
+        HelpName = "host:port",
+    };
+
+    private readonly Option<string> _cluster = new("--cluster")
+    {
+        Description = "A Redis-membership cluster, redis://host:port, as its silos were started with.",
+        Recursive = true,
+        HelpName = "redis://host:port",
+    };
+
+    private readonly Option<string> _clusterId = new("--cluster-id")
+    {
+        Description = "Orleans cluster id (default: medserve with --cluster, medserve-embedded with gateways).",
+        Recursive = true,
+    };
+
+    private readonly Option<bool> _jsonOption = new("--json")
+    {
+        Description = "Machine output: JSON on stdout (snake_case, as the HTTP API), errors as JSON on stderr.",
+        Recursive = true,
+    };
+
+    private readonly Option<int> _connectTimeout = new("--connect-timeout")
+    {
+        Description = "Seconds to try reaching the cluster before giving up (exit 5).",
+        Recursive = true,
+        DefaultValueFactory = _ => 10,
+        HelpName = "seconds",
+    };
+
+    /// <summary>Errors on stderr: one line each, as the HTTP API's JSON conventions.</summary>
+    private static readonly JsonSerializerOptions ErrorJson = new(ManifestJson.Options)
+    {
+        WriteIndented = false,
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    };
+
+    private MedServeCli(TextWriter output, TextWriter error)
+    {
+        _out = output;
+        _err = error;
+    }
+
+    /// <summary>Runs <c>medserve</c> with <paramref name="args"/>; returns the exit code.</summary>
+    public static Task<int> RunAsync(string[] args, TextWriter output, TextWriter error, CancellationToken cancellationToken = default) =>
+        new MedServeCli(output, error).RunAsync(args, cancellationToken);
+
+    private async Task<int> RunAsync(string[] args, CancellationToken cancellationToken)
+    {
+        var parse = BuildCommands().Parse(args);
+        if (parse.Errors.Count > 0)
+        {
+            foreach (var e in parse.Errors)
+            {
+                await _err.WriteLineAsync($"medserve: {e.Message}");
+            }
+            await _err.WriteLineAsync("Run 'medserve --help' for usage.");
+            return ExitCodes.Usage;
+        }
+        return await parse.InvokeAsync(new InvocationConfiguration { Output = _out, Error = _err, EnableDefaultExceptionHandler = false }, cancellationToken);
+    }
+
+    private RootCommand BuildCommands()
+    {
+        var root = new RootCommand("medserve: push, deploy, scale and call models on a MedServe cluster (over the Orleans grain client).")
+        {
+            _gateway, _cluster, _clusterId, _jsonOption, _connectTimeout,
+        };
+
+        var models = new Command("models", "Model packages: push, list, show.");
+        var pushPath = new Argument<string>("path") { Description = "A package directory (manifest.json + model.onnx) or a zip of one." };
+        var pushDeploy = new Option<bool>("--deploy") { Description = "Deploy it with the defaults and wait until it settles." };
+        var push = new Command("push", "Register a model package.") { pushPath, pushDeploy };
+        push.SetAction(Handler((p, c) => PushAsync(c, p.GetRequiredValue(pushPath), p.GetValue(pushDeploy))));
+        var list = new Command("list", "Registered models, their versions and default version.");
+        list.SetAction(Handler((_, c) => ListModelsAsync(c)));
+        var showName = new Argument<string>("name");
+        var showVersion = new Option<string>("--version", "-v") { Description = "Show this version's model card." };
+        var show = new Command("show", "A model's versions, or with --version its model card and deployment.") { showName, showVersion };
+        show.SetAction(Handler((p, c) => ShowModelAsync(c, p.GetRequiredValue(showName), p.GetValue(showVersion))));
+        models.Add(push);
+        models.Add(list);
+        models.Add(show);
+        root.Add(models);
+
+        var name = new Argument<string>("name");
+        var version = new Argument<string>("version");
+        var wait = new Option<bool>("--wait", "-w") { Description = "Wait until the deployment settles; exit 5 unless it is Ready." };
+        var replicas = new Option<int>("--replicas", "-r") { Description = "Replicas (sessions) to run.", DefaultValueFactory = _ => 1 };
+        var accelerator = new Option<string>("--accelerator") { Description = "Where replicas may run (default: the manifest's)." };
+        accelerator.AcceptOnlyFromAmong(Capabilities.Cpu, Capabilities.Gpu, Capabilities.Any);
+        var deploy = new Command("deploy", "Deploy (or re-spec) a registered version.") { name, version, replicas, accelerator, wait };
+        deploy.SetAction(Handler((p, c) => DeployAsync(c, p.GetRequiredValue(name), p.GetRequiredValue(version),
+            new DeploymentSpec { Replicas = p.GetValue(replicas), Accelerator = p.GetValue(accelerator) }, p.GetValue(wait))));
+        root.Add(deploy);
+
+        var undeploy = new Command("undeploy", "Stop serving a version and free its sessions.") { name, version };
+        undeploy.SetAction(Handler((p, c) => UndeployAsync(c, p.GetRequiredValue(name), p.GetRequiredValue(version))));
+        root.Add(undeploy);
+
+        var count = new Argument<int>("replicas") { Description = "The new replica count." };
+        var scale = new Command("scale", "Change a deployment's replica count, keeping the rest of its spec.") { name, version, count, wait };
+        scale.SetAction(Handler((p, c) => ScaleAsync(c, p.GetRequiredValue(name), p.GetRequiredValue(version), p.GetValue(count), p.GetValue(wait))));
+        root.Add(scale);
+
+        var inferVersion = new Option<string>("--version", "-v") { Description = "Version to call (default: the model's default version)." };
+        var input = new Option<string[]>("--input", "-i")
+        {
+            Description = "An input tensor, name=shape:datatype:values, values comma-separated or @file.json (a JSON array). Repeatable.",
+            HelpName = "name=shape:datatype:values",
+        };
+        var data = new Option<string>("--data", "-d") { Description = "A file holding a V2 JSON request body (inputs, outputs, id).", HelpName = "request.json" };
+        var infer = new Command("infer", "Run one V2 inference request; prints the V2 JSON response.") { name, inferVersion, input, data };
+        infer.SetAction(Handler((p, c) => InferAsync(c, p.GetRequiredValue(name), p.GetValue(inferVersion), p.GetValue(data), p.GetValue(input) ?? [])));
+        root.Add(infer);
+
+        var silos = new Command("silos", "Silos: status, accelerator, execution provider, labels, hosted replicas.");
+        silos.SetAction(Handler((_, c) => SilosAsync(c)));
+        root.Add(silos);
+
+        var statusName = new Argument<string?>("name") { Arity = ArgumentArity.ZeroOrOne, Description = "Only this model." };
+        var statusVersion = new Argument<string?>("version") { Arity = ArgumentArity.ZeroOrOne, Description = "Only this version (with its validation report)." };
+        var status = new Command("status", "Deployments: state, replicas, silos, reason.") { statusName, statusVersion };
+        status.SetAction(Handler((p, c) => StatusAsync(c, p.GetValue(statusName), p.GetValue(statusVersion))));
+        root.Add(status);
+        return root;
+    }
+
+    /// <summary>Connects, runs a command, and turns failures into a message on stderr and an exit code.</summary>
+    private Func<ParseResult, CancellationToken, Task<int>> Handler(Func<ParseResult, MedServeClient, Task<int>> command) => async (parse, cancellationToken) =>
+    {
+        var json = _jsonOutput = parse.GetValue(_jsonOption);
+        try
+        {
+            await using var client = await MedServeClient.ConnectAsync(ClientOptions(parse), cancellationToken);
+            return await command(parse, client);
+        }
+        catch (MedServeException e)
+        {
+            return await FailAsync(json, ExitCodes.Of(e.Kind), e.Kind.ToString(), e.Message, e.Field);
+        }
+        catch (Exception e) when (e is TimeoutException or OrleansException)
+        {
+            return await FailAsync(json, ExitCodes.Unavailable, nameof(ErrorKind.NotReady), $"the cluster did not answer ({e.GetType().Name}: {e.Message})", null);
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            return await FailAsync(json, ExitCodes.Unexpected, nameof(ErrorKind.Internal), $"unexpected {e.GetType().Name}: {e.Message}", null);
+        }
+    };
+
+    private MedServeClientOptions ClientOptions(ParseResult parse)
+    {
+        var gateways = parse.GetValue(_gateway) ?? [];
+        var cluster = parse.GetValue(_cluster);
+        if (gateways.Length > 0 && !string.IsNullOrWhiteSpace(cluster))
+        {
+            throw MedServeException.Invalid("give --gateway or --cluster, not both", "--cluster");
+        }
+        var timeout = parse.GetValue(_connectTimeout);
+        if (timeout < 1)
+        {
+            throw MedServeException.Invalid("--connect-timeout must be at least 1 second", "--connect-timeout");
+        }
+        var options = new MedServeClientOptions
+        {
+            Cluster = cluster,
+            ClusterId = parse.GetValue(_clusterId),
+            ConnectTimeout = TimeSpan.FromSeconds(timeout),
+        };
+        return gateways.Length > 0 ? options with { Gateways = gateways } : options;
+    }
+
+    private async Task<int> FailAsync(bool json, int exitCode, string kind, string message, string? field)
+    {
+        if (json)
+        {
+            await _err.WriteLineAsync(JsonSerializer.Serialize(new { error = message, kind, field, exit_code = exitCode }, ErrorJson));
+        }
+        else
+        {
+            await _err.WriteLineAsync($"medserve: {message}{(field is null ? "" : $" (field: {field})")}");
+        }
+        return exitCode;
+    }
+
+    private async Task<int> PushAsync(MedServeClient client, string path, bool deploy)
+    {
+        var json = _jsonOutput;
+        var info = await client.PushAsync(Path.GetFullPath(path));
+        var name = info.Manifest.Name;
+        var version = info.Manifest.Version;
+        DeploymentInfo? deployment = deploy ? await client.DeployAsync(name, version) : null;
+        if (json)
+        {
+            WriteJson(new { version = info, deployment });
+        }
+        else
+        {
+            _out.WriteLine($"registered {name}:{version} (sha256 {info.Sha256[..12]}, {info.SizeBytes} bytes)");
+            if (deployment is not null)
+            {
+                WriteDeployment(deployment);
+            }
+        }
+        return deployment is null ? ExitCodes.Ok : await SettledAsync(deployment, json);
+    }
+
+    private async Task<int> ListModelsAsync(MedServeClient client)
+    {
+        var models = await client.ListModelsAsync();
+        if (_jsonOutput)
+        {
+            WriteJson(models);
+            return ExitCodes.Ok;
+        }
+        var table = new Table("NAME", "VERSIONS", "DEFAULT", "DEPLOYED");
+        foreach (var m in models)
+        {
+            table.Add(m.Name, string.Join(",", m.Versions.Select(v => v.Manifest.Version)), m.DefaultVersion,
+                string.Join(",", m.Versions.Where(v => v.Deployed).Select(v => v.Manifest.Version)));
+        }
+        table.WriteTo(_out);
+        return ExitCodes.Ok;
+    }
+
+    private async Task<int> ShowModelAsync(MedServeClient client, string name, string? version)
+    {
+        if (version is null)
+        {
+            var model = await client.GetModelAsync(name);
+            if (_jsonOutput)
+            {
+                WriteJson(model);
+                return ExitCodes.Ok;
+            }
+            _out.WriteLine($"{model.Name} (default version: {model.DefaultVersion ?? "none deployed"})");
+            var table = new Table("VERSION", "DEPLOYED", "ACCELERATOR", "SIZE", "SHA256", "REGISTERED", "DESCRIPTION");
+            foreach (var v in model.Versions)
+            {
+                table.Add(v.Manifest.Version, v.Deployed ? "yes" : "no", v.Manifest.Accelerator, v.SizeBytes.ToString(CultureInfo.InvariantCulture),
+                    v.Sha256[..Math.Min(12, v.Sha256.Length)], v.RegisteredAt.ToString("u", CultureInfo.InvariantCulture), v.Manifest.Description);
+            }
+            table.WriteTo(_out);
+            return ExitCodes.Ok;
+        }
+        var info = await client.GetVersionAsync(name, version);
+        var deployment = await client.GetDeploymentAsync(name, version);
+        if (_jsonOutput)
+        {
+            WriteJson(new { version = info, deployment });
+            return ExitCodes.Ok;
+        }
+        var manifest = info.Manifest;
+        var card = new Table("FIELD", "VALUE")
+            .Add("model", $"{manifest.Name}:{manifest.Version}")
+            .Add("description", manifest.Description)
+            .Add("intended use", manifest.IntendedUse)
+            .Add("accelerator", manifest.Accelerator)
+            .Add("sha256", info.Sha256)
+            .Add("size", $"{info.SizeBytes} bytes")
+            .Add("registered", info.RegisteredAt.ToString("u", CultureInfo.InvariantCulture))
+            .Add("deployment", $"{deployment.State}{(deployment.Reason is null ? "" : $": {deployment.Reason}")}");
+        foreach (var (metric, value) in manifest.ValidationMetrics)
+        {
+            card.Add($"metric {metric}", value.ToString("G6", CultureInfo.InvariantCulture));
+        }
+        foreach (var limitation in manifest.Limitations)
+        {
+            card.Add("limitation", limitation);
+        }
+        card.WriteTo(_out);
+        _out.WriteLine();
+        var io = new Table("TENSOR", "NAME", "DATATYPE", "SHAPE");
+        foreach (var t in manifest.Inputs)
+        {
+            io.Add("input", t.Name, t.Datatype.ToString(), t.ShapeText);
+        }
+        foreach (var t in manifest.Outputs)
+        {
+            io.Add("output", t.Name, t.Datatype.ToString(), t.ShapeText);
+        }
+        io.WriteTo(_out);
+        return ExitCodes.Ok;
+    }
+
+    private async Task<int> DeployAsync(MedServeClient client, string name, string version, DeploymentSpec spec, bool wait)
+    {
+        var info = await client.DeployAsync(name, version, spec, wait);
+        return await ReportDeploymentAsync(client, info, wait);
+    }
+
+    private async Task<int> ScaleAsync(MedServeClient client, string name, string version, int replicas, bool wait)
+    {
+        var info = await client.ScaleAsync(name, version, replicas, wait);
+        return await ReportDeploymentAsync(client, info, wait);
+    }
+
+    private async Task<int> UndeployAsync(MedServeClient client, string name, string version)
+    {
+        var info = await client.UndeployAsync(name, version);
+        return await ReportDeploymentAsync(client, info, wait: false);
+    }
+
+    private async Task<int> ReportDeploymentAsync(MedServeClient client, DeploymentInfo info, bool wait)
+    {
+        var json = _jsonOutput;
+        if (json)
+        {
+            WriteJson(info);
+        }
+        else
+        {
+            WriteDeployment(info);
+        }
+        return wait ? await SettledAsync(info, json) : ExitCodes.Ok;
+    }
+
+    /// <summary>A deployment waited for must end Ready; Failed or Pending is exit 5 with the reason.</summary>
+    private async Task<int> SettledAsync(DeploymentInfo info, bool json) =>
+        info.State == DeploymentState.Ready
+            ? ExitCodes.Ok
+            : await FailAsync(json, ExitCodes.Unavailable, nameof(ErrorKind.NotReady),
+                $"{info.Model}:{info.Version} is {info.State}{(info.Reason is null ? "" : $": {info.Reason}")}", null);
+
+    private async Task<int> InferAsync(MedServeClient client, string name, string? version, string? data, string[] inputs)
+    {
+        var request = InferInputs.Parse(data, inputs, Environment.CurrentDirectory);
+        var response = await client.InferAsync(name, request, version);
+        _out.WriteLine(InferInputs.ToJson(response));
+        return ExitCodes.Ok;
+    }
+
+    private async Task<int> SilosAsync(MedServeClient client)
+    {
+        var silos = await client.ListSilosAsync();
+        if (_jsonOutput)
+        {
+            WriteJson(silos);
+            return ExitCodes.Ok;
+        }
+        var table = new Table("ADDRESS", "NAME", "STATUS", "ACCELERATOR", "PROVIDER", "LABELS", "REPLICAS");
+        foreach (var s in silos)
+        {
+            table.Add(s.Address, s.Name, s.Status, s.Accelerator, s.ExecutionProvider,
+                string.Join(",", s.Labels.OrderBy(l => l.Key, StringComparer.Ordinal).Select(l => $"{l.Key}={l.Value}")),
+                string.Join(",", s.Replicas.Order(StringComparer.Ordinal)));
+        }
+        table.WriteTo(_out);
+        return ExitCodes.Ok;
+    }
+
+    private async Task<int> StatusAsync(MedServeClient client, string? name, string? version)
+    {
+        if (name is not null && version is not null)
+        {
+            var one = await client.GetDeploymentAsync(name, version);
+            if (_jsonOutput)
+            {
+                WriteJson(one);
+            }
+            else
+            {
+                WriteDeployment(one);
+            }
+            return ExitCodes.Ok;
+        }
+        if (name is not null)
+        {
+            await client.GetModelAsync(name);
+        }
+        var deployments = (await client.ListDeploymentsAsync())
+            .Where(d => name is null || d.Model == name)
+            .OrderBy(d => d.Model, StringComparer.Ordinal).ThenBy(d => d.Version, StringComparer.Ordinal)
+            .ToArray();
+        if (_jsonOutput)
+        {
+            WriteJson(deployments);
+            return ExitCodes.Ok;
+        }
+        var table = new Table("MODEL", "VERSION", "STATE", "REPLICAS", "ACCELERATOR", "SILOS", "REASON");
+        foreach (var d in deployments)
+        {
+            table.Add(d.Model, d.Version, d.State.ToString(), $"{d.Replicas.Length}/{d.Spec.Replicas}", d.Spec.Accelerator ?? "manifest",
+                string.Join(",", d.Replicas.Select(r => r.Silo).Distinct(StringComparer.Ordinal)), d.Reason);
+        }
+        table.WriteTo(_out);
+        return ExitCodes.Ok;
+    }
+
+    private void WriteDeployment(DeploymentInfo d)
+    {
+        _out.WriteLine($"{d.Model}:{d.Version} {d.State}{(d.Reason is null ? "" : $": {d.Reason}")} ({d.Replicas.Length}/{d.Spec.Replicas} replicas, accelerator {d.Spec.Accelerator ?? "from manifest"})");
+        foreach (var r in d.Replicas)
+        {
+            _out.WriteLine($"  replica {r.Key} on {r.Silo} ({r.ExecutionProvider})");
+        }
+        if (d.Validation is { } v)
+        {
+            _out.WriteLine($"  validation: {v.Summary}");
+        }
+    }
+
+    private void WriteJson<T>(T value) => _out.WriteLine(JsonSerializer.Serialize(value, ManifestJson.Options));
+}
