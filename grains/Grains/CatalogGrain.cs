@@ -5,6 +5,8 @@ public sealed class CatalogState
 {
     [Id(0)] public SortedSet<string> Models { get; set; } = new(StringComparer.Ordinal);
     [Id(1)] public SortedSet<string> Deployments { get; set; } = new(StringComparer.Ordinal);
+    [Id(2)] public SortedSet<string> Jobs { get; set; } = new(StringComparer.Ordinal);
+    [Id(3)] public SortedSet<string> RunningJobs { get; set; } = new(StringComparer.Ordinal);
 }
 
 /// <summary>The index of models and wanted deployments; the silo reads it at start to bring deployments back.</summary>
@@ -22,6 +24,15 @@ internal sealed class CatalogGrain(
     public Task SetDeploymentAsync(string key, bool active)
     {
         var changed = active ? state.State.Deployments.Add(key) : state.State.Deployments.Remove(key);
+        return changed ? state.WriteStateAsync() : Task.CompletedTask;
+    }
+
+    public Task<string[]> ListJobsAsync(bool runningOnly) => Task.FromResult((runningOnly ? state.State.RunningJobs : state.State.Jobs).ToArray());
+
+    public Task SetJobAsync(string id, bool exists, bool running)
+    {
+        var changed = exists ? state.State.Jobs.Add(id) : state.State.Jobs.Remove(id);
+        changed |= running ? state.State.RunningJobs.Add(id) : state.State.RunningJobs.Remove(id);
         return changed ? state.WriteStateAsync() : Task.CompletedTask;
     }
 }

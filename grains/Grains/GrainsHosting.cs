@@ -44,6 +44,11 @@ public static class GrainsHosting
         silo.Services.AddPlacementFilter<AcceleratorPlacementFilterStrategy, AcceleratorPlacementFilterDirector>(ServiceLifetime.Singleton);
         silo.Services.AddPlacementDirector<ReplicaSpreadPlacement, ReplicaSpreadPlacementDirector>();
         silo.Services.AddHostedService<PendingDeploymentWaker>();
+        // Job items travel on memory streams: no broker to run. Durability is the job grain's (stored items,
+        // leases, results by item id), so a stream queue lost with its silo costs a resend, not an item.
+        silo.AddMemoryStreams(JobStreams.Provider);
+        silo.AddMemoryGrainStorage("PubSubStore");
+        silo.Services.AddHostedService<Jobs.JobResumer>();
         return silo;
     }
 

@@ -28,4 +28,22 @@ internal static partial class Log
 
     [LoggerMessage(1203, LogLevel.Error, "Replica {Replica} could not reload sha256 {Sha256} on activation")]
     public static partial void ReplicaReloadFailed(ILogger logger, Exception exception, string replica, string sha256);
+
+    [LoggerMessage(1501, LogLevel.Information, "Job {Job} submitted: {Items} items from {Source} for {Model}:{Version}")]
+    public static partial void JobSubmitted(ILogger logger, string job, string model, string version, int items, string source);
+
+    [LoggerMessage(1502, LogLevel.Information, "Job {Job} is {State}: {Answered} of {Total} items answered")]
+    public static partial void JobEnded(ILogger logger, string job, JobState state, int answered, int total);
+
+    [LoggerMessage(1503, LogLevel.Warning, "Job {Job}: {Deliveries} deliveries were not answered in time and are sent again")]
+    public static partial void JobRedelivered(ILogger logger, string job, int deliveries);
+
+    [LoggerMessage(1504, LogLevel.Warning, "Job {Job}: a delivery could not be sent ({ExceptionType}); its lease will resend it")]
+    public static partial void JobDeliveryFailed(ILogger logger, string job, string exceptionType);
+
+    [LoggerMessage(1505, LogLevel.Warning, "Job {Job}: delivery {Delivery} could not be reported ({ExceptionType}); its lease will resend it")]
+    public static partial void JobReportFailed(ILogger logger, string job, long delivery, string exceptionType);
+
+    [LoggerMessage(1506, LogLevel.Warning, "Could not resume running jobs after a membership change")]
+    public static partial void JobResumeFailed(ILogger logger, Exception exception);
 }

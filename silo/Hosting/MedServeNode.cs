@@ -104,6 +104,7 @@ public static class MedServeNode
         app.MapV2Api();
         app.MapManagementApi();
         app.MapSiloApi();
+        app.MapJobApi();
         app.MapPrometheusScrapingEndpoint("/metrics");
         return app;
     }

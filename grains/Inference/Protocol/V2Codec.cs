@@ -393,7 +393,8 @@ public static class V2Codec
         return jsonLength;
     }
 
-    private static void WriteData(Utf8JsonWriter writer, Tensor t)
+    /// <summary>Writes a tensor's elements as a flat JSON array's items (NaN and infinities as strings).</summary>
+    public static void WriteData(Utf8JsonWriter writer, Tensor t)
     {
         var span = t.Data.AsSpan();
         switch (t.Datatype)

@@ -37,6 +37,7 @@ public sealed class DynamicBatcher : IBatcher
     private volatile BatchingPolicy _policy;
     private volatile bool _unsplittable; // an output turned out not to follow the batch dimension
     private int _queued;  // guarded by _gate
+    private int _withDeadline; // guarded by _gate: queued requests that carry a timeout
     private int _running; // guarded by _gate
     private bool _stopping; // guarded by _gate
     private long _lastCompanyArrival; // guarded by _gate: last arrival that found others queued or running
@@ -121,6 +122,7 @@ public sealed class DynamicBatcher : IBatcher
             }
             item.Node = _queues[(int)request.Priority].AddLast(item);
             _queued++;
+            _withDeadline += item.Deadline != 0 ? 1 : 0;
         }
         if (timeout > 0)
         {
@@ -164,6 +166,7 @@ public sealed class DynamicBatcher : IBatcher
         return key.ToString();
     }
 
+    /// <summary>Timer path: a request expires the moment its timeout passes, even while every executor is busy.</summary>
     private void Expire(Item item)
     {
         lock (_gate)
@@ -172,13 +175,55 @@ public sealed class DynamicBatcher : IBatcher
             {
                 return; // already running: it will be answered
             }
-            item.Node.List!.Remove(item.Node);
-            item.Node = null;
-            _queued--;
+            Remove(item);
         }
-        var waited = Stopwatch.GetElapsedTime(item.Enqueued);
-        item.Completion.TrySetException(MedServeException.TimedOut(
-            $"{Name}: the request waited {waited.TotalMilliseconds:0.###} ms in the queue, past its timeout of {item.TimeoutMicroseconds} µs; it was not run"));
+        Fail([item]);
+    }
+
+    /// <summary>
+    /// Dispatch path, under the lock: requests whose timeout has passed are taken out even if their timer has not
+    /// fired yet (timers run late on a busy machine), so none runs after its deadline.
+    /// </summary>
+    private List<Item>? TakeExpired(long now)
+    {
+        List<Item>? expired = null;
+        if (_withDeadline == 0)
+        {
+            return null;
+        }
+        foreach (var queue in _queues)
+        {
+            for (var node = queue.First; node is not null;)
+            {
+                var next = node.Next;
+                if (node.Value.Deadline != 0 && node.Value.Deadline <= now)
+                {
+                    (expired ??= []).Add(node.Value);
+                    Remove(node.Value);
+                }
+                node = next;
+            }
+        }
+        return expired;
+    }
+
+    private void Remove(Item item)
+    {
+        item.Node!.List!.Remove(item.Node);
+        item.Node = null;
+        _queued--;
+        _withDeadline -= item.Deadline != 0 ? 1 : 0;
+    }
+
+    private void Fail(List<Item>? expired)
+    {
+        foreach (var item in expired ?? [])
+        {
+            item.StopTimer();
+            var waited = Stopwatch.GetElapsedTime(item.Enqueued);
+            item.Completion.TrySetException(MedServeException.TimedOut(
+                $"{Name}: the request waited {waited.TotalMilliseconds:0.###} ms in the queue, past its timeout of {item.TimeoutMicroseconds} µs; it was not run"));
+        }
     }
 
     private async Task DispatchLoopAsync()
@@ -191,13 +236,16 @@ public sealed class DynamicBatcher : IBatcher
             {
                 TimeSpan? wait = null;
                 var idle = false;
+                List<Item>? expired = null;
                 lock (_gate)
                 {
+                    expired = TakeExpired(Stopwatch.GetTimestamp());
                     if (_queued == 0)
                     {
                         if (_stopping)
                         {
                             _slots.Release();
+                            Fail(expired);
                             return;
                         }
                         idle = true;
@@ -207,6 +255,7 @@ public sealed class DynamicBatcher : IBatcher
                         batch = TakeBatch(Stopwatch.GetTimestamp(), out wait);
                     }
                 }
+                Fail(expired);
                 if (batch is null)
                 {
                     await WaitForWorkAsync(idle ? null : wait);
@@ -281,10 +330,8 @@ public sealed class DynamicBatcher : IBatcher
         }
         foreach (var item in batch)
         {
-            item.Node!.List!.Remove(item.Node);
-            item.Node = null;
+            Remove(item);
         }
-        _queued -= batch.Count;
         _running += batch.Count;
         return batch;
     }
@@ -451,6 +498,8 @@ public sealed class DynamicBatcher : IBatcher
         public int Rows { get; } = rows;
         public long Enqueued { get; } = enqueued;
         public long TimeoutMicroseconds { get; } = timeoutMicroseconds;
+        /// <summary>Stopwatch timestamp after which the request must not run; 0 for none.</summary>
+        public long Deadline { get; } = timeoutMicroseconds > 0 ? enqueued + (long)(timeoutMicroseconds * (Stopwatch.Frequency / 1_000_000.0)) : 0;
         public TaskCompletionSource<InferenceResponse> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public LinkedListNode<Item>? Node { get; set; }
         public double QueueMilliseconds { get; set; }

@@ -1,0 +1,353 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using MedServe.Inference.Protocol;
+using MedServe.Routing;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Options;
+using Microsoft.VisualBasic.FileIO;
+
+namespace MedServe.Dashboard.Management;
+
+/// <summary>
+/// Async jobs over the management API: submit a CSV of records or a set of V2 tensors, watch progress, cancel,
+/// download results as JSON or CSV, delete (which removes the job's stored inputs and results).
+/// </summary>
+public static partial class JobEndpoints
+{
+    public static IEndpointRouteBuilder MapJobApi(this IEndpointRouteBuilder app)
+    {
+        var jobs = app.MapGroup("/api/jobs").AddEndpointFilter(async (context, next) =>
+        {
+            try
+            {
+                return await next(context);
+            }
+            catch (MedServeException e)
+            {
+                return HttpErrors.Problem(e);
+            }
+        });
+        jobs.MapPost("", SubmitAsync).DisableAntiforgery();
+        jobs.MapGet("", ListAsync);
+        jobs.MapGet("/{id}", GetAsync);
+        jobs.MapPost("/{id}/cancel", CancelAsync);
+        jobs.MapDelete("/{id}", DeleteAsync);
+        jobs.MapGet("/{id}/results", ResultsAsync);
+        return app;
+    }
+
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    private static partial Regex JobIdPattern();
+
+    /// <summary>
+    /// <c>POST /api/jobs</c>. Either <c>text/csv</c> with <c>?model=</c> (and optional <c>version</c>, <c>id</c>,
+    /// <c>columns</c>, <c>outputs</c>): one item per row, an <c>id</c> column naming the items; or JSON
+    /// <c>{"model", "version", "id", "outputs", "items": [V2 requests: {"id", "inputs"}]}</c>. Answers 202 with the job.
+    /// </summary>
+    private static async Task<IResult> SubmitAsync(HttpRequest request, IGrainFactory grains, ModelRouter router, IOptions<ManagementOptions> options, CancellationToken ct)
+    {
+        var max = options.Value.MaxUploadBytes;
+        if (request.ContentLength > max)
+        {
+            throw new MedServeException(ErrorKind.TooLarge, $"the job is {request.ContentLength} bytes; the limit is {max}", "body");
+        }
+        var body = await ReadBodyAsync(request, max, ct);
+        var mediaType = request.ContentType?.Split(';')[0].Trim().ToLowerInvariant();
+        JobSubmission submission;
+        string? id;
+        if (mediaType is "text/csv")
+        {
+            var model = request.Query["model"].ToString();
+            if (model.Length == 0)
+            {
+                throw MedServeException.Invalid("a CSV job names its model: POST /api/jobs?model=NAME[&version=V]", "model");
+            }
+            var version = request.Query["version"].ToString() is { Length: > 0 } v ? v : null;
+            var route = await router.ResolveAsync(model, version);
+            var manifest = (await grains.GetGrain<IModelGrain>(route.Model).GetVersionAsync(route.Version))!.Manifest;
+            var columns = request.Query["columns"].ToString() is { Length: > 0 } c ? c.Split(',', StringSplitOptions.TrimEntries) : null;
+            submission = new JobSubmission
+            {
+                Model = route.Model,
+                Version = route.Version,
+                Items = CsvItems(body, manifest, columns),
+                Outputs = request.Query["outputs"].ToString() is { Length: > 0 } o ? o.Split(',', StringSplitOptions.TrimEntries) : null,
+                Source = "csv",
+            };
+            id = request.Query["id"].ToString() is { Length: > 0 } given ? given : null;
+        }
+        else if (mediaType is "application/json")
+        {
+            (submission, id) = JsonItems(body);
+        }
+        else
+        {
+            throw MedServeException.Invalid("send a job as text/csv (with ?model=) or as application/json", "content-type");
+        }
+        id ??= Guid.NewGuid().ToString("N")[..16];
+        if (!JobIdPattern().IsMatch(id))
+        {
+            throw MedServeException.Invalid("a job id is 1 to 64 letters, digits, '.', '_' or '-'", "id");
+        }
+        var info = await grains.GetGrain<IJobGrain>(id).SubmitAsync(submission);
+        return Results.Accepted($"/api/jobs/{id}", info);
+    }
+
+    private static async Task<byte[]> ReadBodyAsync(HttpRequest request, long max, CancellationToken ct)
+    {
+        using var buffer = new MemoryStream();
+        var chunk = new byte[81920];
+        int read;
+        while ((read = await request.Body.ReadAsync(chunk, ct)) > 0)
+        {
+            if (buffer.Length + read > max)
+            {
+                throw new MedServeException(ErrorKind.TooLarge, $"the job is over the limit of {max} bytes", "body");
+            }
+            buffer.Write(chunk, 0, read);
+        }
+        if (buffer.Length == 0)
+        {
+            throw MedServeException.Invalid("the job body is empty", "body");
+        }
+        return buffer.ToArray();
+    }
+
+    /// <summary>One item per CSV row for a model with one input of shape [-1, n]: n numeric columns per row.</summary>
+    private static JobItem[] CsvItems(byte[] csv, ModelManifest manifest, string[]? columns)
+    {
+        if (manifest.Inputs is not [{ Shape: [-1, > 0] } input] || input.Datatype is not (TensorDatatype.FP32 or TensorDatatype.FP64))
+        {
+            throw MedServeException.Invalid($"{manifest.Name} does not take tabular records (one FP32 or FP64 input of shape [-1, n]); submit tensors as JSON", "content-type");
+        }
+        var width = (int)input.Shape[1];
+        using var parser = new TextFieldParser(new MemoryStream(csv), Encoding.UTF8) { TextFieldType = FieldType.Delimited, HasFieldsEnclosedInQuotes = true };
+        parser.SetDelimiters(",");
+        var header = parser.ReadFields() ?? throw MedServeException.Invalid("the CSV is empty", "body");
+        var idColumn = Array.FindIndex(header, h => h.Trim().ToLowerInvariant() is "id" or "item_id");
+        int[] featureColumns;
+        if (columns is not null)
+        {
+            featureColumns = [.. columns.Select(name => Array.FindIndex(header, h => h.Trim() == name) is var i and >= 0
+                ? i
+                : throw MedServeException.Invalid($"column '{name}' is not in the CSV header", "columns"))];
+        }
+        else
+        {
+            featureColumns = [.. Enumerable.Range(0, header.Length).Where(i => i != idColumn)];
+        }
+        if (featureColumns.Length != width)
+        {
+            throw MedServeException.Invalid(
+                $"{manifest.Name} takes {width} values per record ('{input.Name}' [-1, {width}]); the CSV gives {featureColumns.Length} columns besides the id. Choose them with ?columns=a,b,...",
+                "columns");
+        }
+        var items = new List<JobItem>();
+        while (!parser.EndOfData)
+        {
+            string[]? fields;
+            try
+            {
+                fields = parser.ReadFields();
+            }
+            catch (MalformedLineException e)
+            {
+                throw MedServeException.Invalid($"CSV line {e.LineNumber} is malformed", $"line {e.LineNumber}");
+            }
+            if (fields is null || fields.All(f => f.Length == 0))
+            {
+                continue;
+            }
+            var line = parser.LineNumber < 0 ? items.Count + 2 : parser.LineNumber - 1;
+            if (fields.Length != header.Length)
+            {
+                throw MedServeException.Invalid($"CSV line {line} has {fields.Length} fields; the header has {header.Length}", $"line {line}");
+            }
+            var values = new double[width];
+            for (var k = 0; k < width; k++)
+            {
+                var text = fields[featureColumns[k]].Trim();
+                // An empty cell is a missing value: NaN, which the model refuses unless its manifest allows it.
+                values[k] = text.Length == 0 ? double.NaN
+                    : double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) ? value
+                    : throw MedServeException.Invalid($"CSV line {line}, column '{header[featureColumns[k]]}': not a number", header[featureColumns[k]]);
+            }
+            var itemId = idColumn >= 0 && fields[idColumn].Trim() is { Length: > 0 } given ? given : (items.Count + 1).ToString(CultureInfo.InvariantCulture);
+            items.Add(new JobItem(itemId, [TensorTypes.FromDoubles(input.Name, input.Datatype, [1, width], values)]));
+        }
+        return [.. items];
+    }
+
+    private static (JobSubmission Submission, string? Id) JsonItems(byte[] body)
+    {
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(body);
+        }
+        catch (JsonException e)
+        {
+            throw MedServeException.Invalid($"the job is not valid JSON (line {e.LineNumber + 1})", "body");
+        }
+        using (document)
+        {
+            var root = document.RootElement;
+            string? Text(string name) => root.ValueKind == JsonValueKind.Object && root.TryGetProperty(name, out var e) && e.ValueKind != JsonValueKind.Null
+                ? (e.ValueKind == JsonValueKind.String ? e.GetString() : throw MedServeException.Invalid($"'{name}' must be a string", name))
+                : null;
+            var model = Text("model") ?? throw MedServeException.Invalid("the job needs a 'model'", "model");
+            if (!root.TryGetProperty("items", out var itemsElement) || itemsElement.ValueKind != JsonValueKind.Array)
+            {
+                throw MedServeException.Invalid("'items' must be an array of V2 requests ({\"id\", \"inputs\"})", "items");
+            }
+            var items = new List<JobItem>();
+            foreach (var element in itemsElement.EnumerateArray())
+            {
+                var field = $"items[{items.Count}]";
+                InferenceRequest parsed;
+                try
+                {
+                    parsed = V2Codec.ParseRequest(Encoding.UTF8.GetBytes(element.GetRawText()), null).Request;
+                }
+                catch (MedServeException e)
+                {
+                    throw MedServeException.Invalid($"{field}: {e.Message}", $"{field}.{e.Field ?? "inputs"}");
+                }
+                items.Add(new JobItem(parsed.Id ?? (items.Count + 1).ToString(CultureInfo.InvariantCulture), parsed.Inputs));
+            }
+            string[]? outputs = null;
+            if (root.TryGetProperty("outputs", out var outputsElement) && outputsElement.ValueKind == JsonValueKind.Array)
+            {
+                outputs = [.. outputsElement.EnumerateArray().Select(o => o.ValueKind == JsonValueKind.String ? o.GetString()! : throw MedServeException.Invalid("'outputs' lists output names", "outputs"))];
+            }
+            return (new JobSubmission { Model = model, Version = Text("version"), Items = [.. items], Outputs = outputs, Source = "tensors" }, Text("id"));
+        }
+    }
+
+    private static async Task<JobInfo[]> ListAsync(IGrainFactory grains)
+    {
+        var ids = await grains.GetGrain<ICatalogGrain>(0).ListJobsAsync(runningOnly: false);
+        return [.. (await Task.WhenAll(ids.Select(id => grains.GetGrain<IJobGrain>(id).GetAsync()))).OfType<JobInfo>()];
+    }
+
+    private static async Task<JobInfo> GetAsync(string id, IGrainFactory grains) =>
+        (JobIdPattern().IsMatch(id) ? await grains.GetGrain<IJobGrain>(id).GetAsync() : null)
+        ?? throw MedServeException.NotFound($"no job '{id}'");
+
+    private static Task<JobInfo> CancelAsync(string id, IGrainFactory grains) => Known(id, grains).CancelAsync();
+
+    private static async Task<IResult> DeleteAsync(string id, IGrainFactory grains)
+    {
+        await Known(id, grains).DeleteAsync();
+        return Results.NoContent();
+    }
+
+    private static IJobGrain Known(string id, IGrainFactory grains) =>
+        JobIdPattern().IsMatch(id) ? grains.GetGrain<IJobGrain>(id) : throw MedServeException.NotFound($"no job '{id}'");
+
+    /// <summary><c>GET /api/jobs/{id}/results?format=json|csv</c>: the answers so far, in item order.</summary>
+    private static async Task<IResult> ResultsAsync(string id, string? format, HttpRequest request, IGrainFactory grains)
+    {
+        var job = Known(id, grains);
+        var info = await job.GetAsync() ?? throw MedServeException.NotFound($"no job '{id}'");
+        var results = await job.GetResultsAsync();
+        var csv = format?.ToLowerInvariant() switch
+        {
+            "csv" => true,
+            "json" => false,
+            null => request.Headers.Accept.ToString().Contains("text/csv", StringComparison.OrdinalIgnoreCase),
+            _ => throw MedServeException.Invalid("format is json or csv", "format"),
+        };
+        return csv
+            ? Results.Text(ResultsCsv(results), "text/csv", Encoding.UTF8)
+            : Results.Bytes(ResultsJson(info, results), "application/json");
+    }
+
+    private static byte[] ResultsJson(JobInfo info, JobItemResult[] results)
+    {
+        using var buffer = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartObject();
+            writer.WriteString("job", info.Id);
+            writer.WriteString("model_name", info.Model);
+            writer.WriteString("model_version", info.Version);
+            writer.WriteString("state", info.State.ToString());
+            writer.WriteStartArray("results");
+            foreach (var result in results)
+            {
+                writer.WriteStartObject();
+                writer.WriteString("id", result.ItemId);
+                if (result.Error is { } error)
+                {
+                    writer.WriteString("error", error);
+                }
+                else
+                {
+                    writer.WriteStartArray("outputs");
+                    foreach (var output in result.Outputs ?? [])
+                    {
+                        writer.WriteStartObject();
+                        writer.WriteString("name", output.Name);
+                        writer.WriteString("datatype", output.Datatype.ToString());
+                        writer.WriteStartArray("shape");
+                        foreach (var d in output.Shape)
+                        {
+                            writer.WriteNumberValue(d);
+                        }
+                        writer.WriteEndArray();
+                        writer.WriteStartArray("data");
+                        V2Codec.WriteData(writer, output);
+                        writer.WriteEndArray();
+                        writer.WriteEndObject();
+                    }
+                    writer.WriteEndArray();
+                }
+                writer.WriteEndObject();
+            }
+            writer.WriteEndArray();
+            writer.WriteEndObject();
+        }
+        return buffer.ToArray();
+    }
+
+    /// <summary>One row per item: id, error, then every output element (<c>probabilities_0</c>, <c>probabilities_1</c>, ...).</summary>
+    private static string ResultsCsv(JobItemResult[] results)
+    {
+        var layout = results.FirstOrDefault(r => r.Outputs is not null)?.Outputs!.Select(o => (o.Name, Count: (int)o.ElementCount)).ToArray() ?? [];
+        var csv = new StringBuilder("id,error");
+        foreach (var (name, count) in layout)
+        {
+            for (var i = 0; i < count; i++)
+            {
+                csv.Append(',').Append(name).Append('_').Append(i.ToString(CultureInfo.InvariantCulture));
+            }
+        }
+        csv.Append('\n');
+        foreach (var result in results)
+        {
+            csv.Append(Quote(result.ItemId)).Append(',').Append(result.Error is null ? "" : Quote(result.Error));
+            foreach (var (name, count) in layout)
+            {
+                var output = result.Outputs?.FirstOrDefault(o => o.Name == name);
+                for (var i = 0; i < count; i++)
+                {
+                    csv.Append(',');
+                    if (output is not null && i < output.ElementCount)
+                    {
+                        csv.Append(output.GetDouble(i).ToString("R", CultureInfo.InvariantCulture));
+                    }
+                }
+            }
+            csv.Append('\n');
+        }
+        return csv.ToString();
+    }
+
+    private static string Quote(string text) =>
+        text.AsSpan().IndexOfAny(",\"\n\r") < 0 ? text : "\"" + text.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"";
+}

@@ -1,0 +1,115 @@
+namespace MedServe;
+
+/// <summary>The life of an async job.</summary>
+public enum JobState
+{
+    /// <summary>Items are being fed through the job stream and answered.</summary>
+    Running,
+    /// <summary>Every item has an answer (a result or its own error).</summary>
+    Completed,
+    /// <summary>Stopped by a user; items answered so far keep their results.</summary>
+    Cancelled,
+}
+
+/// <summary>One unit of work of a job: a record or a tensor set, with the id its result is known by.</summary>
+[GenerateSerializer, Immutable, Alias("medserve.job-item")]
+public sealed record JobItem(
+    [property: Id(0)] string Id,
+    [property: Id(1)] Tensor[] Inputs);
+
+/// <summary>The answer to one item: its outputs, or the error that item alone met.</summary>
+[GenerateSerializer, Immutable, Alias("medserve.job-item-result")]
+public sealed record JobItemResult(
+    [property: Id(0)] string ItemId,
+    [property: Id(1)] Tensor[]? Outputs,
+    [property: Id(2)] string? Error = null);
+
+/// <summary>What a user submits: the model (default version unless given), the items, the outputs wanted.</summary>
+[GenerateSerializer, Immutable, Alias("medserve.job-submission")]
+public sealed record JobSubmission
+{
+    [Id(0)] public string Model { get; init; } = "";
+    [Id(1)] public string? Version { get; init; }
+    [Id(2)] public JobItem[] Items { get; init; } = [];
+    /// <summary>Outputs to keep; all when empty.</summary>
+    [Id(3)] public string[]? Outputs { get; init; }
+    /// <summary>Where the items came from (e.g. <c>csv</c>, <c>tensors</c>): shown, never the data itself.</summary>
+    [Id(4)] public string Source { get; init; } = "tensors";
+}
+
+/// <summary>A job as users see it: progress (done, failed, rate, ETA) and where it runs.</summary>
+[GenerateSerializer, Immutable, Alias("medserve.job-info")]
+public sealed record JobInfo
+{
+    [Id(0)] public string Id { get; init; } = "";
+    [Id(1)] public string Model { get; init; } = "";
+    [Id(2)] public string Version { get; init; } = "";
+    [Id(3)] public JobState State { get; init; }
+    [Id(4)] public int Total { get; init; }
+    /// <summary>Items answered with a result.</summary>
+    [Id(5)] public int Succeeded { get; init; }
+    /// <summary>Items answered with their own error (bad values, a model that refused them).</summary>
+    [Id(6)] public int Failed { get; init; }
+    /// <summary>Items answered per second, recently.</summary>
+    [Id(7)] public double ItemsPerSecond { get; init; }
+    /// <summary>Seconds until every item is answered at the recent rate; null when unknown or done.</summary>
+    [Id(8)] public double? EtaSeconds { get; init; }
+    [Id(9)] public DateTimeOffset CreatedAt { get; init; }
+    [Id(10)] public DateTimeOffset UpdatedAt { get; init; }
+    [Id(11)] public string Source { get; init; } = "";
+    /// <summary>The silo the job's grain runs on now.</summary>
+    [Id(12)] public string Silo { get; init; } = "";
+    /// <summary>Times items were sent again after their answer did not come back (a silo died): at-least-once.</summary>
+    [Id(13)] public int Redeliveries { get; init; }
+
+    public int Answered => Succeeded + Failed;
+}
+
+/// <summary>
+/// One async job (key: job id). It keeps its items and results in grain state, feeds the items through the job
+/// stream at job priority, takes answers back de-duplicated by item id, and sends again what is not answered
+/// within a lease: a silo crash loses no item and duplicates no result.
+/// </summary>
+public interface IJobGrain : IGrainWithStringKey
+{
+    /// <summary>Starts the job; an id that exists already is a conflict.</summary>
+    Task<JobInfo> SubmitAsync(JobSubmission submission);
+
+    /// <summary>The job and its progress, or null when no job has this id.</summary>
+    Task<JobInfo?> GetAsync();
+
+    /// <summary>Stops feeding items; answers already in are kept.</summary>
+    Task<JobInfo> CancelAsync();
+
+    /// <summary>Cancels the job and deletes its items and results.</summary>
+    Task DeleteAsync();
+
+    /// <summary>Results so far, in item order.</summary>
+    Task<JobItemResult[]> GetResultsAsync();
+
+    /// <summary>Answers from a worker for one delivery; an item answered before is ignored.</summary>
+    Task ReportAsync(long delivery, JobItemResult[] results);
+
+    /// <summary>Wakes a running job after a silo loss or a restart (idempotent).</summary>
+    Task ResumeAsync();
+}
+
+/// <summary>Names of the job stream.</summary>
+public static class JobStreams
+{
+    /// <summary>The stream provider (Orleans memory streams; durability is the job grain's, not the stream's).</summary>
+    public const string Provider = "medserve-jobs";
+
+    /// <summary>Stream namespace; the stream key is the job id, which is also the worker grain's key.</summary>
+    public const string Namespace = "medserve.job-items";
+}
+
+/// <summary>A delivery of items through the job stream.</summary>
+[GenerateSerializer, Immutable, Alias("medserve.job-work")]
+public sealed record JobWork(
+    [property: Id(0)] string JobId,
+    [property: Id(1)] long Delivery,
+    [property: Id(2)] string Model,
+    [property: Id(3)] string Version,
+    [property: Id(4)] JobItem[] Items,
+    [property: Id(5)] string[]? Outputs);
