@@ -147,7 +147,114 @@ public sealed class MedServeCli
         var status = new Command("status", "Deployments: state, replicas, silos, reason.") { statusName, statusVersion };
         status.SetAction(Handler((p, c) => StatusAsync(c, p.GetValue(statusName), p.GetValue(statusVersion))));
         root.Add(status);
+        root.Add(JobCommands());
         return root;
+    }
+
+    private Command JobCommands()
+    {
+        var jobs = new Command("jobs", "Async jobs: submit a CSV of records, watch progress, cancel, download results.");
+        var model = new Argument<string>("model") { Description = "Model to run every record through." };
+        var csv = new Argument<string>("csv") { Description = "CSV file: a header row, one record per row, an optional id column." };
+        var version = new Option<string>("--version", "-v") { Description = "Version (default: the model's default version)." };
+        var columns = new Option<string>("--columns") { Description = "Comma-separated feature columns, in the model's order (default: every column but the id).", HelpName = "a,b,c" };
+        var outputs = new Option<string>("--outputs") { Description = "Comma-separated outputs to keep (default: all).", HelpName = "name,..." };
+        var jobId = new Option<string>("--id") { Description = "Job id (default: a new one)." };
+        var watch = new Option<bool>("--wait") { Description = "Show progress until the job ends; exit 5 if it was cancelled." };
+        var submit = new Command("submit", "Submit a CSV job.") { model, csv, version, columns, outputs, jobId, watch };
+        submit.SetAction(Handler(async (p, c) =>
+        {
+            var bytes = await File.ReadAllBytesAsync(p.GetRequiredValue(csv));
+            var info = await c.SubmitCsvJobAsync(p.GetRequiredValue(model), bytes, p.GetValue(version),
+                Split(p.GetValue(columns)), Split(p.GetValue(outputs)), p.GetValue(jobId));
+            return p.GetValue(watch) ? await WatchJobAsync(c, info.Id) : WriteJob(info);
+        }));
+        jobs.Add(submit);
+
+        var id = new Argument<string>("id") { Description = "Job id." };
+        var list = new Command("list", "Jobs with their state and progress.");
+        list.SetAction(Handler(async (_, c) =>
+        {
+            var all = await c.ListJobsAsync();
+            if (_jsonOutput)
+            {
+                WriteJson(all);
+                return ExitCodes.Ok;
+            }
+            var table = new Table("ID", "MODEL", "STATE", "ANSWERED", "FAILED", "ITEMS/S", "ETA S", "SILO");
+            foreach (var j in all.OrderBy(j => j.CreatedAt))
+            {
+                table.Add(j.Id, $"{j.Model}:{j.Version}", j.State.ToString(), $"{j.Answered}/{j.Total}", j.Failed.ToString(CultureInfo.InvariantCulture),
+                    j.ItemsPerSecond.ToString("0.#", CultureInfo.InvariantCulture), j.EtaSeconds?.ToString("0.#", CultureInfo.InvariantCulture), j.Silo);
+            }
+            table.WriteTo(_out);
+            return ExitCodes.Ok;
+        }));
+        jobs.Add(list);
+
+        var show = new Command("status", "One job's progress.") { id, watch };
+        show.SetAction(Handler(async (p, c) => p.GetValue(watch) ? await WatchJobAsync(c, p.GetRequiredValue(id)) : WriteJob(await c.GetJobAsync(p.GetRequiredValue(id)))));
+        jobs.Add(show);
+
+        var cancel = new Command("cancel", "Stop a job; answers so far are kept.") { id };
+        cancel.SetAction(Handler(async (p, c) => WriteJob(await c.CancelJobAsync(p.GetRequiredValue(id)))));
+        jobs.Add(cancel);
+
+        var output = new Option<string>("--output", "-o") { Description = "Write the results to this file instead of stdout.", HelpName = "file" };
+        var format = new Option<string>("--format") { Description = "csv (default) or json.", DefaultValueFactory = _ => "csv" };
+        format.AcceptOnlyFromAmong("csv", "json");
+        var results = new Command("results", "Download a job's results.") { id, format, output };
+        results.SetAction(Handler(async (p, c) =>
+        {
+            var answers = await c.GetJobResultsAsync(p.GetRequiredValue(id));
+            var text = p.GetValue(format) == "json" ? JsonSerializer.Serialize(answers, ManifestJson.Options) : CsvRecords.WriteResults(answers);
+            if (p.GetValue(output) is { } file)
+            {
+                await File.WriteAllTextAsync(file, text);
+                await _err.WriteLineAsync($"{answers.Length} results written to {file}");
+            }
+            else
+            {
+                await _out.WriteAsync(text);
+            }
+            return ExitCodes.Ok;
+        }));
+        jobs.Add(results);
+        return jobs;
+    }
+
+    private static string[]? Split(string? list) => string.IsNullOrWhiteSpace(list) ? null : list.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+
+    private int WriteJob(JobInfo j)
+    {
+        if (_jsonOutput)
+        {
+            WriteJson(j);
+        }
+        else
+        {
+            var eta = j.EtaSeconds is { } s ? $", ETA {s:0.#} s" : "";
+            _out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"job {j.Id} {j.State}: {j.Answered}/{j.Total} answered ({j.Failed} failed), {j.ItemsPerSecond:0.#} items/s{eta} on {j.Model}:{j.Version}"));
+        }
+        return ExitCodes.Ok;
+    }
+
+    /// <summary>Progress lines on stderr until the job ends; the final state on stdout.</summary>
+    private async Task<int> WatchJobAsync(MedServeClient client, string id)
+    {
+        while (true)
+        {
+            var job = await client.GetJobAsync(id);
+            if (job.State != JobState.Running)
+            {
+                WriteJob(job);
+                return job.State == JobState.Completed ? ExitCodes.Ok : ExitCodes.Unavailable;
+            }
+            await _err.WriteLineAsync(string.Create(CultureInfo.InvariantCulture,
+                $"{job.Answered}/{job.Total} answered, {job.ItemsPerSecond:0.#} items/s{(job.EtaSeconds is { } s ? $", ETA {s:0.#} s" : "")}"));
+            await Task.Delay(TimeSpan.FromSeconds(1));
+        }
     }
 
     /// <summary>Connects, runs a command, and turns failures into a message on stderr and an exit code.</summary>

@@ -232,6 +232,47 @@ public sealed class MedServeClient : IAsyncDisposable
         return await Task.WhenAll(keys.Select(k => Grains.GetGrain<IDeploymentGrain>(k).GetAsync()));
     }
 
+    /// <summary>
+    /// Starts an async job (its items run at job priority, behind online requests) and returns at once; watch it with
+    /// <see cref="GetJobAsync"/>. <paramref name="id"/> defaults to a new one.
+    /// </summary>
+    public Task<JobInfo> SubmitJobAsync(JobSubmission submission, string? id = null) =>
+        Grains.GetGrain<IJobGrain>(id ?? Guid.NewGuid().ToString("N")[..16]).SubmitAsync(submission);
+
+    /// <summary>Starts a job of tabular records: one item per CSV row (see <c>CsvRecords</c> for the columns).</summary>
+    public async Task<JobInfo> SubmitCsvJobAsync(string model, byte[] csv, string? version = null, string[]? columns = null, string[]? outputs = null, string? id = null)
+    {
+        var route = await _router.ResolveAsync(model, version);
+        var manifest = (await Grains.GetGrain<IModelGrain>(route.Model).GetVersionAsync(route.Version))!.Manifest;
+        return await SubmitJobAsync(new JobSubmission
+        {
+            Model = route.Model,
+            Version = route.Version,
+            Items = CsvRecords.ReadItems(csv, manifest, columns),
+            Outputs = outputs,
+            Source = "csv",
+        }, id);
+    }
+
+    /// <summary>A job and its progress (answered, failed, rate, ETA).</summary>
+    public async Task<JobInfo> GetJobAsync(string id) =>
+        await Grains.GetGrain<IJobGrain>(id).GetAsync() ?? throw MedServeException.NotFound($"no job '{id}'");
+
+    /// <summary>Every job the cluster keeps, running or ended.</summary>
+    public async Task<JobInfo[]> ListJobsAsync()
+    {
+        var ids = await Grains.GetGrain<ICatalogGrain>(0).ListJobsAsync(runningOnly: false);
+        return [.. (await Task.WhenAll(ids.Select(id => Grains.GetGrain<IJobGrain>(id).GetAsync()))).OfType<JobInfo>()];
+    }
+
+    public Task<JobInfo> CancelJobAsync(string id) => Grains.GetGrain<IJobGrain>(id).CancelAsync();
+
+    /// <summary>Answers so far, in item order: outputs, or the item's own error.</summary>
+    public Task<JobItemResult[]> GetJobResultsAsync(string id) => Grains.GetGrain<IJobGrain>(id).GetResultsAsync();
+
+    /// <summary>Deletes a job with its stored items and results.</summary>
+    public Task DeleteJobAsync(string id) => Grains.GetGrain<IJobGrain>(id).DeleteAsync();
+
     /// <summary>The cluster's silos with their capability tags and the replicas each hosts.</summary>
     public Task<SiloInfo[]> ListSilosAsync() => Grains.GetGrain<IClusterInfoGrain>(0).ListSilosAsync();
 

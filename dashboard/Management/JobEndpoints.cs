@@ -8,7 +8,6 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.Options;
-using Microsoft.VisualBasic.FileIO;
 
 namespace MedServe.Dashboard.Management;
 
@@ -74,7 +73,7 @@ public static partial class JobEndpoints
             {
                 Model = route.Model,
                 Version = route.Version,
-                Items = CsvItems(body, manifest, columns),
+                Items = CsvRecords.ReadItems(body, manifest, columns),
                 Outputs = request.Query["outputs"].ToString() is { Length: > 0 } o ? o.Split(',', StringSplitOptions.TrimEntries) : null,
                 Source = "csv",
             };
@@ -115,71 +114,6 @@ public static partial class JobEndpoints
             throw MedServeException.Invalid("the job body is empty", "body");
         }
         return buffer.ToArray();
-    }
-
-    /// <summary>One item per CSV row for a model with one input of shape [-1, n]: n numeric columns per row.</summary>
-    private static JobItem[] CsvItems(byte[] csv, ModelManifest manifest, string[]? columns)
-    {
-        if (manifest.Inputs is not [{ Shape: [-1, > 0] } input] || input.Datatype is not (TensorDatatype.FP32 or TensorDatatype.FP64))
-        {
-            throw MedServeException.Invalid($"{manifest.Name} does not take tabular records (one FP32 or FP64 input of shape [-1, n]); submit tensors as JSON", "content-type");
-        }
-        var width = (int)input.Shape[1];
-        using var parser = new TextFieldParser(new MemoryStream(csv), Encoding.UTF8) { TextFieldType = FieldType.Delimited, HasFieldsEnclosedInQuotes = true };
-        parser.SetDelimiters(",");
-        var header = parser.ReadFields() ?? throw MedServeException.Invalid("the CSV is empty", "body");
-        var idColumn = Array.FindIndex(header, h => h.Trim().ToLowerInvariant() is "id" or "item_id");
-        int[] featureColumns;
-        if (columns is not null)
-        {
-            featureColumns = [.. columns.Select(name => Array.FindIndex(header, h => h.Trim() == name) is var i and >= 0
-                ? i
-                : throw MedServeException.Invalid($"column '{name}' is not in the CSV header", "columns"))];
-        }
-        else
-        {
-            featureColumns = [.. Enumerable.Range(0, header.Length).Where(i => i != idColumn)];
-        }
-        if (featureColumns.Length != width)
-        {
-            throw MedServeException.Invalid(
-                $"{manifest.Name} takes {width} values per record ('{input.Name}' [-1, {width}]); the CSV gives {featureColumns.Length} columns besides the id. Choose them with ?columns=a,b,...",
-                "columns");
-        }
-        var items = new List<JobItem>();
-        while (!parser.EndOfData)
-        {
-            string[]? fields;
-            try
-            {
-                fields = parser.ReadFields();
-            }
-            catch (MalformedLineException e)
-            {
-                throw MedServeException.Invalid($"CSV line {e.LineNumber} is malformed", $"line {e.LineNumber}");
-            }
-            if (fields is null || fields.All(f => f.Length == 0))
-            {
-                continue;
-            }
-            var line = parser.LineNumber < 0 ? items.Count + 2 : parser.LineNumber - 1;
-            if (fields.Length != header.Length)
-            {
-                throw MedServeException.Invalid($"CSV line {line} has {fields.Length} fields; the header has {header.Length}", $"line {line}");
-            }
-            var values = new double[width];
-            for (var k = 0; k < width; k++)
-            {
-                var text = fields[featureColumns[k]].Trim();
-                // An empty cell is a missing value: NaN, which the model refuses unless its manifest allows it.
-                values[k] = text.Length == 0 ? double.NaN
-                    : double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) ? value
-                    : throw MedServeException.Invalid($"CSV line {line}, column '{header[featureColumns[k]]}': not a number", header[featureColumns[k]]);
-            }
-            var itemId = idColumn >= 0 && fields[idColumn].Trim() is { Length: > 0 } given ? given : (items.Count + 1).ToString(CultureInfo.InvariantCulture);
-            items.Add(new JobItem(itemId, [TensorTypes.FromDoubles(input.Name, input.Datatype, [1, width], values)]));
-        }
-        return [.. items];
     }
 
     private static (JobSubmission Submission, string? Id) JsonItems(byte[] body)
@@ -263,7 +197,7 @@ public static partial class JobEndpoints
             _ => throw MedServeException.Invalid("format is json or csv", "format"),
         };
         return csv
-            ? Results.Text(ResultsCsv(results), "text/csv", Encoding.UTF8)
+            ? Results.Text(CsvRecords.WriteResults(results), "text/csv", Encoding.UTF8)
             : Results.Bytes(ResultsJson(info, results), "application/json");
     }
 
@@ -314,40 +248,4 @@ public static partial class JobEndpoints
         }
         return buffer.ToArray();
     }
-
-    /// <summary>One row per item: id, error, then every output element (<c>probabilities_0</c>, <c>probabilities_1</c>, ...).</summary>
-    private static string ResultsCsv(JobItemResult[] results)
-    {
-        var layout = results.FirstOrDefault(r => r.Outputs is not null)?.Outputs!.Select(o => (o.Name, Count: (int)o.ElementCount)).ToArray() ?? [];
-        var csv = new StringBuilder("id,error");
-        foreach (var (name, count) in layout)
-        {
-            for (var i = 0; i < count; i++)
-            {
-                csv.Append(',').Append(name).Append('_').Append(i.ToString(CultureInfo.InvariantCulture));
-            }
-        }
-        csv.Append('\n');
-        foreach (var result in results)
-        {
-            csv.Append(Quote(result.ItemId)).Append(',').Append(result.Error is null ? "" : Quote(result.Error));
-            foreach (var (name, count) in layout)
-            {
-                var output = result.Outputs?.FirstOrDefault(o => o.Name == name);
-                for (var i = 0; i < count; i++)
-                {
-                    csv.Append(',');
-                    if (output is not null && i < output.ElementCount)
-                    {
-                        csv.Append(output.GetDouble(i).ToString("R", CultureInfo.InvariantCulture));
-                    }
-                }
-            }
-            csv.Append('\n');
-        }
-        return csv.ToString();
-    }
-
-    private static string Quote(string text) =>
-        text.AsSpan().IndexOfAny(",\"\n\r") < 0 ? text : "\"" + text.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"";
 }
