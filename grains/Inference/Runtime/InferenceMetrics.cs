@@ -14,20 +14,31 @@ public static class InferenceMetrics
 
     private static readonly Meter Meter = new(MeterName, "1.0");
 
+    /// <summary>Sub-millisecond to ten-second buckets: serving times are mostly well under the default 5 s first bucket.</summary>
+    private static readonly InstrumentAdvice<double> Seconds = new()
+    {
+        HistogramBucketBoundaries = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    };
+
+    private static readonly InstrumentAdvice<long> Rows = new()
+    {
+        HistogramBucketBoundaries = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
+    };
+
     private static readonly Counter<long> Requests = Meter.CreateCounter<long>(
         "medserve.inference.requests", "{request}", "Inference requests by outcome (Triton: nv_inference_request_success/failure)");
 
     private static readonly Histogram<double> RequestDuration = Meter.CreateHistogram<double>(
-        "medserve.inference.request.duration", "s", "End-to-end server time of an inference request (Triton: nv_inference_request_duration_us)");
+        "medserve.inference.request.duration", "s", "End-to-end server time of an inference request (Triton: nv_inference_request_duration_us)", advice: Seconds);
 
     private static readonly Histogram<double> ComputeDuration = Meter.CreateHistogram<double>(
-        "medserve.inference.compute.duration", "s", "ONNX Runtime time of one run (Triton: nv_inference_compute_infer_duration_us)");
+        "medserve.inference.compute.duration", "s", "ONNX Runtime time of one run (Triton: nv_inference_compute_infer_duration_us)", advice: Seconds);
 
     private static readonly Histogram<long> BatchSize = Meter.CreateHistogram<long>(
-        "medserve.inference.batch.size", "{row}", "Rows (first dimension) per ONNX Runtime run");
+        "medserve.inference.batch.size", "{row}", "Rows (first dimension) per ONNX Runtime run", advice: Rows);
 
     private static readonly Histogram<double> QueueDuration = Meter.CreateHistogram<double>(
-        "medserve.inference.queue.duration", "s", "Time a request waited in its replica's queue before its batch ran (Triton: nv_inference_queue_duration_us)");
+        "medserve.inference.queue.duration", "s", "Time a request waited in its replica's queue before its batch ran (Triton: nv_inference_queue_duration_us)", advice: Seconds);
 
     /// <summary>Records how long one request waited in a replica's queue.</summary>
     public static void RecordQueue(string model, string version, double seconds) =>
