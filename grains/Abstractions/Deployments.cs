@@ -56,18 +56,22 @@ public sealed record BatchingPolicy
 
     public bool Equals(BatchingPolicy? other) =>
         other is not null && MaxBatchSize == other.MaxBatchSize && MaxQueueDelayMicroseconds == other.MaxQueueDelayMicroseconds
-        && PreferredBatchSizes.SequenceEqual(other.PreferredBatchSizes) && MaxQueueSize == other.MaxQueueSize
+        && (PreferredBatchSizes ?? []).SequenceEqual(other.PreferredBatchSizes ?? []) && MaxQueueSize == other.MaxQueueSize
         && DefaultTimeoutMicroseconds == other.DefaultTimeoutMicroseconds;
 
-    public override int GetHashCode() => HashCode.Combine(MaxBatchSize, MaxQueueDelayMicroseconds, PreferredBatchSizes.Length, MaxQueueSize, DefaultTimeoutMicroseconds);
+    public override int GetHashCode() => HashCode.Combine(MaxBatchSize, MaxQueueDelayMicroseconds, PreferredBatchSizes?.Length ?? 0, MaxQueueSize, DefaultTimeoutMicroseconds);
+
+    /// <summary>Longest timeout a request or policy may ask for: one hour.</summary>
+    public const long MaxTimeoutMicroseconds = 3_600_000_000;
 
     /// <summary>What is wrong with this policy (field, message), or null when it is valid.</summary>
     public (string Field, string Message)? Problem() =>
+        PreferredBatchSizes is null ? ("batching.preferred_batch_sizes", "must be a list (empty for none)") :
         MaxBatchSize is < 1 or > 4096 ? ("batching.max_batch_size", "must be between 1 and 4096")
         : MaxQueueDelayMicroseconds is < 0 or > 10_000_000 ? ("batching.max_queue_delay_microseconds", "must be between 0 and 10000000 (10 s)")
         : PreferredBatchSizes.Any(s => s < 1 || s > MaxBatchSize) ? ("batching.preferred_batch_sizes", "each must be between 1 and max_batch_size")
         : MaxQueueSize is < 1 or > 1_000_000 ? ("batching.max_queue_size", "must be between 1 and 1000000")
-        : DefaultTimeoutMicroseconds < 0 ? ("batching.default_timeout_microseconds", "must be 0 (none) or positive")
+        : DefaultTimeoutMicroseconds is < 0 or > MaxTimeoutMicroseconds ? ("batching.default_timeout_microseconds", "must be 0 (none) or up to 3600000000 (one hour)")
         : null;
 }
 

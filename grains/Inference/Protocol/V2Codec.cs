@@ -77,9 +77,9 @@ public static class V2Codec
                 if (parameters.TryGetProperty("timeout", out var timeout))
                 {
                     // Triton and KServe: microseconds the request may wait before it runs.
-                    timeoutMicroseconds = timeout.ValueKind == JsonValueKind.Number && timeout.TryGetInt64(out var us) && us > 0
+                    timeoutMicroseconds = timeout.ValueKind == JsonValueKind.Number && timeout.TryGetInt64(out var us) && us is > 0 and <= BatchingPolicy.MaxTimeoutMicroseconds
                         ? us
-                        : throw MedServeException.Invalid("parameters.timeout must be a positive whole number of microseconds", "parameters.timeout");
+                        : throw MedServeException.Invalid("parameters.timeout must be a whole number of microseconds from 1 to 3600000000 (one hour)", "parameters.timeout");
                 }
                 if (parameters.TryGetProperty("priority", out var p))
                 {

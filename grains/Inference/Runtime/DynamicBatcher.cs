@@ -97,7 +97,7 @@ public sealed class DynamicBatcher : IBatcher
         }
         var policy = _policy;
         var now = Stopwatch.GetTimestamp();
-        var timeout = request.TimeoutMicroseconds > 0 ? request.TimeoutMicroseconds : policy.DefaultTimeoutMicroseconds;
+        var timeout = Math.Min(request.TimeoutMicroseconds > 0 ? request.TimeoutMicroseconds : policy.DefaultTimeoutMicroseconds, BatchingPolicy.MaxTimeoutMicroseconds);
         var item = new Item(request, GroupOf(request), RowsOf(request), now, timeout);
         lock (_gate)
         {
@@ -129,6 +129,13 @@ public sealed class DynamicBatcher : IBatcher
             // Outside the lock: a timer that fires at once runs Expire, which takes the lock. A timer started after
             // the request was already taken to run finds it gone and does nothing.
             item.StartTimer(TimeSpan.FromMicroseconds(timeout), Expire);
+            lock (_gate)
+            {
+                if (item.Node is null)
+                {
+                    item.StopTimer(); // taken to run (or expired) before its timer existed
+                }
+            }
         }
         _wake.Writer.TryWrite(true);
         return item.Completion.Task;
@@ -234,6 +241,8 @@ public sealed class DynamicBatcher : IBatcher
             List<Item>? batch = null;
             while (batch is null)
             {
+                // Consume a pending wake before looking at the queue: a request queued after the look writes a new one.
+                _wake.Reader.TryRead(out _);
                 TimeSpan? wait = null;
                 var idle = false;
                 List<Item>? expired = null;
@@ -267,7 +276,6 @@ public sealed class DynamicBatcher : IBatcher
 
     private async Task WaitForWorkAsync(TimeSpan? wait)
     {
-        _wake.Reader.TryRead(out _);
         if (wait is null)
         {
             await _wake.Reader.WaitToReadAsync();
@@ -315,7 +323,7 @@ public sealed class DynamicBatcher : IBatcher
                 }
             }
         }
-        var full = more || rows >= maxRows || (batch.Count > 1 && policy.PreferredBatchSizes.Contains((int)rows))
+        var full = more || rows >= maxRows || policy.PreferredBatchSizes.Contains((int)rows)
             || (policy.PreferredBatchSizes.Length > 0 && rows >= policy.PreferredBatchSizes.Max() && rows == maxRows);
         if (!full && !_stopping && policy.MaxQueueDelayMicroseconds > 0 && maxRows > 1)
         {
@@ -353,16 +361,36 @@ public sealed class DynamicBatcher : IBatcher
         {
             foreach (var item in batch)
             {
-                item.Completion.TrySetException(e as MedServeException ?? new MedServeException(ErrorKind.Internal, $"{Name} failed to run ({e.GetType().Name})"));
+                Answer(item, null, e as MedServeException ?? new MedServeException(ErrorKind.Internal, $"{Name} failed to run ({e.GetType().Name})"));
             }
         }
         finally
         {
-            lock (_gate)
-            {
-                _running -= batch.Count;
-            }
             _slots.Release();
+        }
+    }
+
+    /// <summary>
+    /// Answers a running request once. It stops counting as running first, so a caller who sends its next request on
+    /// the answer does not find itself in company (and never waits for a batch of one).
+    /// </summary>
+    private void Answer(Item item, InferenceResponse? response, Exception? error)
+    {
+        if (!item.TryAnswer())
+        {
+            return;
+        }
+        lock (_gate)
+        {
+            _running--;
+        }
+        if (response is not null)
+        {
+            item.Completion.TrySetResult(response);
+        }
+        else
+        {
+            item.Completion.TrySetException(error!);
         }
     }
 
@@ -431,16 +459,16 @@ public sealed class DynamicBatcher : IBatcher
         }
         catch (MedServeException e)
         {
-            item.Completion.TrySetException(e);
+            Answer(item, null, e);
         }
     }
 
     private void Complete(Item item, Tensor[] outputs, TimeSpan elapsed, int batchRows) =>
-        item.Completion.TrySetResult(new InferenceResponse(_model.Manifest.Name, _model.Manifest.Version, outputs, item.Request.Id, elapsed.TotalMilliseconds)
+        Answer(item, new InferenceResponse(_model.Manifest.Name, _model.Manifest.Version, outputs, item.Request.Id, elapsed.TotalMilliseconds)
         {
             QueueMilliseconds = item.QueueMilliseconds,
             BatchSize = batchRows,
-        });
+        }, null);
 
     /// <summary>Concatenates each input along the first dimension (row-major buffers: the bytes simply follow).</summary>
     private static Tensor[] Stack(List<Item> batch, long totalRows)
@@ -478,20 +506,38 @@ public sealed class DynamicBatcher : IBatcher
         }
         _wake.Writer.TryWrite(true);
         var drained = await _loop.WaitAsync(DrainTimeout).ContinueWith(t => t.IsCompletedSuccessfully, TaskScheduler.Default);
-        for (var i = 0; drained && i < _executors; i++)
+        if (!drained)
         {
-            drained = await _slots.WaitAsync(DrainTimeout);
+            // Too much queued to finish in time: what has not started is answered "not ready" (retryable elsewhere).
+            var left = new List<Item>();
+            lock (_gate)
+            {
+                foreach (var queue in _queues)
+                {
+                    left.AddRange(queue);
+                }
+                left.ForEach(Remove);
+            }
+            foreach (var item in left)
+            {
+                item.StopTimer();
+                item.Completion.TrySetException(MedServeException.NotReady($"{Name} stopped on this replica before the request ran"));
+            }
+            await _loop;
         }
-        if (drained)
+        // The session is freed once the last running batch is done, never under it.
+        for (var i = 0; i < _executors; i++)
         {
-            _model.Dispose();
+            await _slots.WaitAsync();
         }
-        // else: a run is stuck in native code; leaking one session beats freeing it under a running request.
+        _model.Dispose();
     }
 
     private sealed class Item(InferenceRequest request, string group, int rows, long enqueued, long timeoutMicroseconds)
     {
+        private static readonly CancellationTokenSource Stopped = new();
         private CancellationTokenSource? _timer;
+        private int _answered;
 
         public InferenceRequest Request { get; } = request;
         public string Group { get; } = group;
@@ -506,14 +552,30 @@ public sealed class DynamicBatcher : IBatcher
 
         public void StartTimer(TimeSpan after, Action<Item> expire)
         {
-            _timer = new CancellationTokenSource(after);
-            _timer.Token.UnsafeRegister(static state =>
+            var timer = new CancellationTokenSource(after < TimeSpan.FromMilliseconds(1) ? TimeSpan.FromMilliseconds(1) : after);
+            if (Interlocked.CompareExchange(ref _timer, timer, null) is not null)
+            {
+                timer.Dispose(); // stopped already
+                return;
+            }
+            timer.Token.UnsafeRegister(static state =>
             {
                 var (callback, item) = ((Action<Item>, Item))state!;
                 callback(item);
             }, (expire, this));
         }
 
-        public void StopTimer() => _timer?.Dispose();
+        /// <summary>Stops the timer (or keeps one from starting); safe from any thread, any number of times.</summary>
+        public void StopTimer()
+        {
+            var timer = Interlocked.Exchange(ref _timer, Stopped);
+            if (timer is not null && timer != Stopped)
+            {
+                timer.Dispose();
+            }
+        }
+
+        /// <summary>Answers the request once; the first answer wins. Returns whether this call answered it.</summary>
+        public bool TryAnswer() => Interlocked.Exchange(ref _answered, 1) == 0;
     }
 }

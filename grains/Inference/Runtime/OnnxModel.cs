@@ -47,6 +47,23 @@ public sealed class OnnxModel : IDisposable
         _inputs = Inputs.ToDictionary(i => i.Name, StringComparer.Ordinal);
         _manifestInputs = manifest.Inputs.ToDictionary(i => i.Name, StringComparer.Ordinal);
         _allOutputs = [.. Outputs.Select(o => o.Name)];
+        Batchable = SharesBatchDimension(session);
+    }
+
+    /// <summary>
+    /// Stacking requests is safe only when every input and output has a dynamic first dimension with one and the same
+    /// symbolic name (as exporters write it: <c>batch</c>). A first dimension that is merely dynamic may depend on the
+    /// data (detections, a reduction over rows); splitting it back by rows would hand answers to the wrong callers.
+    /// </summary>
+    private static bool SharesBatchDimension(InferenceSession session)
+    {
+        var all = session.InputMetadata.Values.Concat(session.OutputMetadata.Values).ToList();
+        if (all.Any(m => m.Dimensions.Length == 0 || m.Dimensions[0] > 0))
+        {
+            return false;
+        }
+        var names = all.Select(m => m.SymbolicDimensions.Length > 0 ? m.SymbolicDimensions[0] : "").Distinct(StringComparer.Ordinal).ToList();
+        return names is [{ Length: > 0 }];
     }
 
     public ModelManifest Manifest { get; }
@@ -195,10 +212,10 @@ public sealed class OnnxModel : IDisposable
     }
 
     /// <summary>
-    /// True when every input and output has a dynamic first dimension, so requests can be stacked along it
-    /// into one run and the outputs split back row by row.
+    /// True when every input and output shares one named dynamic first dimension, so requests can be stacked along
+    /// it into one run and the outputs split back row by row.
     /// </summary>
-    public bool Batchable => Inputs.All(i => i.Shape.Length > 0 && i.Shape[0] < 0) && Outputs.All(o => o.Shape.Length > 0 && o.Shape[0] < 0);
+    public bool Batchable { get; }
 
     /// <summary>Names of all the graph's outputs.</summary>
     public IReadOnlyList<string> OutputNames => _allOutputs;
