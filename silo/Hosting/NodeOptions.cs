@@ -39,6 +39,15 @@ public sealed class NodeOptions
         return Cluster[scheme.Length..].TrimEnd('/');
     }
 
+    /// <summary>
+    /// Seconds a graceful stop keeps serving while reporting not ready, before it closes the listener (<c>--drain-seconds</c>);
+    /// unset: 5 in cluster mode (other silos can take the traffic), 0 for the embedded node.
+    /// </summary>
+    public int? DrainSeconds { get; set; }
+
+    /// <summary><see cref="DrainSeconds"/>, or its default for the mode; never negative.</summary>
+    public int EffectiveDrainSeconds => Math.Max(0, DrainSeconds ?? (string.IsNullOrWhiteSpace(Cluster) ? 0 : 5));
+
     /// <summary>Largest V2 infer request body in bytes; larger ones get 413.</summary>
     public long MaxInferBytes { get; set; } = 64L * 1024 * 1024;
 
