@@ -31,7 +31,12 @@ public static class ManagementEndpoints
             }
             catch (MedServeException e)
             {
-                return HttpErrors.Problem(e);
+                return HttpErrors.Problem(e, context.HttpContext);
+            }
+            catch (Exception e) when (e is TimeoutException or OrleansException)
+            {
+                // Storage or a silo did not answer (Redis restarting, a silo leaving): nothing was decided, retry.
+                return HttpErrors.Problem(MedServeException.NotReady($"the cluster could not answer just now ({e.GetType().Name}); retry"), context.HttpContext);
             }
         });
 
