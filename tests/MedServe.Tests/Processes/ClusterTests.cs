@@ -43,7 +43,9 @@ public sealed class ClusterTests(ITestOutputHelper output)
         var cpu = await DeployAsync(nodeA.Node, CpuModel, "cpu", 2);
         Assert.All(ReplicaSilos(cpu), s => Assert.Equal(Address(silos, nodeA), s));
         // The gpu silo never saw an upload: it fetched the artifact from the cluster, verified it and cached it.
-        Assert.Single(Directory.GetFiles(Path.Combine(nodeG.Data, "artifacts"), "*", SearchOption.AllDirectories));
+        // (The samples deployed for "any" at import may have landed there too: look for this one's hash.)
+        var sha = (await NodeFixture.SuccessJsonAsync(nodeA.Node.Http.GetAsync($"/api/models/{GpuModel}/versions/1")))["version"]!["sha256"]!.GetValue<string>();
+        Assert.Contains(Directory.GetFiles(Path.Combine(nodeG.Data, "artifacts"), "*", SearchOption.AllDirectories), f => Path.GetFileName(f) == sha);
         // Either silo's front end reaches the replicas on the gpu silo, with the right answer (slice 6 is MR).
         foreach (var node in new[] { nodeA, nodeG })
         {
@@ -79,7 +81,10 @@ public sealed class ClusterTests(ITestOutputHelper output)
         var lastFailure = await load.WhenServingAsync("after the graceful stop", stopAt, RecoveryBound, 20, "a/cpu", "a/gpu", "g2/gpu");
         output.WriteLine($"graceful stop: replicas Ready elsewhere {placedAfterStop:F1} s after SIGTERM; last non-200 started {lastFailure:F1} s after it");
         var fromC = load.Outcomes.Where(o => o.Stream == "c/cpu").ToList();
-        Assert.All(fromC, o => Assert.True(o.IsAnswered || (o.Refused && o.StartedAt >= stopAt), $"the stopping silo's front end: {o}"));
+        // Answered while it drains; after the drain (2 s) connections are refused, or reset if they raced the listener
+        // closing (queued by the kernel, never read by Kestrel): a caller may retry those elsewhere. Nothing else.
+        var drainedAt = stopAt + 1.5; // the drain starts a little after the SIGTERM is sent; margin for a loaded machine
+        Assert.All(fromC, o => Assert.True(o.IsAnswered || ((o.Refused || o.Reset) && o.StartedAt >= drainedAt), $"the stopping silo's front end (SIGTERM at {stopAt:F2}s): {o}"));
         Assert.True(fromC.Any(o => o.Status == 200 && o.StartedAt > stopAt), "the stopping silo kept answering while it drained");
         Assert.Contains("Stopping: draining for 2 s", nodeC.Node.Output, StringComparison.Ordinal);
         AssertPlacementHonoured(await SilosAsync(nodeA.Node));

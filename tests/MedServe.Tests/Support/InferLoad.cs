@@ -20,13 +20,13 @@ public sealed class InferLoad : IAsyncDisposable
     private readonly long _started = Stopwatch.GetTimestamp();
 
     /// <summary>One request: which stream, when it started (seconds since the load began), how it ended.</summary>
-    public sealed record Outcome(string Stream, double StartedAt, double Took, int Status, bool RetryAfter, bool Refused, string? Error)
+    public sealed record Outcome(string Stream, double StartedAt, double Took, int Status, bool RetryAfter, bool Refused, string? Error, bool Reset = false)
     {
         /// <summary>200, or 503 with Retry-After: what a client may always see.</summary>
         public bool IsAnswered => Status == 200 || (Status == 503 && RetryAfter);
 
         public override string ToString() =>
-            $"{Stream} at {StartedAt:F2}s took {Took:F2}s: {(Error is not null ? Error : Refused ? "connection refused" : $"{Status}{(RetryAfter ? " Retry-After" : "")}")}";
+            $"{Stream} at {StartedAt:F2}s took {Took:F2}s: {(Error is not null ? Error : Refused ? "connection refused" : Reset ? "connection reset before any answer" : $"{Status}{(RetryAfter ? " Retry-After" : "")}")}";
     }
 
     /// <summary>A stream: requests for <paramref name="model"/> sent to <paramref name="node"/>'s HTTP front end.</summary>
@@ -103,10 +103,15 @@ public sealed class InferLoad : IAsyncDisposable
                 // Never accepted: the caller knows nothing was done and may go elsewhere.
                 outcome = new(stream.Name, startedAt, Stopwatch.GetElapsedTime(started).TotalSeconds, 0, false, true, null);
             }
+            catch (HttpRequestException e) when (FindSocketError(e) == SocketError.ConnectionReset)
+            {
+                // Reset: the server closed the connection with the request unread. Only a stopping silo may do this.
+                outcome = new(stream.Name, startedAt, Stopwatch.GetElapsedTime(started).TotalSeconds, 0, false, false, null, Reset: true);
+            }
             catch (Exception e) when (!_stop.IsCancellationRequested)
             {
                 // Hung (client timeout) or dropped after being accepted: never acceptable.
-                outcome = new(stream.Name, startedAt, Stopwatch.GetElapsedTime(started).TotalSeconds, 0, false, false, $"{e.GetType().Name}: {e.Message}");
+                outcome = new(stream.Name, startedAt, Stopwatch.GetElapsedTime(started).TotalSeconds, 0, false, false, Describe(e));
             }
             catch (Exception)
             {
@@ -116,7 +121,7 @@ public sealed class InferLoad : IAsyncDisposable
             {
                 _outcomes.Add(outcome);
             }
-            if (outcome.Refused)
+            if (outcome.Refused || outcome.Reset)
             {
                 // Nothing listens there any more: don't spin.
                 await Task.Delay(200);
@@ -127,6 +132,28 @@ public sealed class InferLoad : IAsyncDisposable
                 await Task.Delay(10);
             }
         }
+    }
+
+    private static SocketError? FindSocketError(Exception e)
+    {
+        for (Exception? x = e; x is not null; x = x.InnerException)
+        {
+            if (x is SocketException se)
+            {
+                return se.SocketErrorCode;
+            }
+        }
+        return null;
+    }
+
+    private static string Describe(Exception e)
+    {
+        var parts = new List<string>();
+        for (Exception? x = e; x is not null; x = x.InnerException)
+        {
+            parts.Add(x is SocketException se ? $"SocketException({se.SocketErrorCode}): {x.Message}" : $"{x.GetType().Name}: {x.Message}");
+        }
+        return string.Join(" <- ", parts);
     }
 
     public async ValueTask DisposeAsync()
