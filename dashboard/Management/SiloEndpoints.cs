@@ -22,13 +22,16 @@ public static class SiloEndpoints
 {
     public static IEndpointRouteBuilder MapSiloApi(this IEndpointRouteBuilder app)
     {
-        app.MapGet("/api/silos", ListAsync);
+        app.MapGet("/api/silos", ListAsync).AddEndpointFilter(ManagementEndpoints.RetryableErrors);
         return app;
     }
 
     public static async Task<SiloView[]> ListAsync(IGrainFactory grains, IServiceProvider services)
     {
-        var hosts = await grains.GetGrain<IManagementGrain>(0).GetDetailedHosts(onlyActive: false);
+        // On a silo, its own membership view: in memory, so it answers while Redis (the membership table) is away.
+        var hosts = services.GetService<IClusterMembershipService>() is { } membership
+            ? [.. membership.CurrentSnapshot.Members.Values.Select(m => (m.SiloAddress, m.Name, m.Status))]
+            : (await grains.GetGrain<IManagementGrain>(0).GetDetailedHosts(onlyActive: false)).Select(h => (h.SiloAddress, Name: h.SiloName, h.Status)).ToList();
         var metadata = services.GetService<ISiloMetadataCache>();
         var deployments = await Task.WhenAll((await grains.GetGrain<ICatalogGrain>(0).ListDeploymentsAsync())
             .Select(k => grains.GetGrain<IDeploymentGrain>(k).GetAsync()));
@@ -42,7 +45,7 @@ public static class SiloEndpoints
                 var address = h.SiloAddress.ToParsableString();
                 return new SiloView(
                     address,
-                    h.SiloName,
+                    h.Name,
                     h.Status.ToString(),
                     tags.GetValueOrDefault(Capabilities.AcceleratorKey),
                     tags.GetValueOrDefault(Capabilities.ExecutionProviderKey),

@@ -130,6 +130,10 @@ public sealed class ClusterTests(ITestOutputHelper output)
             Assert.Equal(503, (int)refused.StatusCode);
             Assert.True(refused.Headers.Contains("Retry-After"), "a refused deploy says when to retry");
         }
+        // Operators can still look: each silo lists the cluster from its own membership view, both still Active.
+        var silosDuringOutage = await SilosAsync(nodeB.Node);
+        Assert.Equal(before, silosDuringOutage.Select(s => s!["address"]!.GetValue<string>()).Order().ToList());
+        Assert.All(silosDuringOutage, s => Assert.Equal("Active", s!["status"]!.GetValue<string>()));
         // Both silos have felt the outage (membership table unreadable) before Redis comes back.
         await Task.WhenAll(nodeA.Node.WhenPrinted("Failed to refresh membership table"), nodeB.Node.WhenPrinted("Failed to refresh membership table"))
             .WaitAsync(TimeSpan.FromMinutes(1));
