@@ -17,6 +17,16 @@ public static class HttpErrors
         _ => StatusCodes.Status500InternalServerError,
     };
 
+    /// <summary>As <see cref="Problem(MedServeException)"/>, with <c>Retry-After: 1</c> when the error is retryable.</summary>
+    public static IResult Problem(MedServeException e, HttpContext context)
+    {
+        if (e.IsRetryable)
+        {
+            context.Response.Headers.RetryAfter = "1";
+        }
+        return Problem(e);
+    }
+
     /// <summary>A problem+json answer that names the offending field in <c>field</c>.</summary>
     public static IResult Problem(MedServeException e) => Results.Problem(
         detail: e.Message,

@@ -23,17 +23,7 @@ public static class ManagementEndpoints
 {
     public static IEndpointRouteBuilder MapManagementApi(this IEndpointRouteBuilder app)
     {
-        var api = app.MapGroup("/api").AddEndpointFilter(async (context, next) =>
-        {
-            try
-            {
-                return await next(context);
-            }
-            catch (MedServeException e)
-            {
-                return HttpErrors.Problem(e);
-            }
-        });
+        var api = app.MapGroup("/api").AddEndpointFilter(RetryableErrors);
 
         var models = api.MapGroup("/models");
         models.MapPost("", UploadAsync).DisableAntiforgery();
@@ -49,6 +39,24 @@ public static class ManagementEndpoints
         deployments.MapPut("/{name}/{version}", DeployAsync);
         deployments.MapDelete("/{name}/{version}", UndeployAsync);
         return app;
+    }
+
+    /// <summary>MedServe errors as problem+json; storage or a silo not answering (Redis restarting, a silo leaving) as 503 + Retry-After.</summary>
+    public static async ValueTask<object?> RetryableErrors(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
+    {
+        try
+        {
+            return await next(context);
+        }
+        catch (MedServeException e)
+        {
+            return HttpErrors.Problem(e, context.HttpContext);
+        }
+        catch (Exception e) when (e is TimeoutException or OrleansException)
+        {
+            // Nothing was decided: retry.
+            return HttpErrors.Problem(MedServeException.NotReady($"the cluster could not answer just now ({e.GetType().Name}); retry"), context.HttpContext);
+        }
     }
 
     /// <summary>

@@ -1,3 +1,4 @@
+using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Routing;
 
@@ -8,7 +9,7 @@ public static class SiloEndpoints
 {
     public static IEndpointRouteBuilder MapSiloApi(this IEndpointRouteBuilder app)
     {
-        app.MapGet("/api/silos", (IGrainFactory grains) => grains.GetGrain<IClusterInfoGrain>(0).ListSilosAsync());
+        app.MapGet("/api/silos", (IGrainFactory grains) => grains.GetGrain<IClusterInfoGrain>(0).ListSilosAsync()).AddEndpointFilter(ManagementEndpoints.RetryableErrors);
         return app;
     }
 }

@@ -59,7 +59,8 @@ public interface IDeploymentGrain : IGrainWithStringKey
 
     Task<DeploymentInfo> GetAsync();
 
-    /// <summary>Where requests go: state and ready replicas.</summary>
+    /// <summary>Where requests go: state and ready replicas. Interleaves: the online path never waits behind a deploy stuck on storage.</summary>
+    [AlwaysInterleave]
     Task<InferenceRoute> GetRouteAsync();
 
     /// <summary>Waits until the deployment is in <paramref name="state"/> (or the timeout passes) and returns it as it is.</summary>

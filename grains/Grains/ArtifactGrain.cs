@@ -21,7 +21,7 @@ internal sealed class ArtifactGrain(
         if (state.State.Bytes is null)
         {
             state.State.Bytes = bytes;
-            await state.WriteStateAsync();
+            await state.WriteOrReloadAsync(DeactivateOnIdle);
         }
     }
 

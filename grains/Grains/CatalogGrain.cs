@@ -15,16 +15,16 @@ internal sealed class CatalogGrain(
 {
     public Task<string[]> ListModelsAsync() => Task.FromResult(state.State.Models.ToArray());
 
-    public Task AddModelAsync(string name) => state.State.Models.Add(name) ? state.WriteStateAsync() : Task.CompletedTask;
+    public Task AddModelAsync(string name) => state.State.Models.Add(name) ? state.WriteOrReloadAsync(DeactivateOnIdle) : Task.CompletedTask;
 
-    public Task RemoveModelAsync(string name) => state.State.Models.Remove(name) ? state.WriteStateAsync() : Task.CompletedTask;
+    public Task RemoveModelAsync(string name) => state.State.Models.Remove(name) ? state.WriteOrReloadAsync(DeactivateOnIdle) : Task.CompletedTask;
 
     public Task<string[]> ListDeploymentsAsync() => Task.FromResult(state.State.Deployments.ToArray());
 
     public Task SetDeploymentAsync(string key, bool active)
     {
         var changed = active ? state.State.Deployments.Add(key) : state.State.Deployments.Remove(key);
-        return changed ? state.WriteStateAsync() : Task.CompletedTask;
+        return changed ? state.WriteOrReloadAsync(DeactivateOnIdle) : Task.CompletedTask;
     }
 
     public Task<string[]> ListJobsAsync(bool runningOnly) => Task.FromResult((runningOnly ? state.State.RunningJobs : state.State.Jobs).ToArray());

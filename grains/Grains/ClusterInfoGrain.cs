@@ -8,11 +8,13 @@ namespace MedServe.Grains;
 /// listing behind <c>GET /api/silos</c> and the CLI's <c>silos</c>.
 /// </summary>
 [StatelessWorker]
-internal sealed class ClusterInfoGrain(ISiloMetadataCache metadata) : Grain, IClusterInfoGrain
+internal sealed class ClusterInfoGrain(ISiloMetadataCache metadata, IClusterMembershipService membership) : Grain, IClusterInfoGrain
 {
     public async Task<SiloInfo[]> ListSilosAsync()
     {
-        var hosts = await GrainFactory.GetGrain<IManagementGrain>(0).GetDetailedHosts(onlyActive: false);
+        // A stateless worker runs on the calling silo: its own membership view is in memory, so this answers while
+        // Redis (the membership table) is away.
+        var hosts = membership.CurrentSnapshot.Members.Values.Select(m => (m.SiloAddress, SiloName: m.Name, m.Status)).ToList();
         var deployments = await Task.WhenAll((await GrainFactory.GetGrain<ICatalogGrain>(0).ListDeploymentsAsync())
             .Select(k => GrainFactory.GetGrain<IDeploymentGrain>(k).GetAsync()));
         var replicasBySilo = deployments.SelectMany(d => d.Replicas).ToLookup(r => r.Silo, r => r.Key);

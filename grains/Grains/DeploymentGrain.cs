@@ -98,11 +98,21 @@ internal sealed class DeploymentGrain(
             await UnloadReplicasAsync(0);
             record.State.ReplicaSlots = 0;
         }
+        var before = (record.State.Accelerator, record.State.Wanted, record.State.Spec, record.State.ReplicaSlots);
         record.State.Accelerator = accelerator;
         record.State.Wanted = true;
         record.State.Spec = spec;
         record.State.ReplicaSlots = Math.Max(record.State.ReplicaSlots, spec.Replicas);
-        await record.WriteStateAsync();
+        try
+        {
+            await record.WriteStateAsync();
+        }
+        catch
+        {
+            // Storage unavailable (Redis restarting): nothing changed, so a retry must not look "unchanged".
+            (record.State.Accelerator, record.State.Wanted, record.State.Spec, record.State.ReplicaSlots) = before;
+            throw;
+        }
         await modelGrain.SetDeployedAsync(version, true);
         await GrainFactory.GetGrain<ICatalogGrain>(0).SetDeploymentAsync(Key, true);
         StartRollout(keepServing);

@@ -36,7 +36,7 @@ internal sealed class ModelGrain(
         }
         var info = new ModelVersionInfo { Manifest = manifest, Sha256 = sha256, SizeBytes = sizeBytes, RegisteredAt = DateTimeOffset.UtcNow };
         state.State.Versions[manifest.Version] = info;
-        await state.WriteStateAsync();
+        await state.WriteOrReloadAsync(DeactivateOnIdle);
         await Catalog.AddModelAsync(Name);
         Log.Registered(logger, Name, manifest.Version, sha256, sizeBytes);
         return info;
@@ -69,7 +69,7 @@ internal sealed class ModelGrain(
         }
         else
         {
-            await state.WriteStateAsync();
+            await state.WriteOrReloadAsync(DeactivateOnIdle);
         }
         Log.Deleted(logger, Name, version);
     }
@@ -79,7 +79,7 @@ internal sealed class ModelGrain(
         if (state.State.Versions.TryGetValue(version, out var info) && info.Deployed != deployed)
         {
             state.State.Versions[version] = info with { Deployed = deployed };
-            await state.WriteStateAsync();
+            await state.WriteOrReloadAsync(DeactivateOnIdle);
         }
     }
 
@@ -90,7 +90,7 @@ internal sealed class ModelGrain(
             throw MedServeException.NotFound($"model '{Name}' has no version '{version}'");
         }
         state.State.DefaultVersion = version;
-        await state.WriteStateAsync();
+        await state.WriteOrReloadAsync(DeactivateOnIdle);
     }
 
     public Task<string?> GetDefaultVersionAsync() => Task.FromResult(DefaultVersion());

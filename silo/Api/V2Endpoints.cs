@@ -26,7 +26,7 @@ public static partial class V2Endpoints
         var v2 = app.MapGroup("/v2");
         v2.MapGet("/health/live", () => Results.Ok(new { live = true }));
         v2.MapGet("/health/ready", (NodeReadiness readiness) =>
-            readiness.IsReady ? Results.Ok(new { ready = true }) : Results.Json(new { ready = false }, statusCode: StatusCodes.Status400BadRequest));
+            readiness.IsReady ? Results.Ok(new { ready = true }) : Results.Json(new { ready = false, draining = readiness.IsDraining }, statusCode: StatusCodes.Status400BadRequest));
         v2.MapGet("", () => Results.Ok(new
         {
             name = "medserve",

@@ -29,6 +29,7 @@ public static class MedServeNode
         ["--advertise"] = "MedServe:Advertise",
         ["--max-infer-bytes"] = "MedServe:MaxInferBytes",
         ["--intra-op-threads"] = "MedServe:IntraOpThreads",
+        ["--drain-seconds"] = "MedServe:DrainSeconds",
     };
 
     public static WebApplication Build(string[] args)
@@ -70,6 +71,9 @@ public static class MedServeNode
         builder.Services.AddBearerKeyAuthentication();
         builder.Services.AddSingleton<ModelRouter>();
         builder.Services.AddSingleton<NodeReadiness>();
+        // Graceful stop: drain, then Kestrel lets in-flight requests finish, then the silo leaves (see ShutdownDrain).
+        builder.Services.AddHostedService<ShutdownDrain>();
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(options.EffectiveDrainSeconds) + ShutdownDrain.StopBudget);
 
         var capability = AcceleratorProbe.Resolve(options.Accelerator);
         var labels = options.ParseLabels();
@@ -100,6 +104,16 @@ public static class MedServeNode
 
     public static WebApplication MapMedServe(this WebApplication app)
     {
+        var readiness = app.Services.GetRequiredService<NodeReadiness>();
+        app.Use((context, next) =>
+        {
+            if (readiness.IsDraining)
+            {
+                // Stopping: answer this request, then let the client reconnect (to another silo, behind a balancer).
+                context.Response.Headers.Connection = "close";
+            }
+            return next(context);
+        });
         app.UseAuthentication();
         app.MapV2Api();
         app.MapManagementApi();

@@ -27,6 +27,15 @@ public sealed class NodeOptions
     /// <summary>The Redis endpoint of <see cref="Cluster"/>, or null in embedded mode; a malformed value is a start-up error.</summary>
     public string? RedisEndpoint() => ClusterAddress.RedisEndpoint(Cluster);
 
+    /// <summary>
+    /// Seconds a graceful stop keeps serving while reporting not ready, before it closes the listener (<c>--drain-seconds</c>);
+    /// unset: 5 in cluster mode (other silos can take the traffic), 0 for the embedded node.
+    /// </summary>
+    public int? DrainSeconds { get; set; }
+
+    /// <summary><see cref="DrainSeconds"/>, or its default for the mode; never negative.</summary>
+    public int EffectiveDrainSeconds => Math.Max(0, DrainSeconds ?? (string.IsNullOrWhiteSpace(Cluster) ? 0 : 5));
+
     /// <summary>Largest V2 infer request body in bytes; larger ones get 413.</summary>
     public long MaxInferBytes { get; set; } = 64L * 1024 * 1024;
 

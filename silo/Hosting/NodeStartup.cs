@@ -2,16 +2,23 @@ using MedServe.Grains;
 
 namespace MedServe.Silo.Hosting;
 
-/// <summary>Whether the node has finished starting: samples imported, deployments restored and settled.</summary>
+/// <summary>Whether the node has finished starting (samples imported, deployments restored and settled) and is not stopping.</summary>
 public sealed class NodeReadiness
 {
     private readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private volatile bool _draining;
 
-    public bool IsReady => _ready.Task.IsCompleted;
+    /// <summary>Started and not stopping: what <c>/v2/health/ready</c> reports.</summary>
+    public bool IsReady => _ready.Task.IsCompleted && !_draining;
+
+    /// <summary>A graceful stop has begun: still serving, but clients should go elsewhere.</summary>
+    public bool IsDraining => _draining;
 
     public Task WhenReady => _ready.Task;
 
     internal void MarkReady() => _ready.TrySetResult();
+
+    internal void MarkDraining() => _draining = true;
 }
 
 /// <summary>

@@ -2,15 +2,21 @@ using System.Diagnostics;
 
 namespace MedServe.Tests.Support;
 
-/// <summary>A real redis-server on a free loopback port, with nothing persisted; stopped when disposed.</summary>
+/// <summary>
+/// A real redis-server on a free loopback port; stopped (and its data directory removed) when disposed.
+/// By default nothing is persisted; <see cref="StartPersistentAsync"/> keeps an append-only file that is
+/// synced on every write, as the README tells operators to run it, so a kill -9 and restart loses nothing.
+/// </summary>
 public sealed class RedisProcess : IAsyncDisposable
 {
-    private readonly Process _process;
+    private readonly string? _dataDirectory;
+    private Process _process;
 
-    private RedisProcess(Process process, int port)
+    private RedisProcess(Process process, int port, string? dataDirectory)
     {
         _process = process;
         Port = port;
+        _dataDirectory = dataDirectory;
     }
 
     public int Port { get; }
@@ -20,7 +26,38 @@ public sealed class RedisProcess : IAsyncDisposable
     public static async Task<RedisProcess> StartAsync()
     {
         var port = NodeProcess.FreePort();
-        var start = new ProcessStartInfo("redis-server", ["--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        return new RedisProcess(await LaunchAsync(port, null), port, null);
+    }
+
+    /// <summary>Membership and grain state survive a restart: <c>--appendonly yes --appendfsync always</c> in a data directory of its own.</summary>
+    public static async Task<RedisProcess> StartPersistentAsync()
+    {
+        var port = NodeProcess.FreePort();
+        var data = Paths.TempDirectory("redis");
+        return new RedisProcess(await LaunchAsync(port, data), port, data);
+    }
+
+    /// <summary><c>kill -9</c>: Redis vanishes mid-conversation, as in a crash or a node loss.</summary>
+    public async Task KillAsync()
+    {
+        _process.Kill();
+        await _process.WaitForExitAsync();
+    }
+
+    /// <summary>Starts redis-server again on the same port and data directory (after <see cref="KillAsync"/>).</summary>
+    public async Task RestartAsync()
+    {
+        _process.Dispose();
+        _process = await LaunchAsync(Port, _dataDirectory);
+    }
+
+    private static async Task<Process> LaunchAsync(int port, string? dataDirectory)
+    {
+        List<string> args = ["--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--bind", "127.0.0.1", "--save", ""];
+        args.AddRange(dataDirectory is null
+            ? ["--appendonly", "no"]
+            : ["--appendonly", "yes", "--appendfsync", "always", "--dir", dataDirectory]);
+        var start = new ProcessStartInfo("redis-server", args)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -50,7 +87,7 @@ public sealed class RedisProcess : IAsyncDisposable
             process.Kill();
             throw new InvalidOperationException($"redis-server did not start on port {port}");
         }
-        return new RedisProcess(process, port);
+        return process;
     }
 
     public async ValueTask DisposeAsync()
@@ -61,5 +98,9 @@ public sealed class RedisProcess : IAsyncDisposable
             await _process.WaitForExitAsync();
         }
         _process.Dispose();
+        if (_dataDirectory is not null)
+        {
+            Directory.Delete(_dataDirectory, recursive: true);
+        }
     }
 }
