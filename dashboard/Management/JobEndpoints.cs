@@ -19,17 +19,7 @@ public static partial class JobEndpoints
 {
     public static IEndpointRouteBuilder MapJobApi(this IEndpointRouteBuilder app)
     {
-        var jobs = app.MapGroup("/api/jobs").AddEndpointFilter(async (context, next) =>
-        {
-            try
-            {
-                return await next(context);
-            }
-            catch (MedServeException e)
-            {
-                return HttpErrors.Problem(e);
-            }
-        });
+        var jobs = app.MapGroup("/api/jobs").AddEndpointFilter(ManagementEndpoints.RetryableErrors);
         jobs.MapPost("", SubmitAsync).DisableAntiforgery();
         jobs.MapGet("", ListAsync);
         jobs.MapGet("/{id}", GetAsync);

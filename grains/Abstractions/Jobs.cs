@@ -72,7 +72,8 @@ public sealed record JobInfo
 /// </summary>
 public interface IJobGrain : IGrainWithStringKey
 {
-    /// <summary>Starts the job; an id that exists already is a conflict.</summary>
+    /// <summary>Starts the job; an id that exists already is a conflict. (Storing a big job's items takes a while.)</summary>
+    [ResponseTimeout("00:02:00")]
     Task<JobInfo> SubmitAsync(JobSubmission submission);
 
     /// <summary>The job and its progress, or null when no job has this id.</summary>
@@ -85,6 +86,7 @@ public interface IJobGrain : IGrainWithStringKey
     Task DeleteAsync();
 
     /// <summary>Results so far, in item order.</summary>
+    [ResponseTimeout("00:02:00")]
     Task<JobItemResult[]> GetResultsAsync();
 
     /// <summary>Answers from a worker for one delivery; an item answered before is ignored.</summary>

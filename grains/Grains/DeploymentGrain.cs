@@ -68,6 +68,7 @@ internal sealed class DeploymentGrain(
 
         // JSON may say "batching": null; that means the default policy.
         var batching = spec.Batching ?? new BatchingPolicy();
+        batching = batching with { PreferredBatchSizes = batching.PreferredBatchSizes ?? [] };
         spec = spec with { Batching = batching };
         if (batching.Problem() is { } problem)
         {
@@ -79,18 +80,20 @@ internal sealed class DeploymentGrain(
             return Info();
         }
         var accelerator = spec.Accelerator ?? versionInfo.Manifest.Accelerator;
-        if (serving && _state == DeploymentState.Ready && record.State.Spec with { Batching = batching } == spec)
+        if (serving && _state == DeploymentState.Ready && !_updating && record.State.Spec with { Batching = batching } == spec)
         {
             // Only the batching policy changed: every replica takes it in place; nothing reloads, nothing is dropped.
+            // Replicas first, record last: if one cannot be reached the record still differs, so a retry does it again.
+            await Task.WhenAll(_replicas.Select(r => GrainFactory.GetGrain<IReplicaGrain>(r.Key).SetBatchingAsync(batching)));
             record.State.Spec = spec;
             await record.WriteStateAsync();
-            await Task.WhenAll(_replicas.Select(r => GrainFactory.GetGrain<IReplicaGrain>(r.Key).SetBatchingAsync(batching)));
             _updatedAt = DateTimeOffset.UtcNow;
             return Info();
         }
         // A Ready deployment that only changes its replica count keeps serving from the replicas it has while the
         // new set loads and validates.
         var keepServing = _state == DeploymentState.Ready && accelerator == record.State.Accelerator;
+        var servingSpec = record.State.Spec;
         if (accelerator != record.State.Accelerator && record.State.ReplicaSlots > 0)
         {
             // Replicas placed for another accelerator live under other keys: free them first.
@@ -115,7 +118,7 @@ internal sealed class DeploymentGrain(
         }
         await modelGrain.SetDeployedAsync(version, true);
         await GrainFactory.GetGrain<ICatalogGrain>(0).SetDeploymentAsync(Key, true);
-        StartRollout(keepServing);
+        StartRollout(keepServing ? servingSpec : null);
         return Info();
     }
 
@@ -217,8 +220,14 @@ internal sealed class DeploymentGrain(
 
     private static TaskCompletionSource<DeploymentInfo> NewSettled() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    private void StartRollout(bool keepServing = false)
+    /// <summary>
+    /// Starts a rollout of the recorded spec. With <paramref name="servingSpec"/> (a Ready deployment changing its
+    /// replica count) the current replicas keep serving until the new set is validated; if the change fails, they
+    /// go on serving under <paramref name="servingSpec"/> and the reason says what failed.
+    /// </summary>
+    private void StartRollout(DeploymentSpec? servingSpec = null)
     {
+        var keepServing = servingSpec is not null;
         var generation = ++_generation;
         if (!keepServing)
         {
@@ -236,11 +245,13 @@ internal sealed class DeploymentGrain(
             }
         }
         // Runs on this grain's scheduler, interleaved with calls, so status can be read while it loads.
-        _ = RolloutAsync(generation, keepServing);
+        _ = RolloutAsync(generation, servingSpec);
     }
 
-    private async Task RolloutAsync(int generation, bool keepServing)
+    private async Task RolloutAsync(int generation, DeploymentSpec? servingSpec)
     {
+        var keepServing = servingSpec is not null;
+        var serving = _replicas.Select(r => r.Key).ToHashSet(StringComparer.Ordinal);
         // Deploy and Undeploy interleave with this rollout: after every await, stop if a newer one took over.
         bool Current() => generation == _generation;
         var (model, version) = Id;
@@ -282,9 +293,10 @@ internal sealed class DeploymentGrain(
                 SetState(DeploymentState.Validating, null);
             }
             ValidationReport? report = null;
-            foreach (var replica in replicas)
+            foreach (var replica in replicas.Where(r => !serving.Contains(r.GetPrimaryKeyString())))
             {
-                // Every replica validates: replicas on other silos may run other execution providers.
+                // Every new replica validates: replicas on other silos may run other execution providers. (Those
+                // already serving were validated when they loaded, and their queues are busy with traffic.)
                 report = await ValidationRunner.RunAsync(info.Manifest, replica.InferAsync);
                 if (!Current())
                 {
@@ -295,7 +307,12 @@ internal sealed class DeploymentGrain(
                     break;
                 }
             }
-            _validation = report;
+            _validation = report ?? _validation;
+            if (report is { Passed: false } && keepServing)
+            {
+                await KeepServingAsync(servingSpec!, serving, $"validation failed: {report.Summary}");
+                return;
+            }
             if (report is { Passed: false })
             {
                 _replicas = [];
@@ -322,6 +339,12 @@ internal sealed class DeploymentGrain(
             }
             SetState(DeploymentState.Ready, null);
         }
+        catch (Exception e) when (Current() && keepServing)
+        {
+            await KeepServingAsync(servingSpec!, serving, IsNoCompatibleSilo(e)
+                ? $"no {record.State.Accelerator} silo in the cluster can host another replica"
+                : e is MedServeException ? e.Message : e.GetType().Name);
+        }
         catch (Exception e) when (Current() && IsNoCompatibleSilo(e))
         {
             // Not a failure: no silo offers what this deployment needs yet. A joining silo retries it.
@@ -338,6 +361,38 @@ internal sealed class DeploymentGrain(
         {
             // A newer rollout or an undeploy superseded this one; its outcome is theirs to report.
         }
+    }
+
+    /// <summary>
+    /// A re-spec of a serving deployment failed: free the replicas loaded for it, go on serving with the ones that
+    /// were, under the spec they serve, and say why.
+    /// </summary>
+    private async Task KeepServingAsync(DeploymentSpec servingSpec, HashSet<string> serving, string why)
+    {
+        var wanted = record.State.Spec.Replicas;
+        record.State.Spec = servingSpec;
+        try
+        {
+            await record.WriteStateAsync();
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            Log.UnloadFailed(logger, Key, e.GetType().Name);
+        }
+        var extra = Enumerable.Range(0, Math.Max(wanted, servingSpec.Replicas)).Select(Replica).Where(r => !serving.Contains(r.GetPrimaryKeyString()));
+        foreach (var replica in extra)
+        {
+            try
+            {
+                await replica.UnloadAsync();
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                Log.UnloadFailed(logger, Key, e.GetType().Name);
+            }
+        }
+        SetState(DeploymentState.Ready, $"the change to {wanted} replicas failed and was rolled back ({why}); serving with {_replicas.Length}");
+        Log.DeploymentFailed(logger, Key, _reason!);
     }
 
     /// <summary>Frees replicas without letting a failure to free them hide the state the user must see.</summary>

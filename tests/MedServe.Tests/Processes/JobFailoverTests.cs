@@ -42,7 +42,8 @@ public sealed class JobFailoverTests
             var columns = Uri.EscapeDataString(string.Join(',', lines[0].Split(',').Take(30)));
             using var submitted = await a.Http.PostAsync($"/api/jobs?model=breast-cancer-logreg&id=survivor&columns={columns}&outputs=probabilities",
                 new StringContent(csv.ToString(), Encoding.UTF8, "text/csv"));
-            Assert.Equal(System.Net.HttpStatusCode.Accepted, submitted.StatusCode);
+            Assert.True(submitted.StatusCode == System.Net.HttpStatusCode.Accepted,
+                $"submit answered {(int)submitted.StatusCode}: {await submitted.Content.ReadAsStringAsync()}\n{a.Output}");
 
             // Once the job has answered some items, kill -9 the silo its grain runs on.
             JsonNode job;
