@@ -16,8 +16,8 @@ internal sealed record BenchOptions
     public int[] RawBatches { get; init; } = [1, 8, 32, 128];
     public int RawWorkers { get; init; } = Environment.ProcessorCount;
     public int? NaiveIntraOpThreads { get; init; }
-    public int BatchMax { get; init; } = 32;
-    public int BatchDelayMicroseconds { get; init; } = 1000;
+    public int BatchMax { get; init; } = 8; // the product default (BatchingPolicy)
+    public int BatchDelayMicroseconds { get; init; } = 500;
     public string DataDir { get; init; } = "/work/shared/data";
     public string? Label { get; init; }
 

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Diagnostics;
 using System.Threading.Channels;
 
@@ -405,9 +406,10 @@ public sealed class DynamicBatcher : IBatcher
         Tensor[] outputs;
         TimeSpan elapsed;
         var totalRows = batch.Sum(i => (long)i.Rows);
+        var stacked = Stack(batch, totalRows);
         try
         {
-            (outputs, elapsed) = _model.RunValidated(Stack(batch, totalRows), _model.OutputNames);
+            (outputs, elapsed) = _model.RunValidated(stacked, _model.OutputNames);
         }
         catch (MedServeException)
         {
@@ -415,6 +417,13 @@ public sealed class DynamicBatcher : IBatcher
             Run(batch[..half]);
             Run(batch[half..]);
             return;
+        }
+        finally
+        {
+            foreach (var t in stacked)
+            {
+                ArrayPool<byte>.Shared.Return(t.Data);
+            }
         }
         if (outputs.Any(o => o.Shape.Length == 0 || o.Shape[0] != totalRows))
         {
@@ -470,7 +479,11 @@ public sealed class DynamicBatcher : IBatcher
             BatchSize = batchRows,
         }, null);
 
-    /// <summary>Concatenates each input along the first dimension (row-major buffers: the bytes simply follow).</summary>
+    /// <summary>
+    /// Concatenates each input along the first dimension (row-major buffers: the bytes simply follow) into pooled
+    /// buffers: a batch of images is large-object-heap sized, and allocating one per batch costs full collections.
+    /// The buffers may be longer than the data; the caller returns them to the pool after the run.
+    /// </summary>
     private static Tensor[] Stack(List<Item> batch, long totalRows)
     {
         var template = batch[0].Request.Inputs;
@@ -479,7 +492,7 @@ public sealed class DynamicBatcher : IBatcher
         {
             var name = template[i].Name;
             var parts = batch.Select(item => Array.Find(item.Request.Inputs, t => t.Name == name)!).ToArray();
-            var data = new byte[parts.Sum(p => p.Data.Length)];
+            var data = ArrayPool<byte>.Shared.Rent(parts.Sum(p => p.Data.Length));
             var at = 0;
             foreach (var part in parts)
             {

@@ -248,7 +248,8 @@ public sealed class OnnxModel : IDisposable
                 pins[i] = t.Data.AsMemory().Pin();
                 unsafe
                 {
-                    values[i] = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, ToOrt(t.Datatype), t.Shape, (nint)pins[i].Pointer, t.Data.Length);
+                    // The shape's byte length, not the buffer's: a stacked batch runs over a pooled buffer that may be longer.
+                    values[i] = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, ToOrt(t.Datatype), t.Shape, (nint)pins[i].Pointer, t.ElementCount * t.Datatype.ElementSize());
                 }
             }
             using var results = _session.Run(_runOptions, names, values, outputNames);
