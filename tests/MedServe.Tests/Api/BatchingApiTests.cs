@@ -155,7 +155,7 @@ public sealed class BatchingApiTests(NodeFixture node)
             Assert.All((await Task.WhenAll(blockers)).SelectMany(s => s), s => Assert.True(s is HttpStatusCode.OK or HttpStatusCode.TooManyRequests, $"blocker got {(int)s}"));
 
             // More at once than running + queue can hold: some are refused with 429 and Retry-After, the rest served.
-            var burst = await Task.WhenAll(Enumerable.Range(0, 12).Select(_ => PostImageAsync(4, 256)));
+            var burst = await Task.WhenAll(Enumerable.Range(0, 24).Select(_ => PostImageAsync(8, 256)));
             Assert.All(burst, r => Assert.True(r.StatusCode is HttpStatusCode.OK or HttpStatusCode.TooManyRequests, $"got {(int)r.StatusCode}"));
             var refused = burst.Where(r => r.StatusCode == HttpStatusCode.TooManyRequests).ToArray();
             Assert.NotEmpty(refused);

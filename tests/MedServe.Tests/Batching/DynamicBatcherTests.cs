@@ -96,8 +96,8 @@ public sealed class DynamicBatcherTests
     public async Task ARequestWhoseTimeoutPassesInTheQueueFailsWithATimeoutAndNeverRuns()
     {
         await using var batcher = new DynamicBatcher(Sample("ct-bone-segmenter"), new BatchingPolicy { MaxBatchSize = 1 }, executors: 1);
-        var blockers = Enumerable.Range(0, 4).Select(_ => batcher.EnqueueAsync(BigImage(8, 256))).ToArray();
-        await WaitUntil(() => batcher.Queued == 3);
+        var blockers = Enumerable.Range(0, 4).Select(_ => batcher.EnqueueAsync(BigImage(8, 512))).ToArray();
+        await WaitUntil(() => batcher.Queued < 4); // one is running
         var late = batcher.EnqueueAsync(Image(32, 0, "late") with { TimeoutMicroseconds = 5_000 });
         var patient = batcher.EnqueueAsync(Image(32, 0, "patient"));
 
@@ -113,7 +113,7 @@ public sealed class DynamicBatcherTests
     public async Task TheDeploymentDefaultTimeoutAppliesToRequestsWithoutOne()
     {
         await using var batcher = new DynamicBatcher(Sample("ct-bone-segmenter"), new BatchingPolicy { MaxBatchSize = 1, DefaultTimeoutMicroseconds = 5_000 }, executors: 1);
-        var blocker = batcher.EnqueueAsync(BigImage(8, 256) with { TimeoutMicroseconds = 60_000_000 });
+        var blocker = batcher.EnqueueAsync(BigImage(16, 512) with { TimeoutMicroseconds = 60_000_000 });
         await WaitUntil(() => batcher.Queued == 0);
         var error = await Assert.ThrowsAsync<MedServeException>(() => batcher.EnqueueAsync(Image(32, 0, "x")));
         Assert.Equal(ErrorKind.Timeout, error.Kind);
@@ -161,8 +161,10 @@ public sealed class DynamicBatcherTests
     public async Task AFullQueueRefusesWithOverloadedAndJobItemsMayOnlyFillHalf()
     {
         await using var batcher = new DynamicBatcher(Sample("ct-bone-segmenter"), new BatchingPolicy { MaxBatchSize = 1, MaxQueueSize = 4 }, executors: 1);
-        var running = batcher.EnqueueAsync(BigImage(8, 256));
-        await WaitUntil(() => batcher.InFlight == 1 && batcher.Queued == 0);
+        // A blocker that keeps the only executor busy for a good while (16 slices of 512x512).
+        var running = batcher.EnqueueAsync(BigImage(16, 512));
+        await WaitUntil(() => batcher.Queued == 0);
+        Assert.Equal(1, batcher.InFlight);
         var jobs = new[] { batcher.EnqueueAsync(BigImage(1, 32)), batcher.EnqueueAsync(BigImage(1, 32)) };
         var thirdJob = await Assert.ThrowsAsync<MedServeException>(() => batcher.EnqueueAsync(BigImage(1, 32)));
         Assert.Equal(ErrorKind.Overloaded, thirdJob.Kind);
