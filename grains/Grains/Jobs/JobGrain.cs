@@ -40,7 +40,8 @@ public sealed class JobResults
 /// online traffic). Answers come back through <see cref="ReportAsync"/> and are kept by item id, so an item
 /// delivered twice still has one result. A delivery not answered within <see cref="Lease"/> is sent again; so
 /// is every open delivery when the job wakes after a silo loss. Results are written at most every second:
-/// a crash can repeat up to a second of work, never lose an answered item.
+/// a crash can repeat up to a second of work, never lose an answered item. Always active while it runs (its lease
+/// timer must tick); an ended job deactivates and reads its state back when asked.
 /// </summary>
 [CollectionAgeLimit(AlwaysActive = true)]
 internal sealed class JobGrain(
@@ -155,6 +156,7 @@ internal sealed class JobGrain(
             await FlushAsync();
             await GrainFactory.GetGrain<ICatalogGrain>(0).SetJobAsync(JobId, exists: true, running: false);
             Log.JobEnded(logger, JobId, JobState.Cancelled, results.State.ByItem.Count, record.State.Total);
+            DeactivateOnIdle();
         }
         return Info();
     }
@@ -323,6 +325,8 @@ internal sealed class JobGrain(
         await FlushAsync();
         await GrainFactory.GetGrain<ICatalogGrain>(0).SetJobAsync(JobId, exists: true, running: false);
         Log.JobEnded(logger, JobId, JobState.Completed, results.State.ByItem.Count, record.State.Total);
+        // An ended job need not hold its items and results in memory: it reads them back when asked.
+        DeactivateOnIdle();
     }
 
     private async Task FlushAsync()
