@@ -71,6 +71,13 @@ public interface IDeploymentGrain : IGrainWithStringKey
     /// <summary>Tries again to place a Pending deployment (called when silos join); no-op otherwise.</summary>
     Task RetryIfPendingAsync();
 
+    /// <summary>
+    /// Checks where a Ready deployment's replicas are after a silo left: replicas come back on compatible silos; when
+    /// no compatible silo is left the deployment turns Pending (and Ready again when one joins). No-op otherwise.
+    /// </summary>
+    [ResponseTimeout("00:01:00")]
+    Task CheckReplicasAsync();
+
     /// <summary>Waits until the deployment leaves Loading/Validating (or the timeout passes) and returns its state.</summary>
     [AlwaysInterleave]
     [ResponseTimeout("00:05:00")]

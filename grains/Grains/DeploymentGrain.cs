@@ -184,6 +184,51 @@ internal sealed class DeploymentGrain(
         return Task.CompletedTask;
     }
 
+    public async Task CheckReplicasAsync()
+    {
+        if (!record.State.Wanted || _state != DeploymentState.Ready || _updating || _replicas.Length == 0)
+        {
+            return;
+        }
+        var generation = _generation;
+        var replicas = _replicas;
+        var checks = replicas.Select(async r =>
+        {
+            try
+            {
+                // Reactivates a replica whose silo left on a compatible one (it reloads its session there).
+                var status = await GrainFactory.GetGrain<IReplicaGrain>(r.Key).GetStatusAsync().WaitAsync(TimeSpan.FromSeconds(45));
+                return (Replica: r, Status: (ReplicaStatus?)status, NoSilo: false);
+            }
+            catch (Exception e) when (IsNoCompatibleSilo(e))
+            {
+                return (Replica: r, Status: (ReplicaStatus?)null, NoSilo: true);
+            }
+        }).ToList();
+        var results = await Task.WhenAll(checks);
+        if (generation != _generation)
+        {
+            return; // a deploy or undeploy took over meanwhile
+        }
+        if (results.All(c => c.NoSilo))
+        {
+            // Not a failure: the silos that could host it are gone. A joining one brings it back (PendingDeploymentWaker).
+            _replicas = [];
+            _generation++;
+            SetState(DeploymentState.Pending, $"no {record.State.Accelerator} silo is left in the cluster to host it; it starts again when one joins");
+            return;
+        }
+        var serving = results.Where(c => c.Status is { Loaded: true }).Select(c => c.Replica with { Silo = c.Status!.Silo, ExecutionProvider = c.Status.ExecutionProvider ?? c.Replica.ExecutionProvider }).ToArray();
+        if (serving.Length == replicas.Length)
+        {
+            _replicas = serving;
+            return;
+        }
+        // Some replicas could not come back: serve from the others while the full set rolls out again.
+        _replicas = serving.Length > 0 ? serving : _replicas;
+        StartRollout(serving.Length > 0 ? record.State.Spec : null);
+    }
+
     public async Task<DeploymentInfo> WaitSettledAsync(TimeSpan timeout)
     {
         if (_state is DeploymentState.Loading or DeploymentState.Validating || _updating)

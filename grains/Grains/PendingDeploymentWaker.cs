@@ -6,12 +6,14 @@ namespace MedServe.Grains;
 
 /// <summary>
 /// When a silo joins, gives every Pending deployment another try (no polling, no retry storm): a gpu
-/// deployment waiting for a gpu silo becomes Ready on its own when one starts.
+/// deployment waiting for a gpu silo becomes Ready on its own when one starts. When a silo leaves, one silo asks
+/// every deployment to check its replicas: they come back on compatible silos, or the deployment turns Pending.
 /// </summary>
 internal sealed partial class PendingDeploymentWaker(
     IClusterMembershipService membership,
     ISiloMetadataCache metadata,
     IGrainFactory grains,
+    ILocalSiloDetails localSilo,
     ILogger<PendingDeploymentWaker> logger) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -23,7 +25,15 @@ internal sealed partial class PendingDeploymentWaker(
             {
                 var active = snapshot.Members.Values.Where(m => m.Status == SiloStatus.Active).Select(m => m.SiloAddress).ToList();
                 var joined = active.Where(s => !known.Contains(s)).ToList();
-                known.IntersectWith(active);
+                // Gone means dead (or no longer listed), not merely stopping: while a silo shuts down its replicas are
+                // still there, and only once it is dead do calls for them activate elsewhere (or find nowhere to go).
+                var left = known.Count(s => !snapshot.Members.TryGetValue(s, out var m) || m.Status == SiloStatus.Dead);
+                known.RemoveWhere(s => !snapshot.Members.TryGetValue(s, out var m) || m.Status == SiloStatus.Dead);
+                if (left > 0 && IsFirstActive(active))
+                {
+                    // One silo (the first active) checks the deployments whose replicas may have lived on the leaver.
+                    await CheckAsync(stoppingToken);
+                }
                 if (joined.Count == 0)
                 {
                     continue;
@@ -59,6 +69,25 @@ internal sealed partial class PendingDeploymentWaker(
             WakeFailed(logger, e);
         }
     }
+
+    private bool IsFirstActive(List<SiloAddress> active) =>
+        active.Count > 0 && active.Select(s => s.ToParsableString()).Order(StringComparer.Ordinal).First() == localSilo.SiloAddress.ToParsableString();
+
+    private async Task CheckAsync(CancellationToken ct)
+    {
+        try
+        {
+            var keys = await grains.GetGrain<ICatalogGrain>(0).ListDeploymentsAsync();
+            await Task.WhenAll(keys.Select(k => grains.GetGrain<IDeploymentGrain>(k).CheckReplicasAsync()));
+        }
+        catch (Exception e) when (!ct.IsCancellationRequested)
+        {
+            CheckFailed(logger, e);
+        }
+    }
+
+    [LoggerMessage(1402, LogLevel.Warning, "Could not check deployments after a silo left")]
+    private static partial void CheckFailed(ILogger logger, Exception exception);
 
     [LoggerMessage(1401, LogLevel.Warning, "Could not retry pending deployments after a silo joined")]
     private static partial void WakeFailed(ILogger logger, Exception exception);

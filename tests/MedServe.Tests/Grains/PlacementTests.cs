@@ -79,6 +79,17 @@ public sealed class PlacementTests : IAsyncLifetime
             Assert.Contains(await SiloOfAsync($"probe/2/{i}/cpu"), cpuSilos);
             Assert.Equal(gpuSilo, await SiloOfAsync($"probe/2/{i}/any"));
         }
+
+        // The only gpu silo leaves: the deployment does not pretend to be Ready, it is Pending again (its replica has
+        // nowhere to go); another gpu silo joins and it is Ready there.
+        await _cluster.StopSiloAsync(_cluster.Silos.Single(s => s.SiloAddress.ToParsableString() == gpuSilo));
+        var orphaned = await gpuDeployment.WaitForStateAsync(DeploymentState.Pending, TimeSpan.FromMinutes(1));
+        Assert.Equal(DeploymentState.Pending, orphaned.State);
+        Assert.Contains("gpu silo", orphaned.Reason, StringComparison.Ordinal);
+        var secondGpuSilo = await AddSiloAsync(Capabilities.Gpu);
+        var back = await gpuDeployment.WaitForStateAsync(DeploymentState.Ready, TimeSpan.FromMinutes(1));
+        Assert.Equal(DeploymentState.Ready, back.State);
+        Assert.Equal(secondGpuSilo, Assert.Single(back.Replicas).Silo);
     }
 
     [Fact]
