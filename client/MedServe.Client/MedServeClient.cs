@@ -240,19 +240,8 @@ public sealed class MedServeClient : IAsyncDisposable
         Grains.GetGrain<IJobGrain>(id ?? Guid.NewGuid().ToString("N")[..16]).SubmitAsync(submission);
 
     /// <summary>Starts a job of tabular records: one item per CSV row (see <c>CsvRecords</c> for the columns).</summary>
-    public async Task<JobInfo> SubmitCsvJobAsync(string model, byte[] csv, string? version = null, string[]? columns = null, string[]? outputs = null, string? id = null)
-    {
-        var route = await _router.ResolveAsync(model, version);
-        var manifest = (await Grains.GetGrain<IModelGrain>(route.Model).GetVersionAsync(route.Version))!.Manifest;
-        return await SubmitJobAsync(new JobSubmission
-        {
-            Model = route.Model,
-            Version = route.Version,
-            Items = CsvRecords.ReadItems(csv, manifest, columns),
-            Outputs = outputs,
-            Source = "csv",
-        }, id);
-    }
+    public async Task<JobInfo> SubmitCsvJobAsync(string model, byte[] csv, string? version = null, string[]? columns = null, string[]? outputs = null, string? id = null) =>
+        await SubmitJobAsync(await CsvRecords.SubmissionAsync(Grains, _router, model, version, csv, columns, outputs), id);
 
     /// <summary>A job and its progress (answered, failed, rate, ETA).</summary>
     public async Task<JobInfo> GetJobAsync(string id) =>

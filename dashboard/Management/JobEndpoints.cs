@@ -46,6 +46,7 @@ public static partial class JobEndpoints
         }
         var body = await ReadBodyAsync(request, max, ct);
         var mediaType = request.ContentType?.Split(';')[0].Trim().ToLowerInvariant();
+        string[]? List(string name) => request.Query[name].ToString() is { Length: > 0 } list ? list.Split(',', StringSplitOptions.TrimEntries) : null;
         JobSubmission submission;
         string? id;
         if (mediaType is "text/csv")
@@ -56,17 +57,7 @@ public static partial class JobEndpoints
                 throw MedServeException.Invalid("a CSV job names its model: POST /api/jobs?model=NAME[&version=V]", "model");
             }
             var version = request.Query["version"].ToString() is { Length: > 0 } v ? v : null;
-            var route = await router.ResolveAsync(model, version);
-            var manifest = (await grains.GetGrain<IModelGrain>(route.Model).GetVersionAsync(route.Version))!.Manifest;
-            var columns = request.Query["columns"].ToString() is { Length: > 0 } c ? c.Split(',', StringSplitOptions.TrimEntries) : null;
-            submission = new JobSubmission
-            {
-                Model = route.Model,
-                Version = route.Version,
-                Items = CsvRecords.ReadItems(body, manifest, columns),
-                Outputs = request.Query["outputs"].ToString() is { Length: > 0 } o ? o.Split(',', StringSplitOptions.TrimEntries) : null,
-                Source = "csv",
-            };
+            submission = await CsvRecords.SubmissionAsync(grains, router, model, version, body, List("columns"), List("outputs"));
             id = request.Query["id"].ToString() is { Length: > 0 } given ? given : null;
         }
         else if (mediaType is "application/json")

@@ -10,6 +10,25 @@ namespace MedServe;
 /// </summary>
 public static class CsvRecords
 {
+    /// <summary>
+    /// A job of tabular records: resolves the version (default unless given) so every row runs on the same one, and
+    /// reads one item per row against that version's input. The one path for the HTTP API, the client and the CLI.
+    /// </summary>
+    public static async Task<JobSubmission> SubmissionAsync(IGrainFactory grains, Routing.ModelRouter router, string model, string? version,
+        byte[] csv, string[]? columns, string[]? outputs)
+    {
+        var route = await router.ResolveAsync(model, version);
+        var manifest = (await grains.GetGrain<IModelGrain>(route.Model).GetVersionAsync(route.Version))!.Manifest;
+        return new JobSubmission
+        {
+            Model = route.Model,
+            Version = route.Version,
+            Items = ReadItems(csv, manifest, columns),
+            Outputs = outputs,
+            Source = "csv",
+        };
+    }
+
     /// <summary>One item per CSV row for a model with one input of shape [-1, n]: n numeric columns per row.</summary>
     public static JobItem[] ReadItems(byte[] csv, ModelManifest manifest, string[]? columns)
     {

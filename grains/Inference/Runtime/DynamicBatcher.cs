@@ -77,9 +77,6 @@ public sealed class DynamicBatcher : IBatcher
         }
     }
 
-    /// <summary>The policy in force.</summary>
-    public BatchingPolicy Policy => _policy;
-
     public void UpdatePolicy(BatchingPolicy policy)
     {
         _policy = policy;

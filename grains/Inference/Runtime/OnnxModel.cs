@@ -220,14 +220,6 @@ public sealed class OnnxModel : IDisposable
     /// <summary>Names of all the graph's outputs.</summary>
     public IReadOnlyList<string> OutputNames => _allOutputs;
 
-    /// <summary>Validates and runs one request synchronously on the calling thread.</summary>
-    public InferenceResponse Run(InferenceRequest request)
-    {
-        Validate(request);
-        var (outputs, elapsed) = RunValidated(request.Inputs, request.RequestedOutputs ?? _allOutputs);
-        return new InferenceResponse(Manifest.Name, Manifest.Version, outputs, request.Id, elapsed.TotalMilliseconds);
-    }
-
     /// <summary>
     /// Runs inputs that have passed <see cref="Validate"/> (one request, or a stacked batch) and records the run's
     /// compute time and rows. ONNX Runtime errors become <see cref="MedServeException"/> without its text.
