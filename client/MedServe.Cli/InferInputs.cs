@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
-using MedServe.Inference.Protocol;
+using MedServe.Protocol;
 
 namespace MedServe.Cli;
 

@@ -1,8 +1,8 @@
+using MedServe.Protocol;
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using MedServe.Client;
-using MedServe.Inference.Packages;
 
 namespace MedServe.Cli;
 

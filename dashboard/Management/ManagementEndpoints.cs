@@ -1,5 +1,4 @@
-using MedServe.Grains;
-using MedServe.Inference.Packages;
+using MedServe.Protocol;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
@@ -63,23 +62,24 @@ public static class ManagementEndpoints
     /// Upload a package: <c>multipart/form-data</c> with <c>manifest</c> and <c>model</c> parts, or a <c>package</c>
     /// zip part; or an <c>application/zip</c> body. <c>?deploy=true</c> deploys it at once.
     /// </summary>
-    private static async Task<IResult> UploadAsync(HttpRequest request, PackageImporter importer, IGrainFactory grains, IOptions<ManagementOptions> options, bool? deploy, CancellationToken ct)
+    private static async Task<IResult> UploadAsync(HttpRequest request, IGrainFactory grains, IOptions<ManagementOptions> options, bool? deploy, CancellationToken ct)
     {
         var max = options.Value.MaxUploadBytes;
         if (request.ContentLength > max)
         {
             throw new MedServeException(ErrorKind.TooLarge, $"the upload is {request.ContentLength} bytes; the limit is {max}", "body");
         }
-        ModelPackage package;
+        ModelVersionInfo info;
         try
         {
-            package = await ReadPackageAsync(request, max, ct);
+            // Registered through the cluster (the same grain call as the CLI's push), so this API runs as well in a
+            // separate dashboard host as in the silo.
+            info = await ReadPackageAsync(request, max, grains.GetGrain<IPackageUploadGrain>(0), ct);
         }
         catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
             throw new MedServeException(ErrorKind.TooLarge, $"the upload is over the limit of {max} bytes", "body");
         }
-        var info = await importer.RegisterAsync(package, ct);
         if (deploy == true)
         {
             await grains.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(info.Manifest.Name, info.Manifest.Version)).DeployAsync(new DeploymentSpec());
@@ -87,7 +87,7 @@ public static class ManagementEndpoints
         return Results.Created($"/api/models/{info.Manifest.Name}/versions/{info.Manifest.Version}", info);
     }
 
-    private static async Task<ModelPackage> ReadPackageAsync(HttpRequest request, long max, CancellationToken ct)
+    private static async Task<ModelVersionInfo> ReadPackageAsync(HttpRequest request, long max, IPackageUploadGrain upload, CancellationToken ct)
     {
         if (request.HasFormContentType)
         {
@@ -107,7 +107,7 @@ public static class ManagementEndpoints
             if (form.Files.GetFile("package") is { } zip)
             {
                 await using var stream = zip.OpenReadStream();
-                return ModelPackage.FromZip(await Buffer(stream, max, ct), max);
+                return await upload.UploadZipAsync((await Buffer(stream, max, ct)).ToArray());
             }
             var model = form.Files.GetFile("model") ?? throw MedServeException.Invalid("the form needs a 'model' file part (model.onnx) and a 'manifest' part, or a 'package' zip", "model");
             byte[] manifest;
@@ -126,11 +126,11 @@ public static class ManagementEndpoints
             }
             await using var modelStream = model.OpenReadStream();
             var modelBytes = (await Buffer(modelStream, max, ct)).ToArray();
-            return ModelPackage.FromParts(manifest, modelBytes);
+            return await upload.UploadPartsAsync(manifest, modelBytes);
         }
         if (request.ContentType is { } type && (type.StartsWith("application/zip", StringComparison.OrdinalIgnoreCase) || type.StartsWith("application/octet-stream", StringComparison.OrdinalIgnoreCase)))
         {
-            return ModelPackage.FromZip(await Buffer(request.Body, max, ct), max);
+            return await upload.UploadZipAsync((await Buffer(request.Body, max, ct)).ToArray());
         }
         throw MedServeException.Invalid("send multipart/form-data (manifest + model, or package) or an application/zip body", "content-type");
     }

@@ -86,4 +86,7 @@ public sealed record InferenceResponse(
 
     /// <summary>Rows in the batch this request ran in (its own included).</summary>
     [Id(6)] public int BatchSize { get; init; } = 1;
+
+    /// <summary>The replica that ran it (its grain key, <c>name/version/index/accelerator</c>).</summary>
+    [Id(7)] public string? Replica { get; init; }
 }

@@ -122,7 +122,7 @@ internal sealed class ReplicaGrain(
         var options = runtime.Value;
         // Session creation is CPU-bound native work: keep it off the grain scheduler.
         var model = await Task.Run(() => OnnxModel.Load(bytes, manifest, options));
-        _batcher = new DynamicBatcher(model, state.State.Batching, options.Executors);
+        _batcher = new DynamicBatcher(model, state.State.Batching, options.Executors, Key);
         _info = new ReplicaInfo(Key, silo.SiloAddress.ToParsableString(), model.ExecutionProvider, DateTimeOffset.UtcNow);
         Log.ReplicaLoaded(logger, Key, sha256, model.ExecutionProvider, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
         return _info;

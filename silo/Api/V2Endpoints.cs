@@ -2,8 +2,7 @@ using System.Buffers;
 using System.Diagnostics;
 using System.Globalization;
 using System.Reflection;
-using MedServe.Dashboard.Management;
-using MedServe.Inference.Protocol;
+using MedServe.Protocol;
 using MedServe.Inference.Runtime;
 using MedServe.Routing;
 using MedServe.Silo.Hosting;
@@ -45,7 +44,7 @@ public static partial class V2Endpoints
 
     public static IResult Error(MedServeException e)
     {
-        var result = Results.Json(new { error = e.Message }, statusCode: HttpErrors.StatusOf(e.Kind));
+        var result = Results.Json(new { error = e.Message }, statusCode: ErrorStatus.Of(e.Kind));
         return e.IsRetryable ? new WithHeader(result, "Retry-After", "1") : result;
     }
 

@@ -1,3 +1,4 @@
+using MedServe.Protocol;
 using MedServe.Dashboard.Management;
 using MedServe.Grains;
 using MedServe.Inference.Packages;

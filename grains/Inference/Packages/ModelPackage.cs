@@ -1,3 +1,4 @@
+using MedServe.Protocol;
 using System.IO.Compression;
 
 namespace MedServe.Inference.Packages;

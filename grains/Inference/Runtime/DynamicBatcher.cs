@@ -29,6 +29,9 @@ public sealed class DynamicBatcher : IBatcher
     private static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(30);
 
     private readonly OnnxModel _model;
+
+    /// <summary>The replica this batcher serves (its grain key), named in every response.</summary>
+    private readonly string? _replica;
     private readonly int _executors;
     private readonly SemaphoreSlim _slots;
     private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
@@ -45,9 +48,10 @@ public sealed class DynamicBatcher : IBatcher
     private double _companyGap = double.MaxValue; // guarded by _gate: smoothed gap between such arrivals (ticks)
     private int _disposed;
 
-    public DynamicBatcher(OnnxModel model, BatchingPolicy policy, int executors)
+    public DynamicBatcher(OnnxModel model, BatchingPolicy policy, int executors, string? replica = null)
     {
         _model = model;
+        _replica = replica;
         _policy = policy;
         _executors = Math.Max(1, executors);
         _slots = new SemaphoreSlim(_executors, _executors);
@@ -474,6 +478,7 @@ public sealed class DynamicBatcher : IBatcher
         {
             QueueMilliseconds = item.QueueMilliseconds,
             BatchSize = batchRows,
+            Replica = _replica,
         }, null);
 
     /// <summary>

@@ -1,7 +1,7 @@
 using System.Buffers;
 using System.Text;
 using System.Text.Json.Nodes;
-using MedServe.Inference.Protocol;
+using MedServe.Protocol;
 
 namespace MedServe.Tests.Unit;
 

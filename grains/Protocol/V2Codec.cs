@@ -3,7 +3,7 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 
-namespace MedServe.Inference.Protocol;
+namespace MedServe.Protocol;
 
 /// <summary>How the caller wants outputs back: which ones, and which as binary data.</summary>
 public sealed record V2OutputOptions(bool AllBinary, IReadOnlySet<string> BinaryOutputs)
@@ -368,11 +368,15 @@ public static class V2Codec
             }
             writer.WriteEndArray();
             // Server-side timing of this request (Triton reports the same as statistics): milliseconds in the
-            // replica's queue and in ONNX Runtime, and the rows of the batch it ran in.
+            // replica's queue and in ONNX Runtime, the rows of the batch it ran in, and which replica ran it.
             writer.WriteStartObject("parameters"u8);
             writer.WriteNumber("queue_ms"u8, Math.Round(response.QueueMilliseconds, 4));
             writer.WriteNumber("compute_ms"u8, Math.Round(response.ComputeMilliseconds, 4));
             writer.WriteNumber("batch_size"u8, response.BatchSize);
+            if (response.Replica is { } replica)
+            {
+                writer.WriteString("replica"u8, replica);
+            }
             writer.WriteEndObject();
             writer.WriteEndObject();
             writer.Flush();

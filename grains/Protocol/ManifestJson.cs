@@ -1,7 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 
-namespace MedServe.Inference.Packages;
+namespace MedServe.Protocol;
 
 /// <summary>Reads and writes <c>manifest.json</c> (snake_case, datatypes by their V2 names) and checks it is complete.</summary>
 public static class ManifestJson

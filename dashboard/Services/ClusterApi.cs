@@ -1,0 +1,116 @@
+using MedServe.Routing;
+
+namespace MedServe.Dashboard.Services;
+
+/// <summary>
+/// What the web app's pages ask of the cluster, through grain calls only (contracts, no grain classes), so the pages
+/// run the same in the silo and in a separate dashboard host. Errors come back as <see cref="MedServeException"/>
+/// (safe to show: they name fields and ids, never input values); a cluster that cannot answer just now is a
+/// retryable NotReady.
+/// </summary>
+public sealed class ClusterApi(IGrainFactory grains, ModelRouter router)
+{
+    public IGrainFactory Grains => grains;
+
+    public Task<ModelInfo[]> ListModelsAsync() => Call(async () =>
+    {
+        var names = await grains.GetGrain<ICatalogGrain>(0).ListModelsAsync();
+        var infos = await Task.WhenAll(names.Select(n => grains.GetGrain<IModelGrain>(n).GetAsync()));
+        return infos.OfType<ModelInfo>().ToArray();
+    });
+
+    public Task<ModelInfo?> GetModelAsync(string name) =>
+        ModelNames.IsValidName(name) ? Call(() => grains.GetGrain<IModelGrain>(name).GetAsync()) : Task.FromResult<ModelInfo?>(null);
+
+    public Task<DeploymentInfo[]> ListDeploymentsAsync() => Call(async () =>
+    {
+        var keys = await grains.GetGrain<ICatalogGrain>(0).ListDeploymentsAsync();
+        return await Task.WhenAll(keys.Select(k => grains.GetGrain<IDeploymentGrain>(k).GetAsync()));
+    });
+
+    public Task<DeploymentInfo> GetDeploymentAsync(string name, string version) =>
+        Call(() => grains.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(name, version)).GetAsync());
+
+    public Task<ModelVersionInfo> UploadAsync(byte[] manifestJson, byte[] model) =>
+        Call(() => grains.GetGrain<IPackageUploadGrain>(0).UploadPartsAsync(manifestJson, model));
+
+    public Task<ModelVersionInfo> UploadZipAsync(byte[] zip) =>
+        Call(() => grains.GetGrain<IPackageUploadGrain>(0).UploadZipAsync(zip));
+
+    public Task<DeploymentInfo> DeployAsync(string name, string version, DeploymentSpec spec)
+    {
+        if (spec.Batching.Problem() is { } problem)
+        {
+            throw MedServeException.Invalid($"{problem.Field} {problem.Message}", problem.Field);
+        }
+        return Call(() => grains.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(name, version)).DeployAsync(spec));
+    }
+
+    public Task<DeploymentInfo> UndeployAsync(string name, string version) =>
+        Call(() => grains.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(name, version)).UndeployAsync());
+
+    public Task SetDefaultVersionAsync(string name, string? version) =>
+        Call(async () => { await grains.GetGrain<IModelGrain>(name).SetDefaultVersionAsync(version); return true; });
+
+    public Task DeleteVersionAsync(string name, string version) =>
+        Call(async () => { await grains.GetGrain<IModelGrain>(name).DeleteVersionAsync(version); return true; });
+
+    /// <summary>One inference through the same router as the V2 API (default version when none is named).</summary>
+    public Task<InferenceResponse> InferAsync(string model, string? version, InferenceRequest request) =>
+        Call(() => router.InferAsync(model, version, request));
+
+    /// <summary>A CSV job; columns matched to the model's features by name (<see cref="CsvRecords"/>). Answers the job.</summary>
+    public Task<JobInfo> SubmitCsvJobAsync(string model, string? version, byte[] csv) => Call(async () =>
+    {
+        var submission = await CsvRecords.SubmissionAsync(grains, router, model, version, csv, null, null);
+        var id = Guid.NewGuid().ToString("N")[..16];
+        return await grains.GetGrain<IJobGrain>(id).SubmitAsync(submission);
+    });
+
+    public Task<JobInfo[]> ListJobsAsync() => Call(async () =>
+    {
+        var ids = await grains.GetGrain<ICatalogGrain>(0).ListJobsAsync(runningOnly: false);
+        var jobs = await Task.WhenAll(ids.Select(id => grains.GetGrain<IJobGrain>(id).GetAsync()));
+        return jobs.OfType<JobInfo>().OrderByDescending(j => j.CreatedAt).ToArray();
+    });
+
+    public Task<JobInfo?> GetJobAsync(string id) => Call(() => grains.GetGrain<IJobGrain>(id).GetAsync());
+
+    public Task<JobInfo> CancelJobAsync(string id) => Call(() => grains.GetGrain<IJobGrain>(id).CancelAsync());
+
+    public Task DeleteJobAsync(string id) => Call(async () => { await grains.GetGrain<IJobGrain>(id).DeleteAsync(); return true; });
+
+    public Task<JobItemResult[]> JobResultsAsync(string id) => Call(() => grains.GetGrain<IJobGrain>(id).GetResultsAsync());
+
+    public Task<SiloInfo[]> ListSilosAsync() => Call(() => grains.GetGrain<IClusterInfoGrain>(0).ListSilosAsync());
+
+    /// <summary>Every active silo's figures over the window; a silo that cannot answer (it is leaving) is left out.</summary>
+    public async Task<SiloStats[]> SiloStatsAsync(IEnumerable<SiloInfo> silos, int windowSeconds)
+    {
+        var asks = silos.Where(s => s.Status is "Active" or "ShuttingDown" or "Stopping")
+            .Select(async s =>
+            {
+                try
+                {
+                    return await grains.GetGrain<ISiloStatsGrain>(s.Address).GetAsync(windowSeconds).WaitAsync(TimeSpan.FromSeconds(2));
+                }
+                catch (Exception e) when (e is MedServeException or TimeoutException or OrleansException)
+                {
+                    return null;
+                }
+            });
+        return (await Task.WhenAll(asks)).OfType<SiloStats>().ToArray();
+    }
+
+    private static async Task<T> Call<T>(Func<Task<T>> action)
+    {
+        try
+        {
+            return await action();
+        }
+        catch (Exception e) when (e is TimeoutException or OrleansException)
+        {
+            throw MedServeException.NotReady($"the cluster could not answer just now ({e.GetType().Name}); try again");
+        }
+    }
+}

@@ -1,0 +1,66 @@
+using MedServe.Dashboard.Components;
+using MedServe.Dashboard.Management;
+using MedServe.Dashboard.Services;
+using MedServe.Routing;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using MudBlazor.Services;
+using Orleans.Dashboard;
+using Scalar.AspNetCore;
+
+namespace MedServe.Dashboard;
+
+/// <summary>
+/// The web app (pages, operator dashboard, management API, its OpenAPI document and reference page, the Orleans
+/// Dashboard) on any ASP.NET Core host that has an <see cref="IGrainFactory"/>: the embedded node's silo or the
+/// separate <c>medserve-dashboard</c> host.
+/// </summary>
+public static class WebApp
+{
+    /// <summary>Where the Orleans Dashboard is mounted.</summary>
+    public const string OrleansDashboardPath = "/orleans";
+
+    /// <summary>The management API's reference page.</summary>
+    public const string ApiReferencePath = "/api-reference";
+
+    public static IServiceCollection AddMedServeWebApp(this IServiceCollection services)
+    {
+        services.AddRazorComponents().AddInteractiveServerComponents();
+        services.AddMudServices();
+        services.AddManagementApi();
+        services.TryAddSingleton<ModelRouter>();
+        services.AddScoped<ClusterApi>();
+        services.AddOpenApi("management", o =>
+        {
+            // The management API (/api/...): V2 inference is the Open Inference Protocol, documented by KServe.
+            o.ShouldInclude = d => d.RelativePath?.StartsWith("api/", StringComparison.Ordinal) == true;
+            o.AddDocumentTransformer((document, _, _) =>
+            {
+                document.Info.Title = "MedServe management API";
+                document.Info.Description = "Upload, deploy, scale and inspect models; run jobs; list silos. Errors are problem+json naming the field. Inference is the Open Inference Protocol (V2) under /v2.";
+                return Task.CompletedTask;
+            });
+        });
+        return services;
+    }
+
+    /// <summary>Maps the pages, the management API, <c>/openapi/management.json</c>, the reference page and the Orleans Dashboard.</summary>
+    public static WebApplication MapMedServeWebApp(this WebApplication app)
+    {
+        app.UseAntiforgery();
+        app.MapStaticAssets();
+        app.MapRazorComponents<App>().AddInteractiveServerRenderMode();
+        app.MapManagementApi();
+        app.MapSiloApi();
+        app.MapJobApi();
+        app.MapOpenApi("/openapi/{documentName}.json");
+        app.MapScalarApiReference(ApiReferencePath, o => o
+            .WithTitle("MedServe management API")
+            .WithOpenApiRoutePattern("/openapi/{documentName}.json")
+            .AddDocument("management"));
+        app.MapOrleansDashboard(OrleansDashboardPath);
+        return app;
+    }
+}
