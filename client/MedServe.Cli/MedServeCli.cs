@@ -157,7 +157,7 @@ public sealed class MedServeCli
         var model = new Argument<string>("model") { Description = "Model to run every record through." };
         var csv = new Argument<string>("csv") { Description = "CSV file: a header row, one record per row, an optional id column." };
         var version = new Option<string>("--version", "-v") { Description = "Version (default: the model's default version)." };
-        var columns = new Option<string>("--columns") { Description = "Comma-separated feature columns, in the model's order (default: every column but the id).", HelpName = "a,b,c" };
+        var columns = new Option<string>("--columns") { Description = "Comma-separated feature columns, in the model's order, when the header's names differ from the model's features (default: columns matched to the features by name; a model without feature names takes every column but the id).", HelpName = "a,b,c" };
         var outputs = new Option<string>("--outputs") { Description = "Comma-separated outputs to keep (default: all).", HelpName = "name,..." };
         var jobId = new Option<string>("--id") { Description = "Job id (default: a new one)." };
         var watch = new Option<bool>("--wait") { Description = "Show progress until the job ends; exit 5 if it was cancelled." };

@@ -34,7 +34,8 @@ public static partial class JobEndpoints
 
     /// <summary>
     /// <c>POST /api/jobs</c>. Either <c>text/csv</c> with <c>?model=</c> (and optional <c>version</c>, <c>id</c>,
-    /// <c>columns</c>, <c>outputs</c>): one item per row, an <c>id</c> column naming the items; or JSON
+    /// <c>columns</c>, <c>outputs</c>): one item per row, an <c>id</c> column naming the items, the feature columns
+    /// matched by name unless <c>columns</c> names them (see <see cref="CsvRecords.ReadItems"/>); or JSON
     /// <c>{"model", "version", "id", "outputs", "items": [V2 requests: {"id", "inputs"}]}</c>. Answers 202 with the job.
     /// </summary>
     private static async Task<IResult> SubmitAsync(HttpRequest request, IGrainFactory grains, ModelRouter router, IOptions<ManagementOptions> options, CancellationToken ct)

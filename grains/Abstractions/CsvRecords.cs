@@ -29,7 +29,12 @@ public static class CsvRecords
         };
     }
 
-    /// <summary>One item per CSV row for a model with one input of shape [-1, n]: n numeric columns per row.</summary>
+    /// <summary>
+    /// One item per CSV row for a model with one input of shape [-1, n]: n numeric columns per row. Which columns:
+    /// <paramref name="columns"/> when given (header names, in the model's order); else, when the input names its
+    /// features (<see cref="TensorSpec.Labels"/>), the header columns of those names in the labels' order, other
+    /// columns ignored; else every column but the id, in order.
+    /// </summary>
     public static JobItem[] ReadItems(byte[] csv, ModelManifest manifest, string[]? columns)
     {
         if (manifest.Inputs is not [{ Shape: [-1, > 0] } input] || input.Datatype is not (TensorDatatype.FP32 or TensorDatatype.FP64))
@@ -41,17 +46,9 @@ public static class CsvRecords
         parser.SetDelimiters(",");
         var header = parser.ReadFields() ?? throw MedServeException.Invalid("the CSV is empty", "body");
         var idColumn = Array.FindIndex(header, h => h.Trim().ToLowerInvariant() is "id" or "item_id");
-        int[] featureColumns;
-        if (columns is not null)
-        {
-            featureColumns = [.. columns.Select(name => Array.FindIndex(header, h => h.Trim() == name) is var i and >= 0
-                ? i
-                : throw MedServeException.Invalid($"column '{name}' is not in the CSV header", "columns"))];
-        }
-        else
-        {
-            featureColumns = [.. Enumerable.Range(0, header.Length).Where(i => i != idColumn)];
-        }
+        var featureColumns = columns is not null ? NamedColumns(header, columns)
+            : input.Labels is { } labels && labels.Length == width ? MatchedColumns(header, idColumn, labels, manifest.Name)
+            : [.. Enumerable.Range(0, header.Length).Where(i => i != idColumn)];
         if (featureColumns.Length != width)
         {
             throw MedServeException.Invalid(
@@ -93,6 +90,55 @@ public static class CsvRecords
         }
         return [.. items];
     }
+
+    /// <summary>The header index of each named column, in the order given.</summary>
+    private static int[] NamedColumns(string[] header, string[] columns) =>
+        [.. columns.Select(name => Array.FindIndex(header, h => h.Trim() == name) is var i and >= 0
+            ? i
+            : throw MedServeException.Invalid($"column '{name}' is not in the CSV header", "columns"))];
+
+    /// <summary>
+    /// The header index of each feature, in the labels' order, matched by name: trimmed, case-insensitive, '_' as
+    /// ' ' (so <c>mean_radius</c> is <c>mean radius</c>). Columns that are no feature (a label, earlier scores) are
+    /// ignored; a missing feature, or two columns for one feature, is refused naming it.
+    /// </summary>
+    private static int[] MatchedColumns(string[] header, int idColumn, string[] labels, string model)
+    {
+        var features = new Dictionary<string, int>(StringComparer.OrdinalIgnoreCase);
+        for (var k = 0; k < labels.Length; k++)
+        {
+            features.TryAdd(FeatureKey(labels[k]), k);
+        }
+        var found = new int[labels.Length];
+        Array.Fill(found, -1);
+        for (var i = 0; i < header.Length; i++)
+        {
+            if (i == idColumn || !features.TryGetValue(FeatureKey(header[i]), out var k))
+            {
+                continue;
+            }
+            if (found[k] >= 0)
+            {
+                throw MedServeException.Invalid(
+                    $"CSV columns '{header[found[k]].Trim()}' and '{header[i].Trim()}' are both feature '{labels[k]}' of {model}; keep one, or name the columns to use with columns",
+                    labels[k]);
+            }
+            found[k] = i;
+        }
+        var missing = Enumerable.Range(0, labels.Length).Where(k => found[k] < 0).Select(k => labels[k]).ToArray();
+        if (missing.Length > 0)
+        {
+            const int shown = 5;
+            var names = string.Join(", ", missing.Take(shown).Select(m => $"'{m}'")) + (missing.Length > shown ? $" and {missing.Length - shown} more" : "");
+            throw MedServeException.Invalid(
+                $"{model} needs {labels.Length} features by name; the CSV header has no column for {names}. " +
+                "Rename the header's columns, or name the ones to use, in the model's order, with columns (HTTP ?columns=a,b,...; CLI --columns a,b,...)",
+                missing.Length == 1 ? missing[0] : "columns");
+        }
+        return found;
+    }
+
+    private static string FeatureKey(string name) => name.Trim().Replace('_', ' ');
 
     /// <summary>One row per item: id, error, then every output element (<c>probabilities_0</c>, <c>probabilities_1</c>, ...).</summary>
     public static string WriteResults(JobItemResult[] results)

@@ -35,7 +35,9 @@ public static class MedServeNode
 
     public static WebApplication Build(string[] args)
     {
-        var builder = WebApplication.CreateBuilder(args);
+        // Settings (appsettings.json) beside the program, not in the working directory: started from anywhere, the
+        // node keeps its log levels. Relative paths (--data, --import) still resolve against the working directory.
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         builder.Configuration.AddCommandLine(args, Switches);
         builder.AddMedServeSilo();
         var app = builder.Build();

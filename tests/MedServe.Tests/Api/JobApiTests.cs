@@ -91,6 +91,30 @@ public sealed class JobApiTests(NodeFixture node)
     }
 
     [Fact]
+    public async Task The_held_out_csv_as_it_is_runs_with_columns_matched_to_the_features_by_name()
+    {
+        var rows = TestData.BreastCancer();
+        // The file as published: the 30 features named as in the manifest, then label and two earlier scores, no id.
+        var job = await SubmitCsvAsync(BreastCancerCsv, "model=breast-cancer-logreg&outputs=probabilities");
+        var id = job["id"]!.GetValue<string>();
+        Assert.Equal(rows.Count, job["total"]!.GetValue<int>());
+
+        var done = await WaitForAsync(id, "Completed");
+        Assert.Equal(143, done["succeeded"]!.GetValue<int>() + done["failed"]!.GetValue<int>());
+        Assert.Equal(143, done["succeeded"]!.GetValue<int>());
+
+        var results = (await NodeFixture.SuccessJsonAsync(node.Http.GetAsync($"/api/jobs/{id}/results")))["results"]!.AsArray();
+        Assert.Equal(rows.Count, results.Count);
+        foreach (var result in results)
+        {
+            // Items without an id column are numbered by row from 1.
+            var row = int.Parse(result!["id"]!.GetValue<string>(), CultureInfo.InvariantCulture) - 1;
+            var benign = result["outputs"]!.AsArray().Single()!["data"]![1]!.GetValue<double>();
+            Assert.True(Math.Abs(rows[row].PBenignLogreg - benign) <= 1e-4, $"row {row}: p_benign_logreg {rows[row].PBenignLogreg}, served {benign}");
+        }
+    }
+
+    [Fact]
     public async Task A_set_of_ct_mr_tensors_runs_as_a_job_and_an_item_with_bad_values_fails_alone()
     {
         var images = TestData.Floats("images", "ct_mr_test_images_11x1x64x64.f32");
@@ -164,10 +188,12 @@ public sealed class JobApiTests(NodeFixture node)
         var unknown = await Post("?model=no-such-model", csv, "text/csv");
         Assert.Equal(404, unknown.Status);
 
-        var width = await Post("?model=breast-cancer-logreg", csv, "text/csv");
-        Assert.Equal(400, width.Status);
-        Assert.Equal("columns", width.Body!["field"]!.GetValue<string>());
-        Assert.Contains("30 values per record", width.Body!["detail"]!.GetValue<string>(), StringComparison.Ordinal);
+        // Without the 'worst area' column (the 24th) and no columns chosen: refused naming the missing feature.
+        var withoutWorstArea = string.Join('\n', csv.Split('\n').Select(line => line.Length == 0 ? line : string.Join(',', line.Split(',').Where((_, i) => i != 23))));
+        var missing = await Post("?model=breast-cancer-logreg", withoutWorstArea, "text/csv");
+        Assert.Equal(400, missing.Status);
+        Assert.Equal("worst area", missing.Body!["field"]!.GetValue<string>());
+        Assert.Contains("'worst area'", missing.Body!["detail"]!.GetValue<string>(), StringComparison.Ordinal);
 
         var text = await Post($"?model=breast-cancer-logreg&columns={Uri.EscapeDataString(FeatureColumns)}", csv.Replace("\n17.99,", "\nabc,", StringComparison.Ordinal) + "\nabc" + new string(',', 32) + "\n", "text/csv");
         Assert.Equal(400, text.Status);

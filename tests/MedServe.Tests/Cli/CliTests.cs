@@ -224,8 +224,12 @@ public sealed class CliTests(NodeFixture node)
         Assert.Equal(rows[0].PBenignLogreg, double.Parse(first[3], System.Globalization.CultureInfo.InvariantCulture), 4);
 
         Assert.Equal(ExitCodes.NotFound, (await Medserve("jobs", "status", "no-such-job")).Code);
-        var wrongWidth = await Medserve("jobs", "submit", "breast-cancer-logreg", Paths.Data("tabular", "breast_cancer_test.csv"));
-        Assert.Equal(ExitCodes.Usage, wrongWidth.Code);
-        Assert.Contains("--columns", wrongWidth.Err, StringComparison.Ordinal);
+        // A CSV without the 'worst area' feature: a usage error naming it and how to choose columns.
+        var partial = Path.Combine(Path.GetDirectoryName(csv)!, "partial.csv");
+        await File.WriteAllLinesAsync(partial, source.Select(line => string.Join(',', line.Split(',').Where((_, i) => i != 23))));
+        var missing = await Medserve("jobs", "submit", "breast-cancer-logreg", partial);
+        Assert.Equal(ExitCodes.Usage, missing.Code);
+        Assert.Contains("'worst area'", missing.Err, StringComparison.Ordinal);
+        Assert.Contains("--columns", missing.Err, StringComparison.Ordinal);
     }
 }
