@@ -1,3 +1,4 @@
+using MedServe.Grains.Monitoring;
 using MedServe.Grains.Placement;
 using MedServe.Grains.Storage;
 using MedServe.Inference.Packages;
@@ -43,7 +44,12 @@ public static class GrainsHosting
         silo.Services.AddSingleton<PackageImporter>();
         silo.Services.AddPlacementFilter<AcceleratorPlacementFilterStrategy, AcceleratorPlacementFilterDirector>(ServiceLifetime.Singleton);
         silo.Services.AddPlacementDirector<ReplicaSpreadPlacement, ReplicaSpreadPlacementDirector>();
+        silo.Services.AddPlacementDirector<SiloPlacement, SiloPlacementDirector>();
         silo.Services.AddHostedService<PendingDeploymentWaker>();
+        // Live figures for the dashboard (ISiloStatsGrain): the recorder listens from silo start, not from the
+        // first stats call, so the hosted service resolves it at once.
+        silo.Services.AddSingleton(sp => new StatsRecorder(sp.GetService<TimeProvider>() ?? TimeProvider.System));
+        silo.Services.AddHostedService<StatsRecorderStart>();
         // Job items travel on memory streams: no broker to run. Durability is the job grain's (stored items,
         // leases, results by item id), so a stream queue lost with its silo costs a resend, not an item.
         silo.AddMemoryStreams(JobStreams.Provider);

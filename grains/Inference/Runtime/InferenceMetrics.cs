@@ -14,15 +14,19 @@ public static class InferenceMetrics
 
     private static readonly Meter Meter = new(MeterName, "1.0");
 
-    /// <summary>Sub-millisecond to ten-second buckets: serving times are mostly well under the default 5 s first bucket.</summary>
+    /// <summary>
+    /// Sub-millisecond to ten-second buckets (<see cref="LatencyBuckets.Seconds"/>, shared with the silo stats and the
+    /// dashboard): serving times are mostly well under the default 5 s first bucket.
+    /// </summary>
     private static readonly InstrumentAdvice<double> Seconds = new()
     {
-        HistogramBucketBoundaries = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+        HistogramBucketBoundaries = LatencyBuckets.Seconds,
     };
 
+    /// <summary>Rows per run, <see cref="LatencyBuckets.Rows"/> (whole numbers, so exact as longs).</summary>
     private static readonly InstrumentAdvice<long> Rows = new()
     {
-        HistogramBucketBoundaries = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
+        HistogramBucketBoundaries = Array.ConvertAll(LatencyBuckets.Rows, b => (long)b),
     };
 
     private static readonly Counter<long> Requests = Meter.CreateCounter<long>(
