@@ -1,6 +1,7 @@
 using MedServe.Dashboard.Components;
 using MedServe.Dashboard.Management;
 using MedServe.Dashboard.Services;
+using MedServe.Protocol;
 using MedServe.Routing;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Routing;
@@ -30,6 +31,16 @@ public static class WebApp
         services.AddRazorComponents().AddInteractiveServerComponents();
         services.AddMudServices();
         services.AddManagementApi();
+        // Every MedServe document in snake_case, as manifests are written (one home: ManifestJson).
+        services.Configure<Microsoft.AspNetCore.Http.Json.JsonOptions>(o =>
+        {
+            o.SerializerOptions.PropertyNamingPolicy = ManifestJson.Options.PropertyNamingPolicy;
+            o.SerializerOptions.DefaultIgnoreCondition = ManifestJson.Options.DefaultIgnoreCondition;
+            foreach (var converter in ManifestJson.Options.Converters)
+            {
+                o.SerializerOptions.Converters.Add(converter);
+            }
+        });
         services.TryAddSingleton<ModelRouter>();
         services.AddScoped<ClusterApi>();
         services.AddOpenApi("management", o =>

@@ -77,29 +77,7 @@ public sealed class MedServeClient : IAsyncDisposable
             throw new MedServeException(ErrorKind.NotReady, $"could not connect to MedServe at {options.Describe()}: {refused}");
         }
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
-        builder.UseOrleansClient(client =>
-        {
-            if (redis is null)
-            {
-                client.UseStaticClustering(gateways);
-            }
-            else
-            {
-                client.UseRedisClustering(o =>
-                {
-                    o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(redis);
-                    // Fail fast when Redis is not there: a CLI should say so, not hang.
-                    o.ConfigurationOptions.ConnectTimeout = (int)Math.Min(options.ConnectTimeout.TotalMilliseconds, 5000);
-                });
-                // Learn of silos joining and leaving in seconds, as the silos' tuned membership does.
-                client.Configure<GatewayOptions>(o => o.GatewayListRefreshPeriod = TimeSpan.FromSeconds(5));
-            }
-            client.Configure<ClusterOptions>(o =>
-            {
-                o.ClusterId = options.EffectiveClusterId;
-                o.ServiceId = options.ServiceId;
-            });
-        });
+        builder.UseOrleansClient(client => UseCluster(client, options));
         var host = builder.Build();
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(options.ConnectTimeout);
@@ -114,6 +92,45 @@ public sealed class MedServeClient : IAsyncDisposable
             throw new MedServeException(ErrorKind.NotReady, $"could not connect to MedServe at {options.Describe()}: {why}");
         }
         return new MedServeClient(host, options);
+    }
+
+    /// <summary>
+    /// Points an Orleans client at the cluster <paramref name="options"/> name: static gateways or a Redis membership
+    /// table. The one home of this setting for the library, the CLI and the separate dashboard host.
+    /// </summary>
+    public static IClientBuilder UseCluster(IClientBuilder client, MedServeClientOptions options)
+    {
+        string? redis;
+        try
+        {
+            redis = ClusterAddress.RedisEndpoint(options.Cluster);
+        }
+        catch (ArgumentException e)
+        {
+            throw MedServeException.Invalid(e.Message, "cluster");
+        }
+        if (redis is null)
+        {
+            client.UseStaticClustering(options.Gateways.Select(ParseEndpoint).ToArray());
+        }
+        else
+        {
+            client.UseRedisClustering(o =>
+            {
+                o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(redis);
+                // Fail fast when Redis is not there: a CLI should say so, not hang.
+                o.ConfigurationOptions.ConnectTimeout = (int)Math.Min(options.ConnectTimeout.TotalMilliseconds, 5000);
+                o.ConfigurationOptions.AbortOnConnectFail = false;
+            });
+            // Learn of silos joining and leaving in seconds, as the silos' tuned membership does.
+            client.Configure<GatewayOptions>(o => o.GatewayListRefreshPeriod = TimeSpan.FromSeconds(5));
+        }
+        client.Configure<ClusterOptions>(o =>
+        {
+            o.ClusterId = options.EffectiveClusterId;
+            o.ServiceId = options.ServiceId;
+        });
+        return client;
     }
 
     /// <summary>Runs one request on <paramref name="model"/> (its default version unless <paramref name="version"/> is given).</summary>

@@ -1,5 +1,6 @@
 using MedServe.Protocol;
-using MedServe.Dashboard.Management;
+using MedServe.Dashboard;
+using Orleans.Dashboard;
 using MedServe.Grains;
 using MedServe.Inference.Packages;
 using MedServe.Inference.Runtime;
@@ -8,7 +9,6 @@ using MedServe.Silo.Api;
 using MedServe.Silo.Security;
 using System.Net;
 using Microsoft.AspNetCore.DataProtection;
-using Microsoft.AspNetCore.Http.Json;
 using OpenTelemetry.Metrics;
 
 namespace MedServe.Silo.Hosting;
@@ -57,16 +57,11 @@ public static class MedServeNode
         builder.Services.AddProblemDetails();
         // Authentication brings ASP.NET data protection; keep its keys with the node's data, not in the user profile.
         builder.Services.AddDataProtection().PersistKeysToFileSystem(new DirectoryInfo(Path.Combine(data, "keys")));
-        builder.Services.Configure<JsonOptions>(o =>
-        {
-            o.SerializerOptions.PropertyNamingPolicy = ManifestJson.Options.PropertyNamingPolicy;
-            o.SerializerOptions.DefaultIgnoreCondition = ManifestJson.Options.DefaultIgnoreCondition;
-            foreach (var converter in ManifestJson.Options.Converters)
-            {
-                o.SerializerOptions.Converters.Add(converter);
-            }
-        });
-        builder.Services.AddManagementApi();
+        // The web app: pages, management API (snake_case JSON), OpenAPI, the Orleans Dashboard (silo side below).
+        builder.Services.AddMedServeWebApp();
+        // The web app's files (its own, MudBlazor's, blazor.web.js) straight from the build output in every
+        // environment, not only in Development or after 'dotnet publish'.
+        builder.WebHost.UseStaticWebAssets();
         // Latency and outcome histograms of our own and Orleans', scraped at /metrics (Prometheus text format).
         builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
             .AddMeter(InferenceMetrics.MeterName, "Microsoft.Orleans", "Microsoft.AspNetCore.Hosting")
@@ -97,6 +92,8 @@ public static class MedServeNode
                 silo.UseRedisCluster(redis, options.ClusterId, IPAddress.Parse(options.Advertise), siloPort, gatewayPort);
             }
             silo.AddModelServing(data, capability, labels, options.IntraOpThreads, shareArtifacts: redis is not null);
+            // Orleans Dashboard: every silo collects grain statistics; the web app shows them under /orleans.
+            silo.AddDashboard();
         });
 
         // Registered after UseOrleans, so it starts once the silo is up.
@@ -119,10 +116,15 @@ public static class MedServeNode
         });
         app.UseAuthentication();
         app.MapV2Api();
-        app.MapManagementApi();
-        app.MapSiloApi();
-        app.MapJobApi();
         app.MapPrometheusScrapingEndpoint("/metrics");
+        app.MapMedServeWebApp();
+        app.Lifetime.ApplicationStarted.Register(() =>
+        {
+            foreach (var url in app.Urls)
+            {
+                Console.WriteLine($"MedServe web app: {url.TrimEnd('/')}/  (V2 API under /v2, management API under /api)");
+            }
+        });
         return app;
     }
 
