@@ -93,14 +93,15 @@ public static partial class V2Endpoints
     private static async Task<IResult> InferAsync(string name, string? version, HttpContext context, ModelRouter router, NodeOptions options, ILogger logger)
     {
         var started = Stopwatch.GetTimestamp();
-        var (result, outcome) = await InferCoreAsync(name, version, context, router, options, logger);
-        // Labels stay bounded: unknown names and versions do not each make a new series.
+        var (result, outcome, served) = await InferCoreAsync(name, version, context, router, options, logger);
+        // Labels stay bounded: unknown names and versions do not each make a new series. A request that named no
+        // version counts for the version that served it.
         var known = outcome != nameof(ErrorKind.NotFound) && ModelNames.IsValidName(name);
-        InferenceMetrics.RecordRequest(known ? name : "(unknown)", known ? version : null, outcome, Stopwatch.GetElapsedTime(started));
+        InferenceMetrics.RecordRequest(known ? name : "(unknown)", known ? served ?? version : null, outcome, Stopwatch.GetElapsedTime(started));
         return result;
     }
 
-    private static async Task<(IResult Result, string Outcome)> InferCoreAsync(string name, string? version, HttpContext context, ModelRouter router, NodeOptions options, ILogger logger)
+    private static async Task<(IResult Result, string Outcome, string? Served)> InferCoreAsync(string name, string? version, HttpContext context, ModelRouter router, NodeOptions options, ILogger logger)
     {
         byte[]? rented = null;
         try
@@ -124,29 +125,29 @@ public static partial class V2Endpoints
             if (headerLength is { } h)
             {
                 context.Response.Headers[HeaderLength] = h.ToString(CultureInfo.InvariantCulture);
-                return (Results.Bytes(writer.WrittenMemory, "application/octet-stream"), "success");
+                return (Results.Bytes(writer.WrittenMemory, "application/octet-stream"), "success", response.ModelVersion);
             }
-            return (Results.Bytes(writer.WrittenMemory, "application/json"), "success");
+            return (Results.Bytes(writer.WrittenMemory, "application/json"), "success", response.ModelVersion);
         }
         catch (MedServeException e)
         {
-            return (Error(e), e.Kind.ToString());
+            return (Error(e), e.Kind.ToString(), null);
         }
         catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
-            return (Error(new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {options.MaxInferBytes} bytes")), nameof(ErrorKind.TooLarge));
+            return (Error(new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {options.MaxInferBytes} bytes")), nameof(ErrorKind.TooLarge), null);
         }
         catch (Exception e) when (e is TimeoutException or OrleansException)
         {
             // The cluster could not answer in time (a silo went away, a call timed out): retryable.
             InferFailed(logger, e.GetType().Name, name);
-            return (Error(MedServeException.NotReady($"the cluster could not serve '{name}' just now ({e.GetType().Name}); retry")), nameof(ErrorKind.NotReady));
+            return (Error(MedServeException.NotReady($"the cluster could not serve '{name}' just now ({e.GetType().Name}); retry")), nameof(ErrorKind.NotReady), null);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
             // Never echo the exception: it may carry input values. Log its type only.
             InferFailed(logger, e.GetType().Name, name);
-            return (Error(new MedServeException(ErrorKind.Internal, $"internal error while serving '{name}'")), nameof(ErrorKind.Internal));
+            return (Error(new MedServeException(ErrorKind.Internal, $"internal error while serving '{name}'")), nameof(ErrorKind.Internal), null);
         }
         finally
         {

@@ -37,7 +37,14 @@ public static class MedServeNode
     {
         // Settings (appsettings.json) beside the program, not in the working directory: started from anywhere, the
         // node keeps its log levels. Relative paths (--data, --import) still resolve against the working directory.
-        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
+        // The application is the silo wherever it is hosted (a test host too): its static web assets manifests are
+        // named after it.
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions
+        {
+            Args = args,
+            ContentRootPath = AppContext.BaseDirectory,
+            ApplicationName = typeof(MedServeNode).Assembly.GetName().Name,
+        });
         builder.Configuration.AddCommandLine(args, Switches);
         builder.AddMedServeSilo();
         var app = builder.Build();

@@ -1,0 +1,110 @@
+using System.Diagnostics;
+using System.Text;
+using MedServe.Tests.Support;
+using static Microsoft.Playwright.Assertions;
+
+namespace MedServe.Tests.Browser;
+
+/// <summary>
+/// The web app on its own host (<c>medserve-dashboard</c>, an Orleans client) beside a Redis cluster of two silo
+/// processes: its placement page shows both silos and the samples' replicas, and its latency page the whole cluster.
+/// </summary>
+public sealed class DashboardHostTests
+{
+    [Fact]
+    public async Task The_separate_dashboard_host_sees_every_silo_of_a_redis_cluster()
+    {
+        await using var redis = await RedisProcess.StartAsync();
+        var dataA = Paths.TempDirectory("dash-a");
+        var dataB = Paths.TempDirectory("dash-b");
+        try
+        {
+            var (startA, startB) = (
+                NodeProcess.StartAsync(dataA, Paths.Samples, NodeProcess.FreePort(), NodeProcess.FreePort(), NodeProcess.FreePort(), "--cluster", redis.Url, "--accelerator", "cpu"),
+                NodeProcess.StartAsync(dataB, "none", NodeProcess.FreePort(), NodeProcess.FreePort(), NodeProcess.FreePort(), "--cluster", redis.Url, "--accelerator", "gpu", "--label", "zone=b"));
+            await using var a = await startA;
+            await using var b = await startB;
+            var port = NodeProcess.FreePort();
+            using var dashboard = await StartDashboardAsync(redis.Url, port);
+            await using var browser = await BrowserSession.StartAsync();
+            var page = await browser.NewPageAsync($"http://127.0.0.1:{port}");
+
+            await page.GotoAsync("/cluster");
+            await Expect(page.Locator(".silo[data-status=Active]")).ToHaveCountAsync(2, new() { Timeout = 30_000 });
+            await Expect(page.Locator(".silo [data-accelerator=gpu]")).ToHaveCountAsync(1);
+            await Expect(page.Locator(".silo [data-replica^='breast-cancer-logreg/1/']")).ToHaveCountAsync(1);
+            await BrowserSession.ScreenshotAsync(page, "20-dashboard-host-placement");
+
+            // A request through each silo's V2 front end: the latency page adds both silos' figures.
+            for (var k = 0; k < 3; k++)
+            {
+                foreach (var node in new[] { a, b })
+                {
+                    using var response = await node.Http.PostAsync("/v2/models/diabetes-linear/infer", new StringContent(
+                        """{"inputs":[{"name":"input","datatype":"FP32","shape":[1,10],"data":[61,1,25.8,90,280,195.4,55,5,4.9972,90]}]}""", Encoding.UTF8, "application/json"));
+                    Assert.Equal(200, (int)response.StatusCode);
+                }
+            }
+            await page.GotoAsync("/latency");
+            await Expect(page.Locator("#latency-table tbody tr", new() { HasText = "diabetes-linear" }).Locator("[data-requests='6']")).ToBeVisibleAsync();
+            await BrowserSession.ScreenshotAsync(page, "21-dashboard-host-latency");
+        }
+        finally
+        {
+            Directory.Delete(dataA, recursive: true);
+            Directory.Delete(dataB, recursive: true);
+        }
+    }
+
+    /// <summary>Starts the built medserve-dashboard and waits until it prints its URL.</summary>
+    private static async Task<DashboardProcess> StartDashboardAsync(string cluster, int port)
+    {
+        var tfm = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
+        var dll = Path.Combine(Paths.Repo, "dashboard", "Host", "bin", tfm.Parent!.Name, tfm.Name, "medserve-dashboard.dll");
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = Path.GetTempPath() };
+        foreach (var arg in new[] { dll, "--cluster", cluster, "--urls", $"http://127.0.0.1:{port}" })
+        {
+            start.ArgumentList.Add(arg);
+        }
+        var process = new Process { StartInfo = start };
+        var output = new StringBuilder();
+        var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        void OnLine(string? line)
+        {
+            lock (output)
+            {
+                output.AppendLine(line);
+            }
+            if (line?.Contains("MedServe web app:", StringComparison.Ordinal) == true)
+            {
+                ready.TrySetResult();
+            }
+        }
+        process.OutputDataReceived += (_, e) => OnLine(e.Data);
+        process.ErrorDataReceived += (_, e) => OnLine(e.Data);
+        process.Start();
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        var first = await Task.WhenAny(ready.Task, process.WaitForExitAsync(), Task.Delay(TimeSpan.FromMinutes(1)));
+        if (first != ready.Task)
+        {
+            process.Kill(entireProcessTree: true);
+            throw new InvalidOperationException("medserve-dashboard did not start:\n" + output);
+        }
+        return new DashboardProcess(process);
+    }
+
+    /// <summary>The dashboard process, killed (with its children) when the test ends.</summary>
+    private sealed class DashboardProcess(Process process) : IDisposable
+    {
+        public void Dispose()
+        {
+            if (!process.HasExited)
+            {
+                process.Kill(entireProcessTree: true);
+                process.WaitForExit();
+            }
+            process.Dispose();
+        }
+    }
+}

@@ -1,0 +1,167 @@
+using System.Globalization;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json.Nodes;
+using MedServe.Tests.Support;
+using Microsoft.Playwright;
+using static Microsoft.Playwright.Assertions;
+
+namespace MedServe.Tests.Browser;
+
+/// <summary>
+/// The web app in a real browser (Debian's chromium, driven by Playwright) against the real embedded node: a new user's
+/// path from uploading a model to reading a job's results, with a screenshot of every page.
+/// </summary>
+[Collection(NodeCollection.Name)]
+public sealed class WebAppTests(NodeFixture node) : IAsyncLifetime
+{
+    private BrowserSession _browser = null!;
+
+    private string BaseUrl => node.Http.BaseAddress!.ToString().TrimEnd('/');
+
+    public async Task InitializeAsync() => _browser = await BrowserSession.StartAsync();
+
+    public async Task DisposeAsync() => await _browser.DisposeAsync();
+
+    [Fact]
+    public async Task A_new_user_uploads_deploys_predicts_runs_a_job_and_watches_the_cluster()
+    {
+        var page = await _browser.NewPageAsync(BaseUrl);
+        var name = "web-logreg-" + Guid.NewGuid().ToString("N")[..6];
+        var manifest = JsonNode.Parse(await File.ReadAllTextAsync(Path.Combine(Paths.Samples, "breast-cancer-logreg", "manifest.json")))!;
+        manifest["name"] = name;
+
+        // Models: the registry as a table, the samples Ready.
+        await page.GotoAsync("/");
+        await Expect(page.Locator("#models-table")).ToContainTextAsync("breast-cancer-logreg");
+        await Expect(page.Locator("#models-table [data-state=Ready]").First).ToBeVisibleAsync();
+        await BrowserSession.ScreenshotAsync(page, "01-models");
+
+        // Upload a sample under a new name (manifest + model), deployed at once; a bad manifest's error names its field.
+        await page.GotoAsync("/upload");
+        // MudFileUpload keeps the input of an earlier pick (hidden) and adds a fresh one: the last is live.
+        var (manifestInput, modelInput) = (page.Locator("input.manifest-input").Last, page.Locator("input.model-input").Last);
+        var bad = manifest.DeepClone();
+        bad["accelerator"] = "tpu";
+        await manifestInput.SetInputFilesAsync(new FilePayload { Name = "manifest.json", MimeType = "application/json", Buffer = Encoding.UTF8.GetBytes(bad.ToJsonString()) });
+        await modelInput.SetInputFilesAsync(Path.Combine(Paths.Samples, "breast-cancer-logreg", "model.onnx"));
+        await page.Locator("#upload-button").ClickAsync();
+        await Expect(page.Locator("#manifest-error")).ToContainTextAsync("manifest.accelerator");
+        await BrowserSession.ScreenshotAsync(page, "02-upload-error");
+        await manifestInput.SetInputFilesAsync(new FilePayload { Name = "manifest.json", MimeType = "application/json", Buffer = Encoding.UTF8.GetBytes(manifest.ToJsonString()) });
+        await page.Locator("#upload-button").ClickAsync();
+        await Expect(page.Locator("#upload-done")).ToContainTextAsync(name);
+        await Expect(page.Locator("#upload-progress")).ToBeVisibleAsync();
+        await BrowserSession.ScreenshotAsync(page, "03-upload-done");
+
+        // Its model card: Ready after validation, with its replica and the validation report.
+        await page.Locator("#open-card").ClickAsync();
+        await Expect(page.Locator("#deployment-panel [data-state=Ready]")).ToBeVisibleAsync(new() { Timeout = 60_000 });
+        await Expect(page.Locator("#validation-report")).ToContainTextAsync("Passed");
+        await Expect(page.Locator("#replicas")).ToContainTextAsync($"{name}/1/0/");
+        await Expect(page.Locator("#sha256")).ToHaveTextAsync(new System.Text.RegularExpressions.Regex("^[0-9a-f]{64}$"));
+        await BrowserSession.ScreenshotAsync(page, "04-model-card");
+
+        // Try it: the form is prefilled from the validation sample; the page shows what V2 answers for the same input.
+        await page.GotoAsync($"/try/{name}");
+        await Expect(page.Locator("#feature-form input")).ToHaveCountAsync(30);
+        await page.Locator("#predict-button").ClickAsync();
+        await Expect(page.Locator("#served-version")).ToHaveTextAsync("1");
+        await Expect(page.Locator("#served-replica")).ToContainTextAsync($"{name}/1/");
+        var shown = new[] { "malignant", "benign" }.Select(label => page.Locator($"[data-output=probabilities][data-label={label}]"));
+        var sample = manifest["validation"]!["samples"]![0]!["inputs"]!["input"]!["data"]!.AsArray().Select(v => v!.GetValue<double>()).Take(30).ToArray();
+        var v2 = await NodeFixture.SuccessJsonAsync(node.Http.PostAsJsonAsync($"/v2/models/{name}/infer", new
+        {
+            inputs = new[] { new { name = "input", datatype = "FP32", shape = new[] { 1, 30 }, data = sample } },
+            outputs = new[] { new { name = "probabilities" } },
+        }));
+        var expected = v2["outputs"]![0]!["data"]!.AsArray().Select(v => v!.GetValue<double>()).Take(30).ToArray();
+        var i = 0;
+        foreach (var bar in shown)
+        {
+            var value = double.Parse((await bar.GetAttributeAsync("data-value"))!, CultureInfo.InvariantCulture);
+            Assert.InRange(Math.Abs(value - expected[i++]), 0, 1e-6);
+        }
+        await BrowserSession.ScreenshotAsync(page, "05-try-it");
+
+        // A job: the 143-row CSV as it is (no column list): the bar reaches 100%, results page and download.
+        await page.GotoAsync("/jobs?model=breast-cancer-logreg");
+        await page.Locator("input.csv-input").Last.SetInputFilesAsync(Paths.Data("tabular", "breast_cancer_test.csv"));
+        await page.Locator("#submit-job").ClickAsync();
+        await page.WaitForURLAsync(new System.Text.RegularExpressions.Regex("/jobs/[0-9a-f]{16}$"));
+        await Expect(page.Locator("#job-bar")).ToHaveAttributeAsync("data-percent", "100", new() { Timeout = 60_000 });
+        await Expect(page.Locator("#job-answered")).ToContainTextAsync("143 of 143");
+        await Expect(page.Locator("#results-table tbody tr")).ToHaveCountAsync(25);
+        await BrowserSession.ScreenshotAsync(page, "06-job");
+        var download = await page.RunAndWaitForDownloadAsync(() => page.Locator("#download-csv").ClickAsync());
+        var lines = await File.ReadAllLinesAsync((await download.PathAsync())!);
+        Assert.Equal(144, lines.Length);
+        Assert.StartsWith("id,error,probabilities_0,probabilities_1", lines[0], StringComparison.Ordinal);
+        var rows = TestData.BreastCancer();
+        foreach (var line in lines.Skip(1))
+        {
+            var cells = line.Split(',');
+            var row = rows[int.Parse(cells[0], CultureInfo.InvariantCulture) - 1];
+            Assert.InRange(Math.Abs(double.Parse(cells[3], CultureInfo.InvariantCulture) - row.PBenignLogreg), 0, 1e-4);
+        }
+        await page.GotoAsync("/jobs");
+        await Expect(page.Locator("#jobs-table")).ToContainTextAsync("breast-cancer-logreg");
+        await BrowserSession.ScreenshotAsync(page, "07-jobs");
+
+        // Placement: the new replica on its silo, with the silo's accelerator and execution provider.
+        await page.GotoAsync("/cluster");
+        var silo = page.Locator(".silo", new() { Has = page.Locator($"[data-replica^='{name}/1/0/']") });
+        await Expect(silo).ToHaveCountAsync(1);
+        await Expect(silo).ToContainTextAsync("CPUExecutionProvider");
+        await BrowserSession.ScreenshotAsync(page, "08-placement");
+
+        // Latency: the deployment's row with the request sent above, and a chart with data.
+        await page.GotoAsync("/latency");
+        var latencyRow = page.Locator("#latency-table tbody tr", new() { HasText = name });
+        await Expect(latencyRow).ToBeVisibleAsync();
+        await latencyRow.ClickAsync();
+        await Expect(page.Locator("#chart-latency svg").First).ToBeVisibleAsync();
+        await Expect(page.Locator("#chart-batch svg rect, #chart-batch svg path").First).ToBeAttachedAsync();
+        await BrowserSession.ScreenshotAsync(page, "09-latency");
+
+        // The API reference and the Orleans Dashboard are linked from the app and load.
+        await page.GotoAsync("/api-reference");
+        await Expect(page.Locator("body")).ToContainTextAsync("MedServe management API", new() { Timeout = 30_000 });
+        await BrowserSession.ScreenshotAsync(page, "10-api-reference");
+        using (var openApi = await node.Http.GetAsync("/openapi/management.json"))
+        {
+            var document = JsonNode.Parse(await openApi.Content.ReadAsStringAsync())!;
+            Assert.NotNull(document["paths"]!["/api/deployments/{name}/{version}"]);
+            Assert.Null(document["paths"]!["/v2/models/{name}/infer"]);
+        }
+        await page.GotoAsync("/orleans/");
+        await Expect(page.Locator("body")).ToContainTextAsync("Orleans", new() { Timeout = 30_000 });
+        await BrowserSession.ScreenshotAsync(page, "11-orleans-dashboard");
+
+        // The big screen too.
+        var wide = await _browser.NewPageAsync(BaseUrl, 1920, 1080);
+        await wide.GotoAsync("/");
+        await Expect(wide.Locator("#models-table")).ToContainTextAsync(name);
+        await BrowserSession.ScreenshotAsync(wide, "12-models-1920");
+    }
+
+    [Fact]
+    public async Task Errors_are_shown_in_words_and_unknown_pages_say_so()
+    {
+        var page = await _browser.NewPageAsync(BaseUrl);
+        await page.GotoAsync("/models/no-such-model/versions/1");
+        await Expect(page.Locator(".mud-alert")).ToContainTextAsync("no version '1'");
+        await page.GotoAsync("/try/no-such-model");
+        await Expect(page.Locator(".mud-alert")).ToContainTextAsync("unknown model 'no-such-model'");
+        await page.GotoAsync("/jobs/0000000000000000");
+        await Expect(page.Locator(".mud-alert")).ToContainTextAsync("There is no job");
+
+        // A CSV that lacks a feature: the error names it.
+        await page.GotoAsync("/jobs?model=breast-cancer-logreg");
+        var csv = string.Join('\n', File.ReadAllLines(Paths.Data("tabular", "breast_cancer_test.csv")).Select(l => string.Join(',', l.Split(',').Where((_, k) => k != 23))));
+        await page.Locator("input.csv-input").Last.SetInputFilesAsync(new FilePayload { Name = "missing.csv", MimeType = "text/csv", Buffer = Encoding.UTF8.GetBytes(csv) });
+        await page.Locator("#submit-job").ClickAsync();
+        await Expect(page.Locator("#job-error")).ToContainTextAsync("worst area");
+        await BrowserSession.ScreenshotAsync(page, "13-job-error");
+    }
+}

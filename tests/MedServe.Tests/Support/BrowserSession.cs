@@ -1,0 +1,66 @@
+using Microsoft.Playwright;
+
+namespace MedServe.Tests.Support;
+
+/// <summary>
+/// Debian's chromium driven by Playwright (its bundled driver; no browser download), headless, with the flags this
+/// machine needs (no sandbox as root, no background networking on a closed network). Screenshots go to
+/// <c>TestResults/screenshots</c>.
+/// </summary>
+public sealed class BrowserSession : IAsyncDisposable
+{
+    public const string Chromium = "/usr/bin/chromium";
+
+    private readonly IPlaywright _playwright;
+    private readonly IBrowser _browser;
+
+    private BrowserSession(IPlaywright playwright, IBrowser browser)
+    {
+        _playwright = playwright;
+        _browser = browser;
+    }
+
+    public static string ScreenshotDirectory { get; } = Path.Combine(Paths.Repo, "TestResults", "screenshots");
+
+    public static async Task<BrowserSession> StartAsync()
+    {
+        if (!File.Exists(Chromium))
+        {
+            throw new InvalidOperationException($"{Chromium} is missing: test.sh installs Debian's chromium (apt-get install chromium)");
+        }
+        var playwright = await Playwright.CreateAsync();
+        var browser = await playwright.Chromium.LaunchAsync(new BrowserTypeLaunchOptions
+        {
+            ExecutablePath = Chromium,
+            Headless = true,
+            Args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        });
+        return new BrowserSession(playwright, browser);
+    }
+
+    /// <summary>A fresh page (its own context: cookies, downloads) of the given size.</summary>
+    public async Task<IPage> NewPageAsync(string baseUrl, int width = 1280, int height = 800)
+    {
+        var context = await _browser.NewContextAsync(new BrowserNewContextOptions
+        {
+            BaseURL = baseUrl,
+            ViewportSize = new ViewportSize { Width = width, Height = height },
+            AcceptDownloads = true,
+        });
+        context.SetDefaultTimeout(30_000);
+        return await context.NewPageAsync();
+    }
+
+    /// <summary>Saves a full-page screenshot as <c>TestResults/screenshots/{name}.png</c>.</summary>
+    public static async Task ScreenshotAsync(IPage page, string name)
+    {
+        Directory.CreateDirectory(ScreenshotDirectory);
+        await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(ScreenshotDirectory, name + ".png"), FullPage = true });
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _browser.DisposeAsync();
+        _playwright.Dispose();
+    }
+}
