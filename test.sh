@@ -13,7 +13,8 @@ if [ ! -d ../shared/data ] && [ -z "${MEDSERVE_SHARED:-}" ]; then
   exit 2
 fi
 # Debian packages the suite needs, installed when missing: redis-server for the cluster tests
-# (real silo processes joined through Redis).
+# (real silo processes joined through Redis), chromium for the web app's browser tests (driven by
+# Playwright's bundled driver; no browser download).
 apt_install() {
   local missing=()
   for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
@@ -23,7 +24,7 @@ apt_install() {
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" \
     || { dpkg --configure -a; apt-get install -y -qq "${missing[@]}"; }
 }
-apt_install redis-server
+apt_install redis-server chromium
 
 results="$(pwd)/TestResults"
 rm -rf "$results"

@@ -29,6 +29,7 @@ internal sealed partial class NodeStartup(
     IGrainFactory grains,
     PackageImporter importer,
     NodeReadiness readiness,
+    IHostApplicationLifetime lifetime,
     IReadOnlyList<string> importDirectories,
     ILogger<NodeStartup> logger) : BackgroundService
 {
@@ -50,13 +51,24 @@ internal sealed partial class NodeStartup(
         }
         catch (Exception e) when (!stoppingToken.IsCancellationRequested)
         {
+            // Logged, and the node still reports ready: what imported serves, a bad package is skipped.
             StartupFailed(logger, e);
         }
-        finally
+        // Ready means serving: wait for the HTTP server to listen too (it starts after the hosted services).
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using (lifetime.ApplicationStarted.Register(() => started.TrySetResult()))
         {
-            readiness.MarkReady();
-            Ready(logger);
+            try
+            {
+                await started.Task.WaitAsync(stoppingToken);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
         }
+        readiness.MarkReady();
+        Ready(logger);
     }
 
     [LoggerMessage(2001, LogLevel.Information, "Imported {Count} new package(s) from {Directory}")]

@@ -39,16 +39,14 @@ public sealed class WebAppTests(NodeFixture node) : IAsyncLifetime
 
         // Upload a sample under a new name (manifest + model), deployed at once; a bad manifest's error names its field.
         await page.GotoAsync("/upload");
-        // MudFileUpload keeps the input of an earlier pick (hidden) and adds a fresh one: the last is live.
-        var (manifestInput, modelInput) = (page.Locator("input.manifest-input").Last, page.Locator("input.model-input").Last);
         var bad = manifest.DeepClone();
         bad["accelerator"] = "tpu";
-        await manifestInput.SetInputFilesAsync(new FilePayload { Name = "manifest.json", MimeType = "application/json", Buffer = Encoding.UTF8.GetBytes(bad.ToJsonString()) });
-        await modelInput.SetInputFilesAsync(Path.Combine(Paths.Samples, "breast-cancer-logreg", "model.onnx"));
+        await BrowserSession.PickFilesAsync(page, "manifest-input", new FilePayload { Name = "manifest.json", MimeType = "application/json", Buffer = Encoding.UTF8.GetBytes(bad.ToJsonString()) });
+        await BrowserSession.PickFilesAsync(page, "model-input", BrowserSession.File(Path.Combine(Paths.Samples, "breast-cancer-logreg", "model.onnx"), "application/octet-stream"));
         await page.Locator("#upload-button").ClickAsync();
         await Expect(page.Locator("#manifest-error")).ToContainTextAsync("manifest.accelerator");
         await BrowserSession.ScreenshotAsync(page, "02-upload-error");
-        await manifestInput.SetInputFilesAsync(new FilePayload { Name = "manifest.json", MimeType = "application/json", Buffer = Encoding.UTF8.GetBytes(manifest.ToJsonString()) });
+        await BrowserSession.PickFilesAsync(page, "manifest-input", new FilePayload { Name = "manifest.json", MimeType = "application/json", Buffer = Encoding.UTF8.GetBytes(manifest.ToJsonString()) });
         await page.Locator("#upload-button").ClickAsync();
         await Expect(page.Locator("#upload-done")).ToContainTextAsync(name);
         await Expect(page.Locator("#upload-progress")).ToBeVisibleAsync();
@@ -86,7 +84,7 @@ public sealed class WebAppTests(NodeFixture node) : IAsyncLifetime
 
         // A job: the 143-row CSV as it is (no column list): the bar reaches 100%, results page and download.
         await page.GotoAsync("/jobs?model=breast-cancer-logreg");
-        await page.Locator("input.csv-input").Last.SetInputFilesAsync(Paths.Data("tabular", "breast_cancer_test.csv"));
+        await BrowserSession.PickFilesAsync(page, "csv-input", BrowserSession.File(Paths.Data("tabular", "breast_cancer_test.csv"), "text/csv"));
         await page.Locator("#submit-job").ClickAsync();
         await page.WaitForURLAsync(new System.Text.RegularExpressions.Regex("/jobs/[0-9a-f]{16}$"));
         await Expect(page.Locator("#job-bar")).ToHaveAttributeAsync("data-percent", "100", new() { Timeout = 60_000 });
@@ -159,7 +157,7 @@ public sealed class WebAppTests(NodeFixture node) : IAsyncLifetime
         // A CSV that lacks a feature: the error names it.
         await page.GotoAsync("/jobs?model=breast-cancer-logreg");
         var csv = string.Join('\n', File.ReadAllLines(Paths.Data("tabular", "breast_cancer_test.csv")).Select(l => string.Join(',', l.Split(',').Where((_, k) => k != 23))));
-        await page.Locator("input.csv-input").Last.SetInputFilesAsync(new FilePayload { Name = "missing.csv", MimeType = "text/csv", Buffer = Encoding.UTF8.GetBytes(csv) });
+        await BrowserSession.PickFilesAsync(page, "csv-input", new FilePayload { Name = "missing.csv", MimeType = "text/csv", Buffer = Encoding.UTF8.GetBytes(csv) });
         await page.Locator("#submit-job").ClickAsync();
         await Expect(page.Locator("#job-error")).ToContainTextAsync("worst area");
         await BrowserSession.ScreenshotAsync(page, "13-job-error");

@@ -24,7 +24,7 @@ public sealed class BrowserSession : IAsyncDisposable
 
     public static async Task<BrowserSession> StartAsync()
     {
-        if (!File.Exists(Chromium))
+        if (!System.IO.File.Exists(Chromium))
         {
             throw new InvalidOperationException($"{Chromium} is missing: test.sh installs Debian's chromium (apt-get install chromium)");
         }
@@ -57,6 +57,22 @@ public sealed class BrowserSession : IAsyncDisposable
         Directory.CreateDirectory(ScreenshotDirectory);
         await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(ScreenshotDirectory, name + ".png"), FullPage = true });
     }
+
+    /// <summary>
+    /// Picks files in a Blazor file input (the last input with class <paramref name="inputClass"/>: MudFileUpload adds
+    /// a fresh one after each pick) once Blazor has hooked it up; files set before that would go unnoticed.
+    /// </summary>
+    public static async Task PickFilesAsync(IPage page, string inputClass, params FilePayload[] files)
+    {
+        await page.WaitForFunctionAsync(
+            "c => { const all = document.querySelectorAll('input[type=file].' + c); const e = all[all.length - 1]; return !!e && e._blazorInputFileNextFileId !== undefined; }",
+            inputClass);
+        await page.Locator($"input[type=file].{inputClass}").Last.SetInputFilesAsync(files);
+    }
+
+    /// <summary>A file on disk as a pick.</summary>
+    public static FilePayload File(string path, string mimeType) =>
+        new() { Name = Path.GetFileName(path), MimeType = mimeType, Buffer = System.IO.File.ReadAllBytes(path) };
 
     public async ValueTask DisposeAsync()
     {
