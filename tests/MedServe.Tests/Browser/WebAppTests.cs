@@ -140,7 +140,11 @@ public sealed class WebAppTests(NodeFixture node) : IAsyncLifetime
         var wide = await _browser.NewPageAsync(BaseUrl, 1920, 1080);
         await wide.GotoAsync("/");
         await Expect(wide.Locator("#models-table")).ToContainTextAsync(name);
-        await BrowserSession.ScreenshotAsync(wide, "12-models-1920");
+        await BrowserSession.ScreenshotAsync(wide, "12-models-1920", fullPage: false);
+        await wide.GotoAsync("/latency");
+        await wide.Locator("#latency-table tbody tr", new() { HasText = name }).ClickAsync();
+        await Expect(wide.Locator("#chart-latency svg").First).ToBeVisibleAsync();
+        await BrowserSession.ScreenshotAsync(wide, "14-latency-1920", fullPage: false);
     }
 
     [Fact]

@@ -51,11 +51,11 @@ public sealed class BrowserSession : IAsyncDisposable
         return await context.NewPageAsync();
     }
 
-    /// <summary>Saves a full-page screenshot as <c>TestResults/screenshots/{name}.png</c>.</summary>
-    public static async Task ScreenshotAsync(IPage page, string name)
+    /// <summary>Saves a screenshot (the whole page, or what the window shows) as <c>TestResults/screenshots/{name}.png</c>.</summary>
+    public static async Task ScreenshotAsync(IPage page, string name, bool fullPage = true)
     {
         Directory.CreateDirectory(ScreenshotDirectory);
-        await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(ScreenshotDirectory, name + ".png"), FullPage = true });
+        await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(ScreenshotDirectory, name + ".png"), FullPage = fullPage });
     }
 
     /// <summary>
