@@ -48,6 +48,24 @@ public sealed class DashboardHostTests
             await page.GotoAsync("/latency");
             await Expect(page.Locator("#latency-table tbody tr", new() { HasText = "diabetes-linear" }).Locator("[data-requests='6']")).ToBeVisibleAsync();
             await BrowserSession.ScreenshotAsync(page, "21-dashboard-host-latency");
+
+            // A silo that joins shows up, and one that dies leaves, without reloading the page.
+            await page.GotoAsync("/cluster");
+            var dataC = Paths.TempDirectory("dash-c");
+            try
+            {
+                await using (var c = await NodeProcess.StartAsync(dataC, "none", NodeProcess.FreePort(), NodeProcess.FreePort(), NodeProcess.FreePort(), "--cluster", redis.Url, "--accelerator", "cpu", "--label", "zone=c"))
+                {
+                    await Expect(page.Locator(".silo[data-status=Active]")).ToHaveCountAsync(3, new() { Timeout = 30_000 });
+                    await c.KillAsync();
+                    await Expect(page.Locator(".silo")).ToHaveCountAsync(2, new() { Timeout = 30_000 });
+                }
+            }
+            finally
+            {
+                Directory.Delete(dataC, recursive: true);
+            }
+            await BrowserSession.ScreenshotAsync(page, "22-dashboard-host-after-a-silo-died");
         }
         finally
         {

@@ -148,6 +148,31 @@ public sealed class WebAppTests(NodeFixture node) : IAsyncLifetime
     }
 
     [Fact]
+    public async Task An_image_tensor_is_previewed_and_the_segmenters_mask_matches_what_v2_answers()
+    {
+        var page = await _browser.NewPageAsync(BaseUrl);
+        await page.GotoAsync("/try/ct-bone-segmenter");
+        var file = Paths.Data("images", "cranium_test_ct_22x1x64x64.f32");
+        await BrowserSession.PickFilesAsync(page, "image-input", BrowserSession.File(file, "application/octet-stream"));
+        await Expect(page.Locator("#preview-image")).ToBeVisibleAsync();
+        var caption = page.Locator("#preview-caption");
+        await Expect(caption).ToContainTextAsync("64 x 64 pixels, slice 0 of 22");
+        await page.Locator("#predict-button").ClickAsync();
+        await Expect(caption).ToContainTextAsync("mask:");
+
+        // The same slice through V2: the page's red pixels are the mask's pixels at the manifest's threshold.
+        var slice = TestData.Floats("images", "cranium_test_ct_22x1x64x64.f32").AsSpan(0, 64 * 64).ToArray();
+        var v2 = await NodeFixture.SuccessJsonAsync(node.Http.PostAsJsonAsync("/v2/models/ct-bone-segmenter/infer", new
+        {
+            inputs = new[] { new { name = "image", datatype = "FP32", shape = new[] { 1, 1, 64, 64 }, data = slice } },
+        }));
+        var mask = v2["outputs"]![0]!["data"]!.AsArray().Count(v => v!.GetValue<double>() >= 0.5);
+        Assert.True(mask > 0, "the cranium slice has bone");
+        await Expect(caption).ToContainTextAsync($"mask: {mask} pixels (red)");
+        await BrowserSession.ScreenshotAsync(page, "15-try-it-segmenter");
+    }
+
+    [Fact]
     public async Task Errors_are_shown_in_words_and_unknown_pages_say_so()
     {
         var page = await _browser.NewPageAsync(BaseUrl);
