@@ -1,5 +1,6 @@
 using MedServe.Dashboard.Components;
 using MedServe.Dashboard.Management;
+using MedServe.Dashboard.Security;
 using MedServe.Dashboard.Services;
 using MedServe.Protocol;
 using MedServe.Routing;
@@ -26,8 +27,10 @@ public static class WebApp
     /// <summary>The management API's reference page.</summary>
     public const string ApiReferencePath = "/api-reference";
 
-    public static IServiceCollection AddMedServeWebApp(this IServiceCollection services)
+    public static IServiceCollection AddMedServeWebApp(this IServiceCollection services, Microsoft.Extensions.Configuration.IConfiguration configuration)
     {
+        // Sign-in (keys, cookie), roles as policies: every page and endpoint is protected unless marked otherwise.
+        services.AddMedServeSecurity(configuration);
         services.AddRazorComponents().AddInteractiveServerComponents();
         services.AddMudServices();
         services.AddManagementApi();
@@ -60,18 +63,22 @@ public static class WebApp
     /// <summary>Maps the pages, the management API, <c>/openapi/management.json</c>, the reference page and the Orleans Dashboard.</summary>
     public static WebApplication MapMedServeWebApp(this WebApplication app)
     {
+        app.UseAuthentication();
+        app.UseAuthorization();
         app.UseAntiforgery();
-        app.MapStaticAssets();
+        app.MapStaticAssets().AllowAnonymous();
+        app.MapSignIn();
         app.MapRazorComponents<App>().AddInteractiveServerRenderMode();
         app.MapManagementApi();
         app.MapSiloApi();
         app.MapJobApi();
-        app.MapOpenApi("/openapi/{documentName}.json");
+        app.MapKeyApi();
+        app.MapOpenApi("/openapi/{documentName}.json").RequireAuthorization(Permissions.View);
         app.MapScalarApiReference(ApiReferencePath, o => o
             .WithTitle("MedServe management API")
             .WithOpenApiRoutePattern("/openapi/{documentName}.json")
-            .AddDocument("management"));
-        app.MapOrleansDashboard(OrleansDashboardPath);
+            .AddDocument("management")).RequireAuthorization(Permissions.View);
+        app.MapOrleansDashboard(OrleansDashboardPath).RequireAuthorization(Permissions.Operate);
         return app;
     }
 }

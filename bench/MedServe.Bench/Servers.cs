@@ -46,6 +46,8 @@ internal sealed class ChildServer : IAsyncDisposable
             info.ArgumentList.Add(a);
         }
         info.Environment["DOTNET_gcServer"] = "0";
+        // MedServe asks every caller for a key; the naive server ignores it.
+        info.Environment["MEDSERVE_ADMIN_KEY"] = BenchKey;
         var log = new StreamWriter(logPath, append: false) { AutoFlush = true };
         var process = Process.Start(info) ?? throw new InvalidOperationException($"could not start {dll}");
         process.OutputDataReceived += (_, e) => Write(log, e.Data);
@@ -179,6 +181,9 @@ internal static class V2Http
 {
     public const string HeaderLength = "Inference-Header-Content-Length";
 
+    /// <summary>The admin key the bench starts MedServe with and sends on every request (to both servers, alike).</summary>
+    public const string BenchKey = "bench-key";
+
     public static HttpClient NewClient(Uri baseAddress, int maxConcurrency) => new(new SocketsHttpHandler
     {
         MaxConnectionsPerServer = Math.Max(maxConcurrency, 1) + 16,
@@ -189,6 +194,7 @@ internal static class V2Http
     {
         BaseAddress = baseAddress,
         Timeout = TimeSpan.FromSeconds(60),
+        DefaultRequestHeaders = { Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", BenchKey) },
     };
 
     /// <summary>Sends one infer; non-200 throws with the server's message.</summary>

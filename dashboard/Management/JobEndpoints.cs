@@ -19,7 +19,7 @@ public static partial class JobEndpoints
 {
     public static IEndpointRouteBuilder MapJobApi(this IEndpointRouteBuilder app)
     {
-        var jobs = app.MapGroup("/api/jobs").AddEndpointFilter(ManagementEndpoints.RetryableErrors);
+        var jobs = app.MapGroup("/api/jobs").AddEndpointFilter(ManagementEndpoints.RetryableErrors).RequireAuthorization(Permissions.Infer);
         jobs.MapPost("", SubmitAsync).DisableAntiforgery();
         jobs.MapGet("", ListAsync);
         jobs.MapGet("/{id}", GetAsync);

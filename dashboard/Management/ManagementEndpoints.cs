@@ -3,6 +3,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
+using MedServe.Dashboard.Security;
 using Microsoft.Extensions.Options;
 
 namespace MedServe.Dashboard.Management;
@@ -24,19 +25,20 @@ public static class ManagementEndpoints
     {
         var api = app.MapGroup("/api").AddEndpointFilter(RetryableErrors);
 
+        // Who may call what: see Roles and Permissions (the same policies guard the web app's pages).
         var models = api.MapGroup("/models");
-        models.MapPost("", UploadAsync).DisableAntiforgery();
-        models.MapGet("", ListModelsAsync);
-        models.MapGet("/{name}", GetModelAsync);
-        models.MapGet("/{name}/versions/{version}", GetVersionAsync);
-        models.MapDelete("/{name}/versions/{version}", DeleteVersionAsync);
-        models.MapPut("/{name}/default", SetDefaultAsync);
+        models.MapPost("", UploadAsync).DisableAntiforgery().RequireAuthorization(Permissions.ManageModels);
+        models.MapGet("", ListModelsAsync).RequireAuthorization(Permissions.View);
+        models.MapGet("/{name}", GetModelAsync).RequireAuthorization(Permissions.View);
+        models.MapGet("/{name}/versions/{version}", GetVersionAsync).RequireAuthorization(Permissions.View);
+        models.MapDelete("/{name}/versions/{version}", DeleteVersionAsync).RequireAuthorization(Permissions.ManageModels);
+        models.MapPut("/{name}/default", SetDefaultAsync).RequireAuthorization(Permissions.ManageModels);
 
         var deployments = api.MapGroup("/deployments");
-        deployments.MapGet("", ListDeploymentsAsync);
-        deployments.MapGet("/{name}/{version}", GetDeploymentAsync);
-        deployments.MapPut("/{name}/{version}", DeployAsync);
-        deployments.MapDelete("/{name}/{version}", UndeployAsync);
+        deployments.MapGet("", ListDeploymentsAsync).RequireAuthorization(Permissions.View);
+        deployments.MapGet("/{name}/{version}", GetDeploymentAsync).RequireAuthorization(Permissions.View);
+        deployments.MapPut("/{name}/{version}", DeployAsync).RequireAuthorization(Security.SecurityHosting.DeployOrScale);
+        deployments.MapDelete("/{name}/{version}", UndeployAsync).RequireAuthorization(Permissions.ManageModels);
         return app;
     }
 
@@ -221,6 +223,16 @@ public static class ManagementEndpoints
             }
         }
         var deployment = grains.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(name, version));
+        if (!request.HttpContext.User.Has(Permissions.ManageModels))
+        {
+            // An operator scales what runs: replicas and batching, never which version runs or where.
+            var current = await deployment.GetAsync();
+            if (current.State == DeploymentState.Unloaded || (spec.Accelerator is not null && spec.Accelerator != current.Spec.Accelerator))
+            {
+                throw MedServeException.Forbidden("an operator may change the replicas and batching of a running deployment; deploying a version or changing its accelerator is a model manager's");
+            }
+            spec = spec with { Accelerator = current.Spec.Accelerator };
+        }
         var info = await deployment.DeployAsync(spec);
         if (wait == true)
         {

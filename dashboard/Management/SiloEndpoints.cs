@@ -9,7 +9,7 @@ public static class SiloEndpoints
 {
     public static IEndpointRouteBuilder MapSiloApi(this IEndpointRouteBuilder app)
     {
-        app.MapGet("/api/silos", (IGrainFactory grains) => grains.GetGrain<IClusterInfoGrain>(0).ListSilosAsync()).AddEndpointFilter(ManagementEndpoints.RetryableErrors);
+        app.MapGet("/api/silos", (IGrainFactory grains) => grains.GetGrain<IClusterInfoGrain>(0).ListSilosAsync()).AddEndpointFilter(ManagementEndpoints.RetryableErrors).RequireAuthorization(Permissions.View);
         return app;
     }
 }

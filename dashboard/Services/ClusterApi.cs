@@ -1,4 +1,7 @@
+using System.Security.Claims;
+using MedServe.Dashboard.Security;
 using MedServe.Routing;
+using Microsoft.AspNetCore.Components.Authorization;
 
 namespace MedServe.Dashboard.Services;
 
@@ -6,10 +9,23 @@ namespace MedServe.Dashboard.Services;
 /// What the web app's pages ask of the cluster, through grain calls only (contracts, no grain classes), so the pages
 /// run the same in the silo and in a separate dashboard host. Errors come back as <see cref="MedServeException"/>
 /// (safe to show: they name fields and ids, never input values); a cluster that cannot answer just now is a
-/// retryable NotReady.
+/// retryable NotReady. Every change is checked against the signed-in person's role, as the HTTP API checks a key's.
 /// </summary>
-public sealed class ClusterApi(IGrainFactory grains, ModelRouter router)
+public sealed class ClusterApi(IGrainFactory grains, ModelRouter router, AuthenticationStateProvider authentication)
 {
+    /// <summary>The signed-in person (or key) of this circuit.</summary>
+    public async Task<ClaimsPrincipal> UserAsync() => (await authentication.GetAuthenticationStateAsync()).User;
+
+    /// <summary>Refuses (Forbidden) unless the user holds one of <paramref name="anyOf"/>.</summary>
+    private async Task RequireAsync(params string[] anyOf)
+    {
+        var user = await UserAsync();
+        if (!anyOf.Any(user.Has))
+        {
+            throw MedServeException.Forbidden($"your role may not do this (it needs the {string.Join(" or ", anyOf)} permission)");
+        }
+    }
+
     public IGrainFactory Grains => grains;
 
     public Task<ModelInfo[]> ListModelsAsync() => Call(async () =>
@@ -31,36 +47,71 @@ public sealed class ClusterApi(IGrainFactory grains, ModelRouter router)
     public Task<DeploymentInfo> GetDeploymentAsync(string name, string version) =>
         Call(() => grains.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(name, version)).GetAsync());
 
-    public Task<ModelVersionInfo> UploadAsync(byte[] manifestJson, byte[] model) =>
-        Call(() => grains.GetGrain<IPackageUploadGrain>(0).UploadPartsAsync(manifestJson, model));
-
-    public Task<ModelVersionInfo> UploadZipAsync(byte[] zip) =>
-        Call(() => grains.GetGrain<IPackageUploadGrain>(0).UploadZipAsync(zip));
-
-    public Task<DeploymentInfo> DeployAsync(string name, string version, DeploymentSpec spec)
+    public async Task<ModelVersionInfo> UploadAsync(byte[] manifestJson, byte[] model)
     {
+        await RequireAsync(Permissions.ManageModels);
+        return await Call(() => grains.GetGrain<IPackageUploadGrain>(0).UploadPartsAsync(manifestJson, model));
+    }
+
+    public async Task<ModelVersionInfo> UploadZipAsync(byte[] zip)
+    {
+        await RequireAsync(Permissions.ManageModels);
+        return await Call(() => grains.GetGrain<IPackageUploadGrain>(0).UploadZipAsync(zip));
+    }
+
+    /// <summary>Deploys or re-specs a version: a model manager's; an operator may only re-scale what runs, where it runs.</summary>
+    public async Task<DeploymentInfo> DeployAsync(string name, string version, DeploymentSpec spec)
+    {
+        await RequireAsync(Permissions.ManageModels, Permissions.Operate);
         if (spec.Batching.Problem() is { } problem)
         {
             throw MedServeException.Invalid($"{problem.Field} {problem.Message}", problem.Field);
         }
-        return Call(() => grains.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(name, version)).DeployAsync(spec));
+        var deployment = grains.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(name, version));
+        if (!(await UserAsync()).Has(Permissions.ManageModels))
+        {
+            var current = await Call(deployment.GetAsync);
+            if (current.State == DeploymentState.Unloaded || (spec.Accelerator is not null && spec.Accelerator != current.Spec.Accelerator))
+            {
+                throw MedServeException.Forbidden("an operator may change the replicas and batching of a running deployment; deploying a version or changing its accelerator is a model manager's");
+            }
+        }
+        return await Call(() => deployment.DeployAsync(spec));
     }
 
-    public Task<DeploymentInfo> UndeployAsync(string name, string version) =>
-        Call(() => grains.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(name, version)).UndeployAsync());
+    public async Task<DeploymentInfo> UndeployAsync(string name, string version)
+    {
+        await RequireAsync(Permissions.ManageModels);
+        return await Call(() => grains.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(name, version)).UndeployAsync());
+    }
 
-    public Task SetDefaultVersionAsync(string name, string? version) =>
-        Call(async () => { await grains.GetGrain<IModelGrain>(name).SetDefaultVersionAsync(version); return true; });
+    public async Task SetDefaultVersionAsync(string name, string? version)
+    {
+        await RequireAsync(Permissions.ManageModels);
+        await Call(async () => { await grains.GetGrain<IModelGrain>(name).SetDefaultVersionAsync(version); return true; });
+    }
 
-    public Task DeleteVersionAsync(string name, string version) =>
-        Call(async () => { await grains.GetGrain<IModelGrain>(name).DeleteVersionAsync(version); return true; });
+    public async Task DeleteVersionAsync(string name, string version)
+    {
+        await RequireAsync(Permissions.ManageModels);
+        await Call(async () => { await grains.GetGrain<IModelGrain>(name).DeleteVersionAsync(version); return true; });
+    }
 
     /// <summary>One inference through the same router as the V2 API (default version when none is named).</summary>
-    public Task<InferenceResponse> InferAsync(string model, string? version, InferenceRequest request) =>
-        Call(() => router.InferAsync(model, version, request));
+    public async Task<InferenceResponse> InferAsync(string model, string? version, InferenceRequest request)
+    {
+        await RequireAsync(Permissions.Infer);
+        return await Call(() => router.InferAsync(model, version, request));
+    }
 
     /// <summary>A CSV job; columns matched to the model's features by name (<see cref="CsvRecords"/>). Answers the job.</summary>
-    public Task<JobInfo> SubmitCsvJobAsync(string model, string? version, byte[] csv) => Call(async () =>
+    public async Task<JobInfo> SubmitCsvJobAsync(string model, string? version, byte[] csv)
+    {
+        await RequireAsync(Permissions.Infer);
+        return await SubmitCsvCoreAsync(model, version, csv);
+    }
+
+    private Task<JobInfo> SubmitCsvCoreAsync(string model, string? version, byte[] csv) => Call(async () =>
     {
         var submission = await CsvRecords.SubmissionAsync(grains, router, model, version, csv, null, null);
         var id = Guid.NewGuid().ToString("N")[..16];
@@ -76,9 +127,36 @@ public sealed class ClusterApi(IGrainFactory grains, ModelRouter router)
 
     public Task<JobInfo?> GetJobAsync(string id) => Call(() => grains.GetGrain<IJobGrain>(id).GetAsync());
 
-    public Task<JobInfo> CancelJobAsync(string id) => Call(() => grains.GetGrain<IJobGrain>(id).CancelAsync());
+    public async Task<JobInfo> CancelJobAsync(string id)
+    {
+        await RequireAsync(Permissions.Infer);
+        return await Call(() => grains.GetGrain<IJobGrain>(id).CancelAsync());
+    }
 
-    public Task DeleteJobAsync(string id) => Call(async () => { await grains.GetGrain<IJobGrain>(id).DeleteAsync(); return true; });
+    public async Task DeleteJobAsync(string id)
+    {
+        await RequireAsync(Permissions.Infer);
+        await Call(async () => { await grains.GetGrain<IJobGrain>(id).DeleteAsync(); return true; });
+    }
+
+    public async Task<ApiKeyInfo[]> ListKeysAsync()
+    {
+        await RequireAsync(Permissions.Admin);
+        return await Call(() => grains.GetGrain<IKeyStoreGrain>(0).ListAsync());
+    }
+
+    public async Task<NewApiKey> CreateKeyAsync(string name, string role, DateTimeOffset? expiresAt)
+    {
+        await RequireAsync(Permissions.Admin);
+        var by = (await UserAsync()).KeyIdOf();
+        return await Call(() => grains.GetGrain<IKeyStoreGrain>(0).CreateAsync(name, role, expiresAt, by));
+    }
+
+    public async Task<ApiKeyInfo> RevokeKeyAsync(string id)
+    {
+        await RequireAsync(Permissions.Admin);
+        return await Call(() => grains.GetGrain<IKeyStoreGrain>(0).RevokeAsync(id));
+    }
 
     public Task<JobItemResult[]> JobResultsAsync(string id) => Call(() => grains.GetGrain<IJobGrain>(id).GetResultsAsync());
 

@@ -19,6 +19,8 @@ public enum ErrorKind
     Overloaded,
     /// <summary>The request's timeout passed while it waited in the queue: 504. Nothing was run.</summary>
     Timeout,
+    /// <summary>The caller's role may not do this: 403.</summary>
+    Forbidden,
 }
 
 /// <summary>
@@ -62,6 +64,8 @@ public sealed class MedServeException : Exception
     public static MedServeException Conflict(string message, string? field = null) => new(ErrorKind.Conflict, message, field);
 
     public static MedServeException NotReady(string message) => new(ErrorKind.NotReady, message);
+
+    public static MedServeException Forbidden(string message) => new(ErrorKind.Forbidden, message);
 
     public static MedServeException Overloaded(string message) => new(ErrorKind.Overloaded, message);
 

@@ -4,6 +4,7 @@ using MedServe.Grains.Storage;
 using MedServe.Inference.Packages;
 using MedServe.Inference.Runtime;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Orleans.Placement;
 using Orleans.Runtime.MembershipService.SiloMetadata;
 using Orleans.Runtime.Hosting;
@@ -37,6 +38,7 @@ public static class GrainsHosting
         IReadOnlyDictionary<string, string>? labels = null, int intraOpThreads = 1, bool shareArtifacts = false)
     {
         silo.Services.AddSingleton(new ArtifactSharing(shareArtifacts));
+        silo.Services.TryAddSingleton(TimeProvider.System);
         silo.AddCapabilities(capability, labels);
         var runtime = new RuntimeOptions { Accelerator = capability.Accelerator, IntraOpThreads = intraOpThreads };
         silo.Services.AddSingleton(new ArtifactStore(Path.Combine(dataDirectory, "artifacts")));

@@ -15,6 +15,7 @@ public static class ErrorStatus
         ErrorKind.TooLarge => 413,
         ErrorKind.Overloaded => 429,
         ErrorKind.Timeout => 504,
+        ErrorKind.Forbidden => 403,
         _ => 500,
     };
 
@@ -27,6 +28,7 @@ public static class ErrorStatus
         ErrorKind.TooLarge => "Payload too large",
         ErrorKind.Overloaded => "Too many requests",
         ErrorKind.Timeout => "Timed out",
+        ErrorKind.Forbidden => "Forbidden",
         _ => "Server error",
     };
 }

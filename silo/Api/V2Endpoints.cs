@@ -23,22 +23,23 @@ public static partial class V2Endpoints
     public static IEndpointRouteBuilder MapV2Api(this IEndpointRouteBuilder app)
     {
         var v2 = app.MapGroup("/v2");
-        v2.MapGet("/health/live", () => Results.Ok(new { live = true }));
+        // Probes answer anyone; everything else needs a key (view, or infer for inference).
+        v2.MapGet("/health/live", () => Results.Ok(new { live = true })).AllowAnonymous();
         v2.MapGet("/health/ready", (NodeReadiness readiness) =>
-            readiness.IsReady ? Results.Ok(new { ready = true }) : Results.Json(new { ready = false, draining = readiness.IsDraining }, statusCode: StatusCodes.Status400BadRequest));
+            readiness.IsReady ? Results.Ok(new { ready = true }) : Results.Json(new { ready = false, draining = readiness.IsDraining }, statusCode: StatusCodes.Status400BadRequest)).AllowAnonymous();
         v2.MapGet("", () => Results.Ok(new
         {
             name = "medserve",
             version = ServerVersion,
             extensions = new[] { "binary_tensor_data" },
-        }));
+        })).RequireAuthorization(Permissions.View);
 
-        v2.MapGet("/models/{name}", (string name, IGrainFactory grains, ModelRouter router) => Guard(() => MetadataAsync(name, null, grains, router)));
-        v2.MapGet("/models/{name}/versions/{version}", (string name, string version, IGrainFactory grains, ModelRouter router) => Guard(() => MetadataAsync(name, version, grains, router)));
-        v2.MapGet("/models/{name}/ready", (string name, ModelRouter router) => Guard(() => ReadyAsync(name, null, router)));
-        v2.MapGet("/models/{name}/versions/{version}/ready", (string name, string version, ModelRouter router) => Guard(() => ReadyAsync(name, version, router)));
-        v2.MapPost("/models/{name}/infer", (string name, HttpContext context, ModelRouter router, NodeOptions options, ILogger<ModelRouter> logger) => InferAsync(name, null, context, router, options, logger));
-        v2.MapPost("/models/{name}/versions/{version}/infer", (string name, string version, HttpContext context, ModelRouter router, NodeOptions options, ILogger<ModelRouter> logger) => InferAsync(name, version, context, router, options, logger));
+        v2.MapGet("/models/{name}", (string name, IGrainFactory grains, ModelRouter router) => Guard(() => MetadataAsync(name, null, grains, router))).RequireAuthorization(Permissions.View);
+        v2.MapGet("/models/{name}/versions/{version}", (string name, string version, IGrainFactory grains, ModelRouter router) => Guard(() => MetadataAsync(name, version, grains, router))).RequireAuthorization(Permissions.View);
+        v2.MapGet("/models/{name}/ready", (string name, ModelRouter router) => Guard(() => ReadyAsync(name, null, router))).RequireAuthorization(Permissions.View);
+        v2.MapGet("/models/{name}/versions/{version}/ready", (string name, string version, ModelRouter router) => Guard(() => ReadyAsync(name, version, router))).RequireAuthorization(Permissions.View);
+        v2.MapPost("/models/{name}/infer", (string name, HttpContext context, ModelRouter router, NodeOptions options, ILogger<ModelRouter> logger) => InferAsync(name, null, context, router, options, logger)).RequireAuthorization(Permissions.Infer);
+        v2.MapPost("/models/{name}/versions/{version}/infer", (string name, string version, HttpContext context, ModelRouter router, NodeOptions options, ILogger<ModelRouter> logger) => InferAsync(name, version, context, router, options, logger)).RequireAuthorization(Permissions.Infer);
         return app;
     }
 

@@ -6,7 +6,7 @@ using MedServe.Inference.Packages;
 using MedServe.Inference.Runtime;
 using MedServe.Routing;
 using MedServe.Silo.Api;
-using MedServe.Silo.Security;
+using MedServe.Dashboard.Security;
 using System.Net;
 using Microsoft.AspNetCore.DataProtection;
 using OpenTelemetry.Metrics;
@@ -31,10 +31,14 @@ public static class MedServeNode
         ["--max-infer-bytes"] = "MedServe:MaxInferBytes",
         ["--intra-op-threads"] = "MedServe:IntraOpThreads",
         ["--drain-seconds"] = "MedServe:DrainSeconds",
+        ["--admin-key"] = "MedServe:AdminKey",
+        ["--insecure-dev"] = "MedServe:InsecureDev",
     };
 
-    public static WebApplication Build(string[] args)
+    /// <summary>Builds the node; <paramref name="services"/> may replace services (a test's clock).</summary>
+    public static WebApplication Build(string[] args, Action<IServiceCollection>? services = null)
     {
+        args = SecurityHosting.ExpandFlags(args);
         // Settings (appsettings.json) beside the program, not in the working directory: started from anywhere, the
         // node keeps its log levels. Relative paths (--data, --import) still resolve against the working directory.
         // The application is the silo wherever it is hosted (a test host too): its static web assets manifests are
@@ -47,6 +51,7 @@ public static class MedServeNode
         });
         builder.Configuration.AddCommandLine(args, Switches);
         builder.AddMedServeSilo();
+        services?.Invoke(builder.Services);
         var app = builder.Build();
         app.MapMedServe();
         return app;
@@ -65,7 +70,7 @@ public static class MedServeNode
         // Authentication brings ASP.NET data protection; keep its keys with the node's data, not in the user profile.
         builder.Services.AddDataProtection().PersistKeysToFileSystem(new DirectoryInfo(Path.Combine(data, "keys")));
         // The web app: pages, management API (snake_case JSON), OpenAPI, the Orleans Dashboard (silo side below).
-        builder.Services.AddMedServeWebApp();
+        builder.Services.AddMedServeWebApp(builder.Configuration);
         // The web app's files (its own, MudBlazor's, blazor.web.js) straight from the build output in every
         // environment, not only in Development or after 'dotnet publish'.
         builder.WebHost.UseStaticWebAssets();
@@ -73,7 +78,6 @@ public static class MedServeNode
         builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
             .AddMeter(InferenceMetrics.MeterName, "Microsoft.Orleans", "Microsoft.AspNetCore.Hosting")
             .AddPrometheusExporter());
-        builder.Services.AddBearerKeyAuthentication();
         builder.Services.AddSingleton<ModelRouter>();
         builder.Services.AddSingleton<NodeReadiness>();
         // Graceful stop: drain, then Kestrel lets in-flight requests finish, then the silo leaves (see ShutdownDrain).
@@ -121,10 +125,18 @@ public static class MedServeNode
             }
             return next(context);
         });
-        app.UseAuthentication();
-        app.MapV2Api();
-        app.MapPrometheusScrapingEndpoint("/metrics");
         app.MapMedServeWebApp();
+        app.MapV2Api();
+        // Prometheus scrapes without a key unless MedServe:AnonymousMetrics is false (then: operators only).
+        var metrics = app.MapPrometheusScrapingEndpoint("/metrics");
+        if (app.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<SecurityOptions>>().Value.AnonymousMetrics)
+        {
+            metrics.AllowAnonymous();
+        }
+        else
+        {
+            metrics.RequireAuthorization(Permissions.Operate);
+        }
         app.Lifetime.ApplicationStarted.Register(() =>
         {
             foreach (var url in app.Urls)

@@ -30,6 +30,8 @@ internal sealed partial class NodeStartup(
     PackageImporter importer,
     NodeReadiness readiness,
     IHostApplicationLifetime lifetime,
+    Microsoft.Extensions.Options.IOptions<MedServe.Dashboard.Security.SecurityOptions> security,
+    NodeOptions options,
     IReadOnlyList<string> importDirectories,
     ILogger<NodeStartup> logger) : BackgroundService
 {
@@ -42,6 +44,7 @@ internal sealed partial class NodeStartup(
                 var n = await importer.ImportDirectoryAsync(dir, stoppingToken);
                 Imported(logger, n, dir);
             }
+            await BootstrapAdminKeyAsync();
             var keys = await grains.GetGrain<ICatalogGrain>(0).ListDeploymentsAsync();
             var settled = await Task.WhenAll(keys.Select(k => grains.GetGrain<IDeploymentGrain>(k).WaitSettledAsync(TimeSpan.FromMinutes(2))));
             foreach (var d in settled)
@@ -70,6 +73,43 @@ internal sealed partial class NodeStartup(
         readiness.MarkReady();
         Ready(logger);
     }
+
+    /// <summary>
+    /// A cluster's first start: with no key stored and none given (MEDSERVE_ADMIN_KEY), creates an admin key, prints it
+    /// once to the console (not the log) and leaves it in a file only this user can read.
+    /// </summary>
+    private async Task BootstrapAdminKeyAsync()
+    {
+        if (!string.IsNullOrEmpty(security.Value.AdminKey) || security.Value.InsecureDev)
+        {
+            return;
+        }
+        if (await grains.GetGrain<IKeyStoreGrain>(0).BootstrapAsync() is not { } created)
+        {
+            return;
+        }
+        var file = Path.Combine(Path.GetFullPath(options.Data), "admin-key");
+        await File.WriteAllTextAsync(file, created.Key + "\n");
+        if (!OperatingSystem.IsWindows())
+        {
+            File.SetUnixFileMode(file, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        }
+        Console.WriteLine($"""
+
+            MedServe created the first admin key of this cluster (stored only as a hash; shown this once):
+
+                {created.Key}
+
+            Sign in with it at the web app, or send it as 'Authorization: Bearer <key>'. A copy is in {file}
+            (readable by this user only): store the key somewhere safe and delete that file. Lost it? Start with
+            MEDSERVE_ADMIN_KEY set, create a new admin key, and revoke key {created.Info.Id}.
+
+            """);
+        AdminKeyCreated(logger, created.Info.Id);
+    }
+
+    [LoggerMessage(2005, LogLevel.Warning, "Created the first admin key, id {KeyId}; it was printed to the console once")]
+    private static partial void AdminKeyCreated(ILogger logger, string keyId);
 
     [LoggerMessage(2001, LogLevel.Information, "Imported {Count} new package(s) from {Directory}")]
     private static partial void Imported(ILogger logger, int count, string directory);

@@ -28,6 +28,7 @@ public sealed class DashboardHostTests
             using var dashboard = await StartDashboardAsync(redis.Url, port);
             await using var browser = await BrowserSession.StartAsync();
             var page = await browser.NewPageAsync($"http://127.0.0.1:{port}");
+            await BrowserSession.SignInAsync(page, NodeFixture.AdminKey);
 
             await page.GotoAsync("/cluster");
             await Expect(page.Locator(".silo[data-status=Active]")).ToHaveCountAsync(2, new() { Timeout = 30_000 });
@@ -80,6 +81,7 @@ public sealed class DashboardHostTests
         var tfm = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
         var dll = Path.Combine(Paths.Repo, "dashboard", "Host", "bin", tfm.Parent!.Name, tfm.Name, "medserve-dashboard.dll");
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = Path.GetTempPath() };
+        start.Environment["MEDSERVE_ADMIN_KEY"] = NodeFixture.AdminKey;
         foreach (var arg in new[] { dll, "--cluster", cluster, "--urls", $"http://127.0.0.1:{port}" })
         {
             start.ArgumentList.Add(arg);

@@ -27,6 +27,7 @@ public sealed class WebAppTests(NodeFixture node) : IAsyncLifetime
     public async Task A_new_user_uploads_deploys_predicts_runs_a_job_and_watches_the_cluster()
     {
         var page = await _browser.NewPageAsync(BaseUrl);
+        await BrowserSession.SignInAsync(page, NodeFixture.AdminKey);
         var name = "web-logreg-" + Guid.NewGuid().ToString("N")[..6];
         var manifest = JsonNode.Parse(await File.ReadAllTextAsync(Path.Combine(Paths.Samples, "breast-cancer-logreg", "manifest.json")))!;
         manifest["name"] = name;
@@ -138,6 +139,7 @@ public sealed class WebAppTests(NodeFixture node) : IAsyncLifetime
 
         // The big screen too.
         var wide = await _browser.NewPageAsync(BaseUrl, 1920, 1080);
+        await BrowserSession.SignInAsync(wide, NodeFixture.AdminKey);
         await wide.GotoAsync("/");
         await Expect(wide.Locator("#models-table")).ToContainTextAsync(name);
         await BrowserSession.ScreenshotAsync(wide, "12-models-1920", fullPage: false);
@@ -151,6 +153,7 @@ public sealed class WebAppTests(NodeFixture node) : IAsyncLifetime
     public async Task An_image_tensor_is_previewed_and_the_segmenters_mask_matches_what_v2_answers()
     {
         var page = await _browser.NewPageAsync(BaseUrl);
+        await BrowserSession.SignInAsync(page, NodeFixture.AdminKey);
         await page.GotoAsync("/try/ct-bone-segmenter");
         var file = Paths.Data("images", "cranium_test_ct_22x1x64x64.f32");
         await BrowserSession.PickFilesAsync(page, "image-input", BrowserSession.File(file, "application/octet-stream"));
@@ -176,6 +179,7 @@ public sealed class WebAppTests(NodeFixture node) : IAsyncLifetime
     public async Task Errors_are_shown_in_words_and_unknown_pages_say_so()
     {
         var page = await _browser.NewPageAsync(BaseUrl);
+        await BrowserSession.SignInAsync(page, NodeFixture.AdminKey);
         await page.GotoAsync("/models/no-such-model/versions/1");
         await Expect(page.Locator(".mud-alert")).ToContainTextAsync("no version '1'");
         await page.GotoAsync("/try/no-such-model");

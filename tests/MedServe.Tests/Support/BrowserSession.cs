@@ -70,6 +70,15 @@ public sealed class BrowserSession : IAsyncDisposable
         await page.Locator($"input[type=file].{inputClass}").Last.SetInputFilesAsync(files);
     }
 
+    /// <summary>Signs in with a key on the sign-in page, as a person would, and waits for the app to show who is signed in.</summary>
+    public static async Task SignInAsync(IPage page, string key)
+    {
+        await page.GotoAsync("/signin");
+        await page.Locator("#key").FillAsync(key);
+        await page.Locator("#signin-button").ClickAsync();
+        await Assertions.Expect(page.Locator("#signed-in-as")).ToBeVisibleAsync();
+    }
+
     /// <summary>A file on disk as a pick.</summary>
     public static FilePayload File(string path, string mimeType) =>
         new() { Name = Path.GetFileName(path), MimeType = mimeType, Buffer = System.IO.File.ReadAllBytes(path) };

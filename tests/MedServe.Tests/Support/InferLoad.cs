@@ -86,6 +86,7 @@ public sealed class InferLoad : IAsyncDisposable
     {
         // A connection per request would hide keep-alive behaviour; one client per stream, as a real caller has.
         using var http = new HttpClient { BaseAddress = stream.Node, Timeout = RequestBound };
+        http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", NodeFixture.AdminKey);
         var path = $"/v2/models/{stream.Model}/infer";
         while (!_stop.IsCancellationRequested)
         {

@@ -19,6 +19,9 @@ public sealed class NodeFixture : IAsyncLifetime
     /// <summary>The infer body limit the node is started with, so a test can cross it cheaply.</summary>
     public const long MaxInferBytes = 4 * 1024 * 1024;
 
+    /// <summary>The operator's admin key the node is started with (as MEDSERVE_ADMIN_KEY would set it).</summary>
+    public const string AdminKey = "test-admin-key";
+
     private WebApplication? _app;
 
     public string DataDirectory { get; } = Paths.TempDirectory("node");
@@ -40,12 +43,13 @@ public sealed class NodeFixture : IAsyncLifetime
             "--gateway-port", GatewayPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
             "--silo-port", NodeProcess.FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture),
             "--Logging:LogLevel:Default", "Warning",
+            "--admin-key", AdminKey,
         ]);
         await _app.StartAsync();
         await _app.Services.GetRequiredService<NodeReadiness>().WhenReady.WaitAsync(TimeSpan.FromMinutes(2));
         var address = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         Http = new HttpClient { BaseAddress = new Uri(address), Timeout = TimeSpan.FromSeconds(60) };
-        Http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", "test-key");
+        Http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", AdminKey);
     }
 
     public async Task DisposeAsync()

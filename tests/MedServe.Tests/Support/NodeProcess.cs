@@ -19,6 +19,7 @@ public sealed class NodeProcess : IAsyncDisposable
     {
         _process = process;
         Http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{httpPort}"), Timeout = TimeSpan.FromSeconds(60) };
+        Http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", NodeFixture.AdminKey);
     }
 
     public HttpClient Http { get; }
@@ -77,6 +78,7 @@ public sealed class NodeProcess : IAsyncDisposable
             start.ArgumentList.Add(arg);
         }
         start.Environment["DOTNET_ENVIRONMENT"] = "Production";
+        start.Environment["MEDSERVE_ADMIN_KEY"] = NodeFixture.AdminKey;
         var process = new Process { StartInfo = start, EnableRaisingEvents = true };
         var node = new NodeProcess(process, httpPort);
         process.OutputDataReceived += (_, e) => node.OnLine(e.Data);

@@ -1,0 +1,28 @@
+using MedServe.Dashboard.Security;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+
+namespace MedServe.Dashboard.Management;
+
+/// <summary>
+/// API keys (admin only): <c>POST /api/keys</c> creates one and shows its secret once; <c>GET /api/keys</c> lists them
+/// (never a secret or a hash); <c>DELETE /api/keys/{id}</c> revokes one.
+/// </summary>
+public static class KeyEndpoints
+{
+    public sealed record NewKeyBody(string? Name, string? Role, DateTimeOffset? ExpiresAt);
+
+    public static IEndpointRouteBuilder MapKeyApi(this IEndpointRouteBuilder app)
+    {
+        var keys = app.MapGroup("/api/keys").AddEndpointFilter(ManagementEndpoints.RetryableErrors).RequireAuthorization(Permissions.Admin);
+        keys.MapPost("", async (NewKeyBody body, HttpContext context, IGrainFactory grains) =>
+        {
+            var created = await grains.GetGrain<IKeyStoreGrain>(0).CreateAsync(body.Name ?? "", body.Role ?? "", body.ExpiresAt, context.User.KeyIdOf());
+            return Results.Created($"/api/keys/{created.Info.Id}", new { id = created.Info.Id, key = created.Key, created.Info.Name, created.Info.Role, created.Info.ExpiresAt, created.Info.CreatedAt });
+        }).DisableAntiforgery();
+        keys.MapGet("", (IGrainFactory grains) => grains.GetGrain<IKeyStoreGrain>(0).ListAsync());
+        keys.MapDelete("/{id}", (string id, IGrainFactory grains) => grains.GetGrain<IKeyStoreGrain>(0).RevokeAsync(id));
+        return app;
+    }
+}

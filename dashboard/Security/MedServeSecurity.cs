@@ -1,0 +1,242 @@
+using System.Collections.Concurrent;
+using System.Security.Claims;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Encodings.Web;
+using Microsoft.AspNetCore.Authentication;
+using Microsoft.AspNetCore.Authentication.Cookies;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace MedServe.Dashboard.Security;
+
+/// <summary>How the node protects itself (section <c>MedServe</c>; <c>MEDSERVE_ADMIN_KEY</c> sets <see cref="AdminKey"/>).</summary>
+public sealed class SecurityOptions
+{
+    /// <summary>An admin key given by the operator (any string); it authenticates as admin alongside stored keys.</summary>
+    public string? AdminKey { get; set; }
+
+    /// <summary>Development only: calls without credentials act as admin, and every page says so.</summary>
+    public bool InsecureDev { get; set; }
+
+    /// <summary>Whether <c>/metrics</c> answers without a key (Prometheus scrapers); false asks for the operate permission.</summary>
+    public bool AnonymousMetrics { get; set; } = true;
+
+    /// <summary>How long a checked key is trusted before it is checked again (a revocation takes effect within this).</summary>
+    public TimeSpan KeyCacheTime { get; set; } = TimeSpan.FromSeconds(5);
+}
+
+/// <summary>Claims MedServe puts on a principal.</summary>
+public static class MedServeClaims
+{
+    public const string KeyId = "medserve.key";
+    public const string Permission = "medserve.permission";
+
+    /// <summary>The principal of a key: its id (never the key), name, role and the role's permissions.</summary>
+    public static ClaimsPrincipal Principal(string keyId, string name, string role, string scheme)
+    {
+        var claims = new List<Claim>
+        {
+            new(ClaimTypes.NameIdentifier, keyId),
+            new(KeyId, keyId),
+            new(ClaimTypes.Name, name),
+            new(ClaimTypes.Role, role),
+        };
+        claims.AddRange(Roles.PermissionsOf(role).Select(p => new Claim(Permission, p)));
+        return new ClaimsPrincipal(new ClaimsIdentity(claims, scheme, ClaimTypes.Name, ClaimTypes.Role));
+    }
+
+    public static bool Has(this ClaimsPrincipal user, string permission) => user.HasClaim(Permission, permission);
+
+    public static string KeyIdOf(this ClaimsPrincipal user) => user.FindFirst(KeyId)?.Value ?? "anonymous";
+}
+
+/// <summary>
+/// Checks presented keys: the operator's admin key, or a stored key by its id and hash (through
+/// <see cref="IKeyStoreGrain"/>), with a short cache so a request does not cost a grain call.
+/// </summary>
+public sealed class KeyValidator(IGrainFactory grains, IOptions<SecurityOptions> options, TimeProvider clock)
+{
+    /// <summary>The principal id of the operator's admin key.</summary>
+    public const string OperatorKeyId = "admin-env";
+
+    private readonly ConcurrentDictionary<string, (ApiKeyInfo Info, DateTimeOffset Until)> _cache = new(StringComparer.Ordinal);
+    private readonly byte[]? _adminKeyHash = options.Value.AdminKey is { Length: > 0 } k ? SHA256.HashData(Encoding.UTF8.GetBytes(k)) : null;
+
+    /// <summary>The key's record, or the reason it is refused (in words safe to show: never the key).</summary>
+    public async Task<(ApiKeyInfo? Key, string? Refusal)> ValidateAsync(string key)
+    {
+        var hash = SHA256.HashData(Encoding.UTF8.GetBytes(key));
+        if (_adminKeyHash is not null && CryptographicOperations.FixedTimeEquals(hash, _adminKeyHash))
+        {
+            return (new ApiKeyInfo { Id = OperatorKeyId, Name = "MEDSERVE_ADMIN_KEY", Role = Roles.Admin }, null);
+        }
+        var now = clock.GetUtcNow();
+        var hex = Convert.ToHexStringLower(hash);
+        if (_cache.TryGetValue(hex, out var cached) && cached.Until > now)
+        {
+            return cached.Info.Refusal(now) is { } refused ? (null, refused) : (cached.Info, null);
+        }
+        if (ApiKeys.IdOf(key) is not { } id)
+        {
+            return (null, "the key is not a MedServe key");
+        }
+        var check = await grains.GetGrain<IKeyStoreGrain>(0).FindAsync(id);
+        if (check is null || !CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(check.Sha256), Encoding.ASCII.GetBytes(hex)))
+        {
+            return (null, "the key is not known");
+        }
+        if (_cache.Count > 10_000)
+        {
+            _cache.Clear();
+        }
+        _cache[hex] = (check.Info, now + options.Value.KeyCacheTime);
+        return check.Info.Refusal(now) is { } refusal ? (null, refusal) : (check.Info, null);
+    }
+
+    /// <summary>Whether a signed-in key (by id) is still good: a revoked or expired key ends its web sessions too.</summary>
+    public async Task<bool> StillValidAsync(string keyId)
+    {
+        if (keyId == OperatorKeyId)
+        {
+            return _adminKeyHash is not null;
+        }
+        var check = await grains.GetGrain<IKeyStoreGrain>(0).FindAsync(keyId);
+        return check is not null && check.Info.Refusal(clock.GetUtcNow()) is null;
+    }
+}
+
+/// <summary><c>Authorization: Bearer &lt;key&gt;</c> for services, the CLI over HTTP and V2 clients.</summary>
+public sealed partial class ApiKeyHandler(
+    IOptionsMonitor<AuthenticationSchemeOptions> options, ILoggerFactory logger, UrlEncoder encoder,
+    KeyValidator keys, IOptions<SecurityOptions> security)
+    : AuthenticationHandler<AuthenticationSchemeOptions>(options, logger, encoder)
+{
+    public const string SchemeName = "ApiKey";
+
+    /// <summary>The principal every credential-less call gets with <c>--insecure-dev</c>.</summary>
+    public const string InsecureDevId = "insecure-dev";
+
+    protected override async Task<AuthenticateResult> HandleAuthenticateAsync()
+    {
+        var header = Request.Headers.Authorization.ToString();
+        if (!header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
+        {
+            return security.Value.InsecureDev
+                ? Success(MedServeClaims.Principal(InsecureDevId, "insecure development mode", Roles.Admin, SchemeName))
+                : AuthenticateResult.NoResult();
+        }
+        var (key, refusal) = await keys.ValidateAsync(header["Bearer ".Length..].Trim());
+        if (key is null)
+        {
+            Refused(Logger, refusal!);
+            return AuthenticateResult.Fail(refusal!);
+        }
+        return Success(MedServeClaims.Principal(key.Id, key.Name, key.Role, SchemeName));
+    }
+
+    private AuthenticateResult Success(ClaimsPrincipal principal) => AuthenticateResult.Success(new AuthenticationTicket(principal, SchemeName));
+
+    protected override async Task HandleChallengeAsync(AuthenticationProperties properties)
+    {
+        Response.StatusCode = StatusCodes.Status401Unauthorized;
+        Response.Headers.WWWAuthenticate = "Bearer";
+        var failure = (await HandleAuthenticateOnceSafeAsync()).Failure?.Message;
+        await Response.WriteAsJsonAsync(new { error = failure is null ? "send an API key: Authorization: Bearer <key>" : $"{failure}: send a valid API key" });
+    }
+
+    protected override async Task HandleForbiddenAsync(AuthenticationProperties properties)
+    {
+        Response.StatusCode = StatusCodes.Status403Forbidden;
+        await Response.WriteAsJsonAsync(new { error = "this key's role may not do this" });
+    }
+
+    [LoggerMessage(4001, LogLevel.Information, "An API key was refused: {Reason}")]
+    private static partial void Refused(ILogger logger, string reason);
+}
+
+public static class SecurityHosting
+{
+    /// <summary>Lets <c>--insecure-dev</c> stand alone on a command line (configuration switches take a value).</summary>
+    public static string[] ExpandFlags(string[] args) =>
+        [.. args.SelectMany((a, i) => a == "--insecure-dev" && (i + 1 >= args.Length || args[i + 1].StartsWith("--", StringComparison.Ordinal)) ? new[] { a, "true" } : [a])];
+
+    /// <summary>The scheme that picks between a bearer key (services) and the sign-in cookie (people).</summary>
+    public const string Scheme = "MedServe";
+
+    public static IServiceCollection AddMedServeSecurity(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddOptions<SecurityOptions>().Bind(configuration.GetSection("MedServe")).Configure(o =>
+        {
+            if (string.IsNullOrEmpty(o.AdminKey) && Environment.GetEnvironmentVariable("MEDSERVE_ADMIN_KEY") is { Length: > 0 } k)
+            {
+                o.AdminKey = k;
+            }
+        });
+        services.TryAddSingleton(TimeProvider.System);
+        services.AddSingleton<KeyValidator>();
+        services.AddAuthentication(Scheme)
+            .AddPolicyScheme(Scheme, "API key or sign-in cookie", o => o.ForwardDefaultSelector = context =>
+                context.Request.Headers.Authorization.Count > 0
+                || (!context.Request.Cookies.ContainsKey(SignIn.CookieName) && context.RequestServices.GetRequiredService<IOptions<SecurityOptions>>().Value.InsecureDev)
+                    ? ApiKeyHandler.SchemeName
+                    : CookieAuthenticationDefaults.AuthenticationScheme)
+            .AddScheme<AuthenticationSchemeOptions, ApiKeyHandler>(ApiKeyHandler.SchemeName, null)
+            .AddCookie(o =>
+            {
+                o.Cookie.Name = SignIn.CookieName;
+                o.Cookie.HttpOnly = true;
+                o.Cookie.SameSite = SameSiteMode.Strict;
+                o.Cookie.SecurePolicy = CookieSecurePolicy.SameAsRequest;
+                o.ExpireTimeSpan = TimeSpan.FromHours(8);
+                o.SlidingExpiration = true;
+                o.LoginPath = SignIn.Path;
+                o.AccessDeniedPath = SignIn.DeniedPath;
+                o.Events.OnValidatePrincipal = async context =>
+                {
+                    // A revoked or expired key ends its sessions at their next request.
+                    var validator = context.HttpContext.RequestServices.GetRequiredService<KeyValidator>();
+                    if (context.Principal is null || !await validator.StillValidAsync(context.Principal.KeyIdOf()))
+                    {
+                        context.RejectPrincipal();
+                        await context.HttpContext.SignOutAsync(CookieAuthenticationDefaults.AuthenticationScheme);
+                    }
+                };
+                // API calls answer 401/403 in words instead of redirecting to the sign-in page.
+                o.Events.OnRedirectToLogin = context => ApiOr(context, StatusCodes.Status401Unauthorized, "sign in, or send an API key: Authorization: Bearer <key>");
+                o.Events.OnRedirectToAccessDenied = context => ApiOr(context, StatusCodes.Status403Forbidden, "your role may not do this");
+            });
+        services.AddAuthorization(o =>
+        {
+            foreach (var permission in Permissions.All)
+            {
+                o.AddPolicy(permission, p => p.RequireAuthenticatedUser().RequireClaim(MedServeClaims.Permission, permission));
+            }
+            // Deploying is a model manager's, re-scaling an operator's: the same endpoint takes either.
+            o.AddPolicy(DeployOrScale, p => p.RequireAuthenticatedUser().RequireClaim(MedServeClaims.Permission, Permissions.ManageModels, Permissions.Operate));
+            // Everything not marked otherwise needs a signed-in user or a key.
+            o.FallbackPolicy = new Microsoft.AspNetCore.Authorization.AuthorizationPolicyBuilder().RequireAuthenticatedUser().Build();
+        });
+        services.AddCascadingAuthenticationState();
+        return services;
+    }
+
+    /// <summary>Policy of <c>PUT /api/deployments/...</c>.</summary>
+    public const string DeployOrScale = "deploy-or-scale";
+
+    private static Task ApiOr(RedirectContext<CookieAuthenticationOptions> context, int status, string error)
+    {
+        var path = context.Request.Path;
+        if (path.StartsWithSegments("/api") || path.StartsWithSegments("/v2") || path.StartsWithSegments("/openapi") || path.StartsWithSegments("/metrics") || path.StartsWithSegments("/orleans/api"))
+        {
+            context.Response.StatusCode = status;
+            return context.Response.WriteAsJsonAsync(new { error });
+        }
+        context.Response.Redirect(context.RedirectUri);
+        return Task.CompletedTask;
+    }
+}
