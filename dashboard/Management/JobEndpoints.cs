@@ -144,11 +144,8 @@ public static partial class JobEndpoints
         }
     }
 
-    private static async Task<JobInfo[]> ListAsync(IGrainFactory grains)
-    {
-        var ids = await grains.GetGrain<ICatalogGrain>(0).ListJobsAsync(runningOnly: false);
-        return [.. (await Task.WhenAll(ids.Select(id => grains.GetGrain<IJobGrain>(id).GetAsync()))).OfType<JobInfo>()];
-    }
+    /// <summary><c>GET /api/jobs</c>: the job index's summaries, newest first; no job grain is woken.</summary>
+    private static Task<JobInfo[]> ListAsync(IGrainFactory grains) => grains.GetGrain<IJobIndexGrain>(0).ListAsync();
 
     private static async Task<JobInfo> GetAsync(string id, IGrainFactory grains) =>
         (JobIdPattern().IsMatch(id) ? await grains.GetGrain<IJobGrain>(id).GetAsync() : null)

@@ -96,6 +96,28 @@ public interface IJobGrain : IGrainWithStringKey
     Task ResumeAsync();
 }
 
+/// <summary>
+/// The job list (key 0): a small summary per job (id, model, version, state, counts, times), kept up to date by the
+/// job grains, so listing jobs wakes none of them.
+/// </summary>
+public interface IJobIndexGrain : IGrainWithIntegerKey
+{
+    /// <summary>Every job, newest first.</summary>
+    Task<JobInfo[]> ListAsync();
+
+    /// <summary>Ids of the jobs still running (to resume after a silo loss).</summary>
+    Task<string[]> ListRunningAsync();
+
+    /// <summary>One job's last summary, or null.</summary>
+    Task<JobInfo?> GetAsync(string id);
+
+    /// <summary>Records a job's summary (a job grain calls this on state changes and at most once a second).</summary>
+    Task SetAsync(JobInfo job);
+
+    /// <summary>Forgets a deleted job.</summary>
+    Task RemoveAsync(string id);
+}
+
 /// <summary>Names of the job stream.</summary>
 public static class JobStreams
 {

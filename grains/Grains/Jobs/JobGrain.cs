@@ -137,14 +137,21 @@ internal sealed class JobGrain(
             Source = submission.Source,
         };
         await record.WriteStateAsync();
-        await GrainFactory.GetGrain<ICatalogGrain>(0).SetJobAsync(JobId, exists: true, running: true);
+        await PublishAsync();
         Log.JobSubmitted(logger, JobId, route.Model, route.Version, submission.Items.Length, submission.Source);
         Start();
         await PumpAsync();
         return Info();
     }
 
-    public Task<JobInfo?> GetAsync() => Task.FromResult(record.RecordExists ? Info() : null);
+    public Task<JobInfo?> GetAsync()
+    {
+        if (!record.RecordExists || record.State.State != JobState.Running)
+        {
+            DeactivateOnIdle(); // an ended (or unknown) job holds no memory between questions
+        }
+        return Task.FromResult(record.RecordExists ? Info() : null);
+    }
 
     public async Task<JobInfo> CancelAsync()
     {
@@ -154,7 +161,6 @@ internal sealed class JobGrain(
             Stop();
             record.State.State = JobState.Cancelled;
             await FlushAsync();
-            await GrainFactory.GetGrain<ICatalogGrain>(0).SetJobAsync(JobId, exists: true, running: false);
             Log.JobEnded(logger, JobId, JobState.Cancelled, results.State.ByItem.Count, record.State.Total);
             DeactivateOnIdle();
         }
@@ -169,7 +175,7 @@ internal sealed class JobGrain(
         await results.ClearStateAsync();
         await record.ClearStateAsync();
         record.State = new JobRecord();
-        await GrainFactory.GetGrain<ICatalogGrain>(0).SetJobAsync(JobId, exists: false, running: false);
+        await GrainFactory.GetGrain<IJobIndexGrain>(0).RemoveAsync(JobId);
         DeactivateOnIdle();
     }
 
@@ -323,7 +329,6 @@ internal sealed class JobGrain(
         Stop();
         record.State.State = JobState.Completed;
         await FlushAsync();
-        await GrainFactory.GetGrain<ICatalogGrain>(0).SetJobAsync(JobId, exists: true, running: false);
         Log.JobEnded(logger, JobId, JobState.Completed, results.State.ByItem.Count, record.State.Total);
         // An ended job need not hold its items and results in memory: it reads them back when asked.
         DeactivateOnIdle();
@@ -336,7 +341,11 @@ internal sealed class JobGrain(
         await record.WriteStateAsync();
         _dirty = false;
         _lastFlush = Stopwatch.GetTimestamp();
+        await PublishAsync();
     }
+
+    /// <summary>Tells the job index this job's summary (after each flush: at most once a second, and at the end).</summary>
+    private Task PublishAsync() => GrainFactory.GetGrain<IJobIndexGrain>(0).SetAsync(Info());
 
     private void EnsureExists()
     {
