@@ -40,6 +40,23 @@ internal sealed class JobIndexGrain(
         return Task.CompletedTask;
     }
 
+    private readonly Dictionary<string, (string Id, long Expires)> _claims = new(StringComparer.Ordinal);
+
+    public Task<string> ClaimSubmissionAsync(string contentKey, string proposedId, int windowSeconds)
+    {
+        var now = Environment.TickCount64;
+        foreach (var stale in _claims.Where(c => c.Value.Expires <= now).Select(c => c.Key).ToList())
+        {
+            _claims.Remove(stale);
+        }
+        if (_claims.TryGetValue(contentKey, out var claim))
+        {
+            return Task.FromResult(claim.Id);
+        }
+        _claims[contentKey] = (proposedId, now + (windowSeconds * 1000L));
+        return Task.FromResult(proposedId);
+    }
+
     public Task RemoveAsync(string id) => state.State.Jobs.Remove(id) ? WriteAsync() : Task.CompletedTask;
 
     private async Task OnTimerAsync(CancellationToken cancellationToken)

@@ -83,4 +83,48 @@ public sealed class JobGrainTests(GrainClusterFixture fixture)
         }
         Assert.Equal(0, await JobActivationsAsync());
     }
+
+    [Fact]
+    public async Task Results_are_stored_in_appended_chunks_and_read_by_page_in_item_order()
+    {
+        await DeployLogregAsync();
+        var id = "pages-" + Guid.NewGuid().ToString("N")[..8];
+        var job = fixture.Client.GetGrain<IJobGrain>(id);
+        await job.SubmitAsync(Rows(10_000));
+        var done = await WaitEndedAsync(id);
+        Assert.Equal(JobState.Completed, done.State);
+        Assert.Equal(10_000, done.Succeeded);
+
+        var page = await job.GetResultsAsync(4000, 200);
+        Assert.Equal(Enumerable.Range(4000, 200).Select(i => $"r{i}"), page.Select(r => r.ItemId));
+        var rows = TestData.BreastCancer();
+        Assert.Equal(rows[4000 % rows.Count].PBenignLogreg, page[0].Outputs![0].AsSpan<float>()[1], 4);
+        var all = await job.GetResultsAsync();
+        Assert.Equal(Enumerable.Range(0, 10_000).Select(i => $"r{i}"), all.Select(r => r.ItemId));
+
+        // Items in chunks written once, answers in parts appended per item chunk: no record holds the whole set.
+        var files = Directory.GetFiles(Path.Combine(fixture.DataDirectory, "state"), Uri.EscapeDataString(id) + ".*", SearchOption.AllDirectories);
+        Assert.Equal(3, files.Count(f => f.Contains(".job-items-", StringComparison.Ordinal)));
+        Assert.True(files.Count(f => f.Contains(".job-results-", StringComparison.Ordinal)) >= 3);
+
+        await job.DeleteAsync();
+        Assert.Empty(Directory.GetFiles(Path.Combine(fixture.DataDirectory, "state"), Uri.EscapeDataString(id) + ".*", SearchOption.AllDirectories));
+    }
+
+    [Fact]
+    public async Task A_retried_submit_answers_the_same_job_and_other_content_under_its_id_is_a_conflict()
+    {
+        await DeployLogregAsync();
+        var id = "again-" + Guid.NewGuid().ToString("N")[..8];
+        var first = await fixture.Client.GetGrain<IJobGrain>(id).SubmitAsync(Rows(40));
+        var retried = await fixture.Client.GetGrain<IJobGrain>(id).SubmitAsync(Rows(40));
+        Assert.Equal(first.CreatedAt, retried.CreatedAt);
+        Assert.Equal(40, retried.Total);
+
+        var conflict = await Assert.ThrowsAsync<MedServeException>(() => fixture.Client.GetGrain<IJobGrain>(id).SubmitAsync(Rows(41)));
+        Assert.Equal(ErrorKind.Conflict, conflict.Kind);
+        Assert.Equal("id", conflict.Field);
+        Assert.Contains(id, conflict.Message, StringComparison.Ordinal);
+        Assert.Equal(40, (await WaitEndedAsync(id)).Succeeded);
+    }
 }
