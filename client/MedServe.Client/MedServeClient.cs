@@ -264,12 +264,8 @@ public sealed class MedServeClient : IAsyncDisposable
     public async Task<JobInfo> GetJobAsync(string id) =>
         await Grains.GetGrain<IJobGrain>(id).GetAsync() ?? throw MedServeException.NotFound($"no job '{id}'");
 
-    /// <summary>Every job the cluster keeps, running or ended.</summary>
-    public async Task<JobInfo[]> ListJobsAsync()
-    {
-        var ids = await Grains.GetGrain<ICatalogGrain>(0).ListJobsAsync(runningOnly: false);
-        return [.. (await Task.WhenAll(ids.Select(id => Grains.GetGrain<IJobGrain>(id).GetAsync()))).OfType<JobInfo>()];
-    }
+    /// <summary>Every job the cluster keeps, running or ended, newest first: summaries from the job index (no job is woken).</summary>
+    public Task<JobInfo[]> ListJobsAsync() => Grains.GetGrain<IJobIndexGrain>(0).ListAsync();
 
     public Task<JobInfo> CancelJobAsync(string id) => Grains.GetGrain<IJobGrain>(id).CancelAsync();
 

@@ -69,13 +69,30 @@ public static partial class JobEndpoints
         {
             throw MedServeException.Invalid("send a job as text/csv (with ?model=) or as application/json", "content-type");
         }
-        id ??= Guid.NewGuid().ToString("N")[..16];
+        if (id is null)
+        {
+            // No id given: the server names the job. A retry of the same body (same query) within the window gets
+            // the same job back instead of running it twice; after that, retry with the id the first answer gave.
+            var key = SubmissionKey(mediaType, request.QueryString.Value, body);
+            id = await grains.GetGrain<IJobIndexGrain>(0).ClaimSubmissionAsync(key, Guid.NewGuid().ToString("N")[..16], SubmitWindowSeconds);
+        }
         if (!JobIdPattern().IsMatch(id))
         {
             throw MedServeException.Invalid("a job id is 1 to 64 letters, digits, '.', '_' or '-'", "id");
         }
         var info = await grains.GetGrain<IJobGrain>(id).SubmitAsync(submission);
         return Results.Accepted($"/api/jobs/{id}", info);
+    }
+
+    /// <summary>How long a submit without an id is recognised when sent again.</summary>
+    public const int SubmitWindowSeconds = 600;
+
+    private static string SubmissionKey(string? mediaType, string? query, byte[] body)
+    {
+        using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        hash.AppendData(Encoding.UTF8.GetBytes($"{mediaType}\n{query}\n"));
+        hash.AppendData(body);
+        return Convert.ToHexString(hash.GetHashAndReset());
     }
 
     private static async Task<byte[]> ReadBodyAsync(HttpRequest request, long max, CancellationToken ct)
@@ -144,11 +161,8 @@ public static partial class JobEndpoints
         }
     }
 
-    private static async Task<JobInfo[]> ListAsync(IGrainFactory grains)
-    {
-        var ids = await grains.GetGrain<ICatalogGrain>(0).ListJobsAsync(runningOnly: false);
-        return [.. (await Task.WhenAll(ids.Select(id => grains.GetGrain<IJobGrain>(id).GetAsync()))).OfType<JobInfo>()];
-    }
+    /// <summary><c>GET /api/jobs</c>: the job index's summaries, newest first; no job grain is woken.</summary>
+    private static Task<JobInfo[]> ListAsync(IGrainFactory grains) => grains.GetGrain<IJobIndexGrain>(0).ListAsync();
 
     private static async Task<JobInfo> GetAsync(string id, IGrainFactory grains) =>
         (JobIdPattern().IsMatch(id) ? await grains.GetGrain<IJobGrain>(id).GetAsync() : null)
@@ -165,12 +179,18 @@ public static partial class JobEndpoints
     private static IJobGrain Known(string id, IGrainFactory grains) =>
         JobIdPattern().IsMatch(id) ? grains.GetGrain<IJobGrain>(id) : throw MedServeException.NotFound($"no job '{id}'");
 
-    /// <summary><c>GET /api/jobs/{id}/results?format=json|csv</c>: the answers so far, in item order.</summary>
-    private static async Task<IResult> ResultsAsync(string id, string? format, HttpRequest request, IGrainFactory grains)
+    /// <summary>Items per page when results are read from the job's stored chunks.</summary>
+    private const int ResultsPage = 4096;
+
+    /// <summary>
+    /// <c>GET /api/jobs/{id}/results?format=json|csv</c>: the answers so far, in item order, streamed a page of stored
+    /// results at a time (a big job is never held whole in memory).
+    /// </summary>
+    private static async Task ResultsAsync(string id, string? format, HttpContext context, IGrainFactory grains)
     {
+        var request = context.Request;
         var job = Known(id, grains);
         var info = await job.GetAsync() ?? throw MedServeException.NotFound($"no job '{id}'");
-        var results = await job.GetResultsAsync();
         var csv = format?.ToLowerInvariant() switch
         {
             "csv" => true,
@@ -178,56 +198,71 @@ public static partial class JobEndpoints
             null => request.Headers.Accept.ToString().Contains("text/csv", StringComparison.OrdinalIgnoreCase),
             _ => throw MedServeException.Invalid("format is json or csv", "format"),
         };
-        return csv
-            ? Results.Text(CsvRecords.WriteResults(results), "text/csv", Encoding.UTF8)
-            : Results.Bytes(ResultsJson(info, results), "application/json");
+        var response = context.Response;
+        response.ContentType = csv ? "text/csv; charset=utf-8" : "application/json";
+        var body = response.Body;
+        var ct = context.RequestAborted;
+        if (csv)
+        {
+            var wroteHeader = false;
+            for (var offset = 0; offset < Math.Max(info.Total, 1); offset += ResultsPage)
+            {
+                var text = CsvRecords.WriteResults(await job.GetResultsAsync(offset, ResultsPage));
+                var rows = text.IndexOf('\n', StringComparison.Ordinal) + 1;
+                await body.WriteAsync(Encoding.UTF8.GetBytes(wroteHeader ? text[rows..] : text), ct);
+                wroteHeader = true;
+            }
+            return;
+        }
+        await using var writer = new Utf8JsonWriter(body);
+        writer.WriteStartObject();
+        writer.WriteString("job", info.Id);
+        writer.WriteString("model_name", info.Model);
+        writer.WriteString("model_version", info.Version);
+        writer.WriteString("state", info.State.ToString());
+        writer.WriteStartArray("results");
+        for (var offset = 0; offset < info.Total; offset += ResultsPage)
+        {
+            foreach (var result in await job.GetResultsAsync(offset, ResultsPage))
+            {
+                WriteResult(writer, result);
+            }
+            await writer.FlushAsync(ct);
+        }
+        writer.WriteEndArray();
+        writer.WriteEndObject();
+        await writer.FlushAsync(ct);
     }
 
-    private static byte[] ResultsJson(JobInfo info, JobItemResult[] results)
+    private static void WriteResult(Utf8JsonWriter writer, JobItemResult result)
     {
-        using var buffer = new MemoryStream();
-        using (var writer = new Utf8JsonWriter(buffer))
+        writer.WriteStartObject();
+        writer.WriteString("id", result.ItemId);
+        if (result.Error is { } error)
         {
-            writer.WriteStartObject();
-            writer.WriteString("job", info.Id);
-            writer.WriteString("model_name", info.Model);
-            writer.WriteString("model_version", info.Version);
-            writer.WriteString("state", info.State.ToString());
-            writer.WriteStartArray("results");
-            foreach (var result in results)
+            writer.WriteString("error", error);
+        }
+        else
+        {
+            writer.WriteStartArray("outputs");
+            foreach (var output in result.Outputs ?? [])
             {
                 writer.WriteStartObject();
-                writer.WriteString("id", result.ItemId);
-                if (result.Error is { } error)
+                writer.WriteString("name", output.Name);
+                writer.WriteString("datatype", output.Datatype.ToString());
+                writer.WriteStartArray("shape");
+                foreach (var d in output.Shape)
                 {
-                    writer.WriteString("error", error);
+                    writer.WriteNumberValue(d);
                 }
-                else
-                {
-                    writer.WriteStartArray("outputs");
-                    foreach (var output in result.Outputs ?? [])
-                    {
-                        writer.WriteStartObject();
-                        writer.WriteString("name", output.Name);
-                        writer.WriteString("datatype", output.Datatype.ToString());
-                        writer.WriteStartArray("shape");
-                        foreach (var d in output.Shape)
-                        {
-                            writer.WriteNumberValue(d);
-                        }
-                        writer.WriteEndArray();
-                        writer.WriteStartArray("data");
-                        V2Codec.WriteData(writer, output);
-                        writer.WriteEndArray();
-                        writer.WriteEndObject();
-                    }
-                    writer.WriteEndArray();
-                }
+                writer.WriteEndArray();
+                writer.WriteStartArray("data");
+                V2Codec.WriteData(writer, output);
+                writer.WriteEndArray();
                 writer.WriteEndObject();
             }
             writer.WriteEndArray();
-            writer.WriteEndObject();
         }
-        return buffer.ToArray();
+        writer.WriteEndObject();
     }
 }

@@ -118,12 +118,8 @@ public sealed class ClusterApi(IGrainFactory grains, ModelRouter router, Authent
         return await grains.GetGrain<IJobGrain>(id).SubmitAsync(submission);
     });
 
-    public Task<JobInfo[]> ListJobsAsync() => Call(async () =>
-    {
-        var ids = await grains.GetGrain<ICatalogGrain>(0).ListJobsAsync(runningOnly: false);
-        var jobs = await Task.WhenAll(ids.Select(id => grains.GetGrain<IJobGrain>(id).GetAsync()));
-        return jobs.OfType<JobInfo>().OrderByDescending(j => j.CreatedAt).ToArray();
-    });
+    /// <summary>Every job's summary from the job index, newest first (wakes no job grain).</summary>
+    public Task<JobInfo[]> ListJobsAsync() => Call(() => grains.GetGrain<IJobIndexGrain>(0).ListAsync());
 
     public Task<JobInfo?> GetJobAsync(string id) => Call(() => grains.GetGrain<IJobGrain>(id).GetAsync());
 

@@ -41,11 +41,6 @@ public interface ICatalogGrain : IGrainWithIntegerKey
     Task<string[]> ListDeploymentsAsync();
 
     Task SetDeploymentAsync(string key, bool active);
-
-    /// <summary>Job ids, sorted; only those still running when <paramref name="runningOnly"/>.</summary>
-    Task<string[]> ListJobsAsync(bool runningOnly);
-
-    Task SetJobAsync(string id, bool exists, bool running);
 }
 
 /// <summary>One deployed model version. Key: <c>name/version</c>.</summary>

@@ -72,7 +72,10 @@ public sealed record JobInfo
 /// </summary>
 public interface IJobGrain : IGrainWithStringKey
 {
-    /// <summary>Starts the job; an id that exists already is a conflict. (Storing a big job's items takes a while.)</summary>
+    /// <summary>
+    /// Starts the job. Submitting the same content again under the same id (a retry) answers the existing job; other
+    /// content under an id that exists is a conflict naming the id. (Storing a big job's items takes a while.)
+    /// </summary>
     [ResponseTimeout("00:02:00")]
     Task<JobInfo> SubmitAsync(JobSubmission submission);
 
@@ -85,15 +88,50 @@ public interface IJobGrain : IGrainWithStringKey
     /// <summary>Cancels the job and deletes its items and results.</summary>
     Task DeleteAsync();
 
-    /// <summary>Results so far, in item order.</summary>
+    /// <summary>Results so far, in item order (reads every stored chunk: prefer the paged overload for big jobs).</summary>
     [ResponseTimeout("00:02:00")]
     Task<JobItemResult[]> GetResultsAsync();
 
-    /// <summary>Answers from a worker for one delivery; an item answered before is ignored.</summary>
-    Task ReportAsync(long delivery, JobItemResult[] results);
+    /// <summary>Results so far of the items at positions <paramref name="offset"/> to offset + count - 1, in item order.</summary>
+    [ResponseTimeout("00:02:00")]
+    Task<JobItemResult[]> GetResultsAsync(int offset, int count);
+
+    /// <summary>Answers from a worker for one delivery (items by position); an item answered before is ignored.</summary>
+    Task ReportAsync(long delivery, int[] indexes, JobItemResult[] results);
+
+    /// <summary>A worker still has the delivery's items waiting (a full queue): its lease starts again. False when it is no longer open.</summary>
+    Task<bool> RenewAsync(long delivery);
 
     /// <summary>Wakes a running job after a silo loss or a restart (idempotent).</summary>
     Task ResumeAsync();
+}
+
+/// <summary>
+/// The job list (key 0): a small summary per job (id, model, version, state, counts, times), kept up to date by the
+/// job grains, so listing jobs wakes none of them.
+/// </summary>
+public interface IJobIndexGrain : IGrainWithIntegerKey
+{
+    /// <summary>Every job, newest first.</summary>
+    Task<JobInfo[]> ListAsync();
+
+    /// <summary>Ids of the jobs still running (to resume after a silo loss).</summary>
+    Task<string[]> ListRunningAsync();
+
+    /// <summary>One job's last summary, or null.</summary>
+    Task<JobInfo?> GetAsync(string id);
+
+    /// <summary>
+    /// For a submit without an id: the id of a job submitted with the same content key in the last
+    /// <paramref name="windowSeconds"/> seconds, or <paramref name="proposedId"/> (then remembered for that window).
+    /// </summary>
+    Task<string> ClaimSubmissionAsync(string contentKey, string proposedId, int windowSeconds);
+
+    /// <summary>Records a job's summary (a job grain calls this on state changes and at most once a second).</summary>
+    Task SetAsync(JobInfo job);
+
+    /// <summary>Forgets a deleted job.</summary>
+    Task RemoveAsync(string id);
 }
 
 /// <summary>Names of the job stream.</summary>
@@ -114,4 +152,6 @@ public sealed record JobWork(
     [property: Id(2)] string Model,
     [property: Id(3)] string Version,
     [property: Id(4)] JobItem[] Items,
-    [property: Id(5)] string[]? Outputs);
+    [property: Id(5)] string[]? Outputs,
+    [property: Id(6)] int[] Indexes,
+    [property: Id(7)] int RowsPerRequest = 1);

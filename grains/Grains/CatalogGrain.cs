@@ -5,8 +5,7 @@ public sealed class CatalogState
 {
     [Id(0)] public SortedSet<string> Models { get; set; } = new(StringComparer.Ordinal);
     [Id(1)] public SortedSet<string> Deployments { get; set; } = new(StringComparer.Ordinal);
-    [Id(2)] public SortedSet<string> Jobs { get; set; } = new(StringComparer.Ordinal);
-    [Id(3)] public SortedSet<string> RunningJobs { get; set; } = new(StringComparer.Ordinal);
+    // Ids 2 and 3 held job ids before the job index (IJobIndexGrain) took them over.
 }
 
 /// <summary>The index of models and wanted deployments; the silo reads it at start to bring deployments back.</summary>
@@ -25,14 +24,5 @@ internal sealed class CatalogGrain(
     {
         var changed = active ? state.State.Deployments.Add(key) : state.State.Deployments.Remove(key);
         return changed ? state.WriteOrReloadAsync(DeactivateOnIdle) : Task.CompletedTask;
-    }
-
-    public Task<string[]> ListJobsAsync(bool runningOnly) => Task.FromResult((runningOnly ? state.State.RunningJobs : state.State.Jobs).ToArray());
-
-    public Task SetJobAsync(string id, bool exists, bool running)
-    {
-        var changed = exists ? state.State.Jobs.Add(id) : state.State.Jobs.Remove(id);
-        changed |= running ? state.State.RunningJobs.Add(id) : state.State.RunningJobs.Remove(id);
-        return changed ? state.WriteStateAsync() : Task.CompletedTask;
     }
 }

@@ -1,11 +1,15 @@
+using System.Collections;
 using System.Diagnostics;
+using System.Security.Cryptography;
 using MedServe.Routing;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Orleans.Storage;
 using Orleans.Streams;
 
 namespace MedServe.Grains.Jobs;
 
-/// <summary>What a job must survive a crash with, apart from its items and results.</summary>
+/// <summary>What a job must survive a crash with; its items and results live in chunk records beside it.</summary>
 [GenerateSerializer, Alias("medserve.job-record")]
 public sealed class JobRecord
 {
@@ -18,49 +22,66 @@ public sealed class JobRecord
     [Id(6)] public DateTimeOffset UpdatedAt { get; set; }
     [Id(7)] public string Source { get; set; } = "";
     [Id(8)] public int Redeliveries { get; set; }
+    /// <summary>Items per item chunk (<c>job-items-{n}</c>); result parts are kept per item chunk.</summary>
+    [Id(9)] public int ChunkSize { get; set; }
+    [Id(10)] public int Succeeded { get; set; }
+    [Id(11)] public int Failed { get; set; }
+    /// <summary>SHA-256 of the submission: a retried submit with the same content answers this job.</summary>
+    [Id(12)] public string ContentHash { get; set; } = "";
+    /// <summary>Rows per inference request a worker may stack items into (the model's batching).</summary>
+    [Id(13)] public int RowsPerRequest { get; set; } = 1;
+    /// <summary>Sends so far of items sent more than once (by position); capped at <see cref="JobGrain.MaxAttempts"/>.</summary>
+    [Id(14)] public Dictionary<int, int> Attempts { get; set; } = [];
 }
 
-/// <summary>A job's items, written once at submit.</summary>
-[GenerateSerializer, Alias("medserve.job-input")]
-public sealed class JobInput
+/// <summary>A slice of a job's items, written once at submit.</summary>
+[GenerateSerializer, Alias("medserve.job-item-chunk")]
+public sealed class JobItemChunk
 {
     [Id(0)] public JobItem[] Items { get; set; } = [];
 }
 
-/// <summary>A job's answers by item id: one per item, however often an item was delivered.</summary>
-[GenerateSerializer, Alias("medserve.job-results")]
-public sealed class JobResults
+/// <summary>Answers appended for one item chunk: positions and their results, each item at most once across parts.</summary>
+[GenerateSerializer, Alias("medserve.job-result-part")]
+public sealed class JobResultPart
 {
-    [Id(0)] public Dictionary<string, JobItemResult> ByItem { get; set; } = new(StringComparer.Ordinal);
+    [Id(0)] public int[] Indexes { get; set; } = [];
+    [Id(1)] public JobItemResult[] Results { get; set; } = [];
 }
 
 /// <summary>
-/// One async job. Items go out through the job stream in deliveries of <see cref="DeliverySize"/>, at most
-/// <see cref="DeliveriesInFlight"/> at a time (flow control: a big job never floods the queues it shares with
-/// online traffic). Answers come back through <see cref="ReportAsync"/> and are kept by item id, so an item
-/// delivered twice still has one result. A delivery not answered within <see cref="Lease"/> is sent again; so
-/// is every open delivery when the job wakes after a silo loss. Results are written at most every second:
-/// a crash can repeat up to a second of work, never lose an answered item. Always active while it runs (its lease
-/// timer must tick); an ended job deactivates and reads its state back when asked.
+/// One async job. Its items are stored at submit in chunk records (<c>job-items-{n}</c>) and its answers are appended
+/// as result parts (<c>job-results-{chunk}-{part}</c>), written as they come (at most every second) and never
+/// rewritten; memory holds counters, a bit per item, the unwritten answers and the open deliveries. Items go out
+/// through the job stream in deliveries sized to the model's batching, at most <see cref="DeliveriesInFlight"/> at a
+/// time. Answers come back through <see cref="ReportAsync"/> and are kept by item position, so an item delivered
+/// twice still has one result. A delivery not answered or renewed within <see cref="Lease"/> is sent again (at most
+/// <see cref="MaxAttempts"/> sends per item); so is every open delivery when the job wakes after a silo loss. A crash
+/// can repeat up to a second of work, never lose an answered item or keep two answers for one.
 /// </summary>
 [CollectionAgeLimit(AlwaysActive = true)]
 internal sealed class JobGrain(
     [PersistentState("job", StorageNames.State)] IPersistentState<JobRecord> record,
-    [PersistentState("job-input", StorageNames.State)] IPersistentState<JobInput> input,
-    [PersistentState("job-results", StorageNames.State)] IPersistentState<JobResults> results,
+    IServiceProvider services,
     ILocalSiloDetails silo,
     ILogger<JobGrain> logger) : Grain, IJobGrain
 {
     public const int MaxItems = 200_000;
-    private const int DeliverySize = 32;
+    public const int MaxAttempts = 5;
     private const int DeliveriesInFlight = 8;
+    private const int ChunkBytes = 1 << 20;
     private static readonly TimeSpan Lease = TimeSpan.FromSeconds(20);
     private static readonly TimeSpan FlushEvery = TimeSpan.FromSeconds(1);
 
-    private readonly Queue<int> _pending = new(); // item indexes to send
+    private IGrainStorage? _storage;
+    private BitArray _answered = new(0);
+    private int[] _parts = []; // result parts written, per item chunk
+    private readonly List<(int Index, JobItemResult Result)> _unwritten = [];
+    private int _cursor; // next item position not yet sent
+    private readonly Queue<int> _retry = new(); // positions to send again
     private readonly Dictionary<long, (int[] Items, long SentAt)> _open = [];
+    private readonly Dictionary<int, JobItem[]> _itemCache = [];
     private long _nextDelivery;
-    private bool _dirty;
     private long _lastFlush;
     private IDisposable? _timer;
     private IAsyncStream<JobWork>? _stream;
@@ -68,19 +89,25 @@ internal sealed class JobGrain(
 
     private string JobId => this.GetPrimaryKeyString();
 
-    public override Task OnActivateAsync(CancellationToken cancellationToken)
+    private IGrainStorage Storage => _storage ??= services.GetRequiredKeyedService<IGrainStorage>(StorageNames.State);
+
+    private int Answered => record.State.Succeeded + record.State.Failed;
+
+    private int DeliverySize => Math.Clamp(record.State.RowsPerRequest * 4, 32, 1024);
+
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
         _nextDelivery = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() << 16; // unique across activations
         if (record.RecordExists && record.State.State == JobState.Running)
         {
+            await LoadAnsweredAsync();
             Start();
         }
-        return Task.CompletedTask;
     }
 
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
-        if (_dirty)
+        if (_unwritten.Count > 0)
         {
             await FlushAsync();
         }
@@ -88,9 +115,12 @@ internal sealed class JobGrain(
 
     public async Task<JobInfo> SubmitAsync(JobSubmission submission)
     {
+        var hash = ContentHash(submission);
         if (record.RecordExists)
         {
-            throw MedServeException.Conflict($"job '{JobId}' exists already", "id");
+            return record.State.ContentHash == hash
+                ? Info() // a retry of the same submit
+                : throw MedServeException.Conflict($"job '{JobId}' exists already with other content; submit under another id", "id");
         }
         if (submission.Items.Length == 0)
         {
@@ -119,12 +149,16 @@ internal sealed class JobGrain(
         }
         // Resolve the version now: every item of a job runs on the same one.
         var route = await new ModelRouter(GrainFactory).ResolveAsync(submission.Model, submission.Version);
+        var batching = (await GrainFactory.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(route.Model, route.Version)).GetAsync()).Spec.Batching;
 
+        var itemBytes = Math.Max(1, submission.Items[0].Inputs.Sum(t => (long)t.Data.Length) + 64);
+        var chunkSize = (int)Math.Clamp(ChunkBytes / itemBytes, 1, 4096);
+        for (var c = 0; c * chunkSize < submission.Items.Length; c++)
+        {
+            var slice = submission.Items.AsSpan(c * chunkSize, Math.Min(chunkSize, submission.Items.Length - (c * chunkSize))).ToArray();
+            await WriteOverAsync(ItemsKey(c), new JobItemChunk { Items = slice }); // over what a submit that died half-way left
+        }
         var now = DateTimeOffset.UtcNow;
-        input.State.Items = submission.Items;
-        await input.WriteStateAsync();
-        results.State.ByItem.Clear();
-        await results.WriteStateAsync();
         record.State = new JobRecord
         {
             Model = route.Model,
@@ -135,16 +169,29 @@ internal sealed class JobGrain(
             CreatedAt = now,
             UpdatedAt = now,
             Source = submission.Source,
+            ChunkSize = chunkSize,
+            ContentHash = hash,
+            // Stack rows up to the model's batch size; small rows (tabular) further, up to 64 KB a request.
+            RowsPerRequest = Math.Max(batching.MaxBatchSize, (int)Math.Clamp(65536 / itemBytes, 1, 256)),
         };
         await record.WriteStateAsync();
-        await GrainFactory.GetGrain<ICatalogGrain>(0).SetJobAsync(JobId, exists: true, running: true);
+        _answered = new BitArray(record.State.Total);
+        _parts = new int[ChunkCount];
+        await PublishAsync();
         Log.JobSubmitted(logger, JobId, route.Model, route.Version, submission.Items.Length, submission.Source);
         Start();
         await PumpAsync();
         return Info();
     }
 
-    public Task<JobInfo?> GetAsync() => Task.FromResult(record.RecordExists ? Info() : null);
+    public Task<JobInfo?> GetAsync()
+    {
+        if (!record.RecordExists || record.State.State != JobState.Running)
+        {
+            DeactivateOnIdle(); // an ended (or unknown) job holds no memory between questions
+        }
+        return Task.FromResult(record.RecordExists ? Info() : null);
+    }
 
     public async Task<JobInfo> CancelAsync()
     {
@@ -154,8 +201,7 @@ internal sealed class JobGrain(
             Stop();
             record.State.State = JobState.Cancelled;
             await FlushAsync();
-            await GrainFactory.GetGrain<ICatalogGrain>(0).SetJobAsync(JobId, exists: true, running: false);
-            Log.JobEnded(logger, JobId, JobState.Cancelled, results.State.ByItem.Count, record.State.Total);
+            Log.JobEnded(logger, JobId, JobState.Cancelled, Answered, record.State.Total);
             DeactivateOnIdle();
         }
         return Info();
@@ -165,47 +211,96 @@ internal sealed class JobGrain(
     {
         EnsureExists();
         Stop();
-        await input.ClearStateAsync();
-        await results.ClearStateAsync();
+        _unwritten.Clear();
+        for (var c = 0; c < ChunkCount; c++)
+        {
+            await ClearAsync<JobItemChunk>(ItemsKey(c));
+            for (var p = 0; ; p++)
+            {
+                if (!await ClearAsync<JobResultPart>(PartKey(c, p)))
+                {
+                    break;
+                }
+            }
+        }
         await record.ClearStateAsync();
         record.State = new JobRecord();
-        await GrainFactory.GetGrain<ICatalogGrain>(0).SetJobAsync(JobId, exists: false, running: false);
+        await GrainFactory.GetGrain<IJobIndexGrain>(0).RemoveAsync(JobId);
         DeactivateOnIdle();
     }
 
-    public Task<JobItemResult[]> GetResultsAsync()
+    public Task<JobItemResult[]> GetResultsAsync() => GetResultsAsync(0, int.MaxValue);
+
+    public async Task<JobItemResult[]> GetResultsAsync(int offset, int count)
     {
         EnsureExists();
-        var byItem = results.State.ByItem;
-        return Task.FromResult(input.State.Items.Select(i => byItem.GetValueOrDefault(i.Id)).OfType<JobItemResult>().ToArray());
+        if (record.State.State != JobState.Running)
+        {
+            DeactivateOnIdle();
+        }
+        offset = Math.Max(0, offset);
+        var end = (int)Math.Min(record.State.Total, (long)offset + Math.Max(0, count));
+        var found = new SortedDictionary<int, JobItemResult>();
+        for (var c = offset / Math.Max(1, record.State.ChunkSize); offset < end && c * record.State.ChunkSize < end; c++)
+        {
+            for (var p = 0; ; p++)
+            {
+                var part = await ReadAsync<JobResultPart>(PartKey(c, p));
+                if (part is null)
+                {
+                    break;
+                }
+                for (var k = 0; k < part.Indexes.Length; k++)
+                {
+                    if (part.Indexes[k] >= offset && part.Indexes[k] < end)
+                    {
+                        found.TryAdd(part.Indexes[k], part.Results[k]);
+                    }
+                }
+            }
+        }
+        foreach (var (index, result) in _unwritten)
+        {
+            if (index >= offset && index < end)
+            {
+                found.TryAdd(index, result);
+            }
+        }
+        return [.. found.Values];
     }
 
-    public async Task ReportAsync(long delivery, JobItemResult[] answers)
+    public async Task ReportAsync(long delivery, int[] indexes, JobItemResult[] answers)
     {
         if (!record.RecordExists || record.State.State != JobState.Running)
         {
             return; // cancelled or deleted meanwhile
         }
         _open.Remove(delivery);
-        foreach (var answer in answers)
+        for (var k = 0; k < answers.Length && k < indexes.Length; k++)
         {
-            // De-duplicated by item id: a redelivered item's second answer is dropped.
-            if (results.State.ByItem.TryAdd(answer.ItemId, answer))
-            {
-                _dirty = true;
-            }
+            Answer(indexes[k], answers[k]);
         }
         SampleRate();
-        if (results.State.ByItem.Count >= record.State.Total)
+        if (Answered >= record.State.Total)
         {
             await CompleteAsync();
             return;
         }
         await PumpAsync();
-        if (_dirty && Stopwatch.GetElapsedTime(_lastFlush) >= FlushEvery)
+        if (_unwritten.Count > 0 && Stopwatch.GetElapsedTime(_lastFlush) >= FlushEvery)
         {
             await FlushAsync();
         }
+    }
+
+    public Task<bool> RenewAsync(long delivery)
+    {
+        if (_open.TryGetValue(delivery, out var open))
+        {
+            _open[delivery] = (open.Items, Stopwatch.GetTimestamp());
+            return Task.FromResult(true);
+        }
+        return Task.FromResult(false);
     }
 
     public async Task ResumeAsync()
@@ -226,18 +321,60 @@ internal sealed class JobGrain(
         await PumpAsync();
     }
 
-    private void Start()
+    /// <summary>De-duplicated by position: a redelivered item's second answer is dropped.</summary>
+    private void Answer(int index, JobItemResult result)
     {
-        _pending.Clear();
-        _open.Clear();
-        var byItem = results.State.ByItem;
-        for (var i = 0; i < input.State.Items.Length; i++)
+        if (index < 0 || index >= _answered.Length || _answered[index])
         {
-            if (!byItem.ContainsKey(input.State.Items[i].Id))
+            return;
+        }
+        _answered[index] = true;
+        _unwritten.Add((index, result));
+        if (result.Error is null)
+        {
+            record.State.Succeeded++;
+        }
+        else
+        {
+            record.State.Failed++;
+        }
+    }
+
+    /// <summary>Rebuilds the answered bits and counters from the stored result parts (after a crash or a restart).</summary>
+    private async Task LoadAnsweredAsync()
+    {
+        _answered = new BitArray(record.State.Total);
+        _parts = new int[ChunkCount];
+        int succeeded = 0, failed = 0;
+        for (var c = 0; c < ChunkCount; c++)
+        {
+            for (var p = 0; ; p++)
             {
-                _pending.Enqueue(i);
+                var part = await ReadAsync<JobResultPart>(PartKey(c, p));
+                if (part is null)
+                {
+                    _parts[c] = p;
+                    break;
+                }
+                for (var k = 0; k < part.Indexes.Length; k++)
+                {
+                    if (!_answered[part.Indexes[k]])
+                    {
+                        _answered[part.Indexes[k]] = true;
+                        _ = part.Results[k].Error is null ? succeeded++ : failed++;
+                    }
+                }
             }
         }
+        record.State.Succeeded = succeeded;
+        record.State.Failed = failed;
+    }
+
+    private void Start()
+    {
+        _retry.Clear();
+        _open.Clear();
+        _cursor = 0;
         _stream = this.GetStreamProvider(JobStreams.Provider).GetStream<JobWork>(StreamId.Create(JobStreams.Namespace, JobId));
         _timer ??= this.RegisterGrainTimer(OnTimerAsync, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
         _lastFlush = Stopwatch.GetTimestamp();
@@ -247,8 +384,9 @@ internal sealed class JobGrain(
     {
         _timer?.Dispose();
         _timer = null;
-        _pending.Clear();
+        _retry.Clear();
         _open.Clear();
+        _itemCache.Clear();
     }
 
     private async Task OnTimerAsync(CancellationToken cancellationToken)
@@ -262,8 +400,13 @@ internal sealed class JobGrain(
         {
             Redeliver(expired);
         }
+        if (Answered >= record.State.Total)
+        {
+            await CompleteAsync();
+            return;
+        }
         await PumpAsync();
-        if (_dirty)
+        if (_unwritten.Count > 0)
         {
             await FlushAsync();
         }
@@ -275,9 +418,9 @@ internal sealed class JobGrain(
         {
             if (_open.Remove(delivery, out var open))
             {
-                foreach (var index in open.Items.Where(i => !results.State.ByItem.ContainsKey(input.State.Items[i].Id)))
+                foreach (var index in open.Items.Where(i => !_answered[i]))
                 {
-                    _pending.Enqueue(index);
+                    _retry.Enqueue(index);
                     record.State.Redeliveries++;
                 }
             }
@@ -285,29 +428,83 @@ internal sealed class JobGrain(
         Log.JobRedelivered(logger, JobId, deliveries.Count);
     }
 
+    /// <summary>The next positions to send: items sent before and not answered first, then new ones.</summary>
+    private List<int> NextIndexes()
+    {
+        var indexes = new List<int>(DeliverySize);
+        while (indexes.Count < DeliverySize && _retry.TryDequeue(out var again))
+        {
+            if (_answered[again])
+            {
+                continue;
+            }
+            var attempts = record.State.Attempts.GetValueOrDefault(again, 1) + 1;
+            if (attempts > MaxAttempts)
+            {
+                // Sent MaxAttempts times and never answered: give it up with a permanent error of its own.
+                Answer(again, new JobItemResult(ItemIdOf(again), null, $"no answer after {MaxAttempts} attempts; the item was not run"));
+                record.State.Attempts.Remove(again);
+                continue;
+            }
+            record.State.Attempts[again] = attempts;
+            indexes.Add(again);
+        }
+        while (indexes.Count < DeliverySize && _cursor < record.State.Total)
+        {
+            var index = _cursor++;
+            if (!_answered[index])
+            {
+                indexes.Add(index);
+            }
+        }
+        return indexes;
+    }
+
+    private string ItemIdOf(int index) =>
+        _itemCache.TryGetValue(index / record.State.ChunkSize, out var chunk) ? chunk[index % record.State.ChunkSize].Id : $"#{index + 1}";
+
+    private async Task<JobItem> ItemAsync(int index)
+    {
+        var c = index / record.State.ChunkSize;
+        if (!_itemCache.TryGetValue(c, out var chunk))
+        {
+            if (_itemCache.Count >= 3)
+            {
+                _itemCache.Remove(_itemCache.Keys.Min());
+            }
+            chunk = (await ReadAsync<JobItemChunk>(ItemsKey(c)))?.Items
+                ?? throw new InvalidOperationException($"job {JobId}: item chunk {c} is missing");
+            _itemCache[c] = chunk;
+        }
+        return chunk[index % record.State.ChunkSize];
+    }
+
     /// <summary>Sends deliveries while fewer than the window are open.</summary>
     private async Task PumpAsync()
     {
-        while (_stream is not null && _open.Count < DeliveriesInFlight && _pending.Count > 0)
+        while (_stream is not null && _open.Count < DeliveriesInFlight && (_retry.Count > 0 || _cursor < record.State.Total))
         {
-            var indexes = new List<int>(DeliverySize);
-            while (indexes.Count < DeliverySize && _pending.TryDequeue(out var index))
-            {
-                if (!results.State.ByItem.ContainsKey(input.State.Items[index].Id))
-                {
-                    indexes.Add(index);
-                }
-            }
+            var indexes = NextIndexes();
             if (indexes.Count == 0)
             {
+                if (Answered >= record.State.Total)
+                {
+                    await CompleteAsync();
+                }
                 break;
             }
+            var items = new JobItem[indexes.Count];
+            for (var k = 0; k < items.Length; k++)
+            {
+                items[k] = await ItemAsync(indexes[k]);
+            }
             var delivery = ++_nextDelivery;
-            _open[delivery] = ([.. indexes], Stopwatch.GetTimestamp());
+            var sent = indexes.ToArray();
+            _open[delivery] = (sent, Stopwatch.GetTimestamp());
             try
             {
-                await _stream.OnNextAsync(new JobWork(JobId, delivery, record.State.Model, record.State.Version,
-                    [.. indexes.Select(i => input.State.Items[i])], record.State.Outputs));
+                await _stream.OnNextAsync(new JobWork(JobId, delivery, record.State.Model, record.State.Version, items,
+                    record.State.Outputs, sent, record.State.RowsPerRequest));
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
@@ -320,22 +517,118 @@ internal sealed class JobGrain(
 
     private async Task CompleteAsync()
     {
+        if (record.State.State != JobState.Running)
+        {
+            return;
+        }
         Stop();
         record.State.State = JobState.Completed;
         await FlushAsync();
-        await GrainFactory.GetGrain<ICatalogGrain>(0).SetJobAsync(JobId, exists: true, running: false);
-        Log.JobEnded(logger, JobId, JobState.Completed, results.State.ByItem.Count, record.State.Total);
-        // An ended job need not hold its items and results in memory: it reads them back when asked.
+        Log.JobEnded(logger, JobId, JobState.Completed, Answered, record.State.Total);
+        // An ended job need not hold anything in memory: it reads its record back when asked.
+        _answered = new BitArray(0);
         DeactivateOnIdle();
     }
 
+    /// <summary>Appends the unwritten answers as new result parts (one per item chunk), then the record.</summary>
     private async Task FlushAsync()
     {
+        if (_unwritten.Count > 0)
+        {
+            try
+            {
+                foreach (var group in _unwritten.GroupBy(u => u.Index / record.State.ChunkSize))
+                {
+                    var part = new JobResultPart { Indexes = [.. group.Select(u => u.Index)], Results = [.. group.Select(u => u.Result)] };
+                    await WriteNewAsync(PartKey(group.Key, _parts[group.Key]), part);
+                    _parts[group.Key]++;
+                    _unwritten.RemoveAll(u => u.Index / record.State.ChunkSize == group.Key);
+                }
+            }
+            catch (InconsistentStateException)
+            {
+                // A part was written but not acknowledged: start over from what storage holds.
+                DeactivateOnIdle();
+                throw;
+            }
+        }
         record.State.UpdatedAt = DateTimeOffset.UtcNow;
-        await results.WriteStateAsync();
         await record.WriteStateAsync();
-        _dirty = false;
         _lastFlush = Stopwatch.GetTimestamp();
+        await PublishAsync();
+    }
+
+    /// <summary>Tells the job index this job's summary (after each flush: at most once a second, and at the end).</summary>
+    private Task PublishAsync() => GrainFactory.GetGrain<IJobIndexGrain>(0).SetAsync(Info());
+
+    private int ChunkCount => record.State.ChunkSize == 0 ? 0 : (record.State.Total + record.State.ChunkSize - 1) / record.State.ChunkSize;
+
+    private static string ItemsKey(int chunk) => $"job-items-{chunk}";
+
+    private static string PartKey(int chunk, int part) => $"job-results-{chunk}-{part}";
+
+    private sealed class Slot<T> : IGrainState<T>
+    {
+        [System.Diagnostics.CodeAnalysis.AllowNull]
+        public T State { get; set; } = default!;
+        public string? ETag { get; set; }
+        public bool RecordExists { get; set; }
+    }
+
+    private async Task<T?> ReadAsync<T>(string name) where T : class
+    {
+        var slot = new Slot<T>();
+        await Storage.ReadStateAsync(name, this.GetGrainId(), slot);
+        return slot.RecordExists ? slot.State : null;
+    }
+
+    private Task WriteNewAsync<T>(string name, T value) =>
+        Storage.WriteStateAsync(name, this.GetGrainId(), new Slot<T> { State = value });
+
+    private async Task WriteOverAsync<T>(string name, T value)
+    {
+        var slot = new Slot<T>();
+        await Storage.ReadStateAsync(name, this.GetGrainId(), slot);
+        slot.State = value;
+        await Storage.WriteStateAsync(name, this.GetGrainId(), slot);
+    }
+
+    private async Task<bool> ClearAsync<T>(string name)
+    {
+        var slot = new Slot<T>();
+        await Storage.ReadStateAsync(name, this.GetGrainId(), slot);
+        if (!slot.RecordExists)
+        {
+            return false;
+        }
+        await Storage.ClearStateAsync(name, this.GetGrainId(), slot);
+        return true;
+    }
+
+    /// <summary>SHA-256 over what the job would run: model, version, outputs and every item's id and tensors.</summary>
+    private static string ContentHash(JobSubmission submission)
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        void Text(string? text)
+        {
+            hash.AppendData(System.Text.Encoding.UTF8.GetBytes(text ?? "\0"));
+            hash.AppendData([0]);
+        }
+        Text(submission.Model);
+        Text(submission.Version);
+        Text(string.Join(',', submission.Outputs ?? []));
+        foreach (var item in submission.Items)
+        {
+            Text(item.Id);
+            foreach (var tensor in item.Inputs)
+            {
+                Text(tensor.Name);
+                Text(tensor.Datatype.ToString());
+                Text(string.Join(',', tensor.Shape));
+                hash.AppendData(tensor.Data);
+            }
+        }
+        return Convert.ToHexString(hash.GetHashAndReset());
     }
 
     private void EnsureExists()
@@ -352,7 +645,7 @@ internal sealed class JobGrain(
         var now = Stopwatch.GetTimestamp();
         if (_rate.Count == 0 || Stopwatch.GetElapsedTime(_rate.Last().At, now) > TimeSpan.FromMilliseconds(100))
         {
-            _rate.Enqueue((now, results.State.ByItem.Count));
+            _rate.Enqueue((now, Answered));
         }
         while (_rate.Count > 1 && Stopwatch.GetElapsedTime(_rate.Peek().At, now) > TimeSpan.FromSeconds(10))
         {
@@ -363,9 +656,7 @@ internal sealed class JobGrain(
 
     private JobInfo Info()
     {
-        var answered = results.State.ByItem.Values;
-        var failed = answered.Count(r => r.Error is not null);
-        var count = results.State.ByItem.Count;
+        var count = Answered;
         var now = SampleRate();
         var (since, then) = _rate.Peek();
         var seconds = Stopwatch.GetElapsedTime(since, now).TotalSeconds;
@@ -378,8 +669,8 @@ internal sealed class JobGrain(
             Version = record.State.Version,
             State = record.State.State,
             Total = record.State.Total,
-            Succeeded = count - failed,
-            Failed = failed,
+            Succeeded = record.State.Succeeded,
+            Failed = record.State.Failed,
             ItemsPerSecond = Math.Round(rate, 1),
             EtaSeconds = record.State.State == JobState.Running && rate > 0 ? Math.Round(remaining / rate, 1) : null,
             CreatedAt = record.State.CreatedAt,

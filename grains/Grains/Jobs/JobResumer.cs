@@ -35,7 +35,7 @@ internal sealed class JobResumer(IClusterMembershipService membership, IGrainFac
     {
         try
         {
-            var running = await grains.GetGrain<ICatalogGrain>(0).ListJobsAsync(runningOnly: true);
+            var running = await grains.GetGrain<IJobIndexGrain>(0).ListRunningAsync();
             await Task.WhenAll(running.Select(id => grains.GetGrain<IJobGrain>(id).ResumeAsync()));
         }
         catch (Exception e) when (!ct.IsCancellationRequested)

@@ -11,15 +11,18 @@ public interface IJobWorkerGrain : IGrainWithStringKey;
 
 /// <summary>
 /// Runs the items of a job's deliveries at job priority, through the same router and replica queues as online
-/// requests (so they batch with them and wait behind them), and reports each delivery's answers to the job.
-/// A delivery is acknowledged to the stream at once and runs in the background, so several deliveries of a
-/// job are in the queues together. A full queue (429) or a replica moving (503) is retried with backoff; any
-/// other error is that item's own answer.
+/// requests, and reports each delivery's answers to the job. Items whose inputs agree in every dimension but the
+/// first are stacked into one request of up to <see cref="JobWork.RowsPerRequest"/> rows (one queue entry, one model
+/// run) and the outputs split back per item; a stacked request the model refuses is run item by item, so a bad item
+/// fails alone. A delivery is acknowledged to the stream at once and runs in the background; while it waits (a full
+/// queue, 429, or a replica moving, 503, retried with backoff) its lease is renewed every few seconds, so it is not
+/// sent again meanwhile. Any other error is that item's own answer.
 /// </summary>
 [ImplicitStreamSubscription(JobStreams.Namespace)]
 internal sealed class JobWorkerGrain(ILogger<JobWorkerGrain> logger) : Grain, IJobWorkerGrain, IStreamSubscriptionObserver, IAsyncObserver<JobWork>
 {
     private static readonly TimeSpan RetryFor = TimeSpan.FromMinutes(2);
+    private static readonly TimeSpan RenewEvery = TimeSpan.FromSeconds(5);
 
     private ModelRouter? _router;
 
@@ -41,15 +44,161 @@ internal sealed class JobWorkerGrain(ILogger<JobWorkerGrain> logger) : Grain, IJ
 
     private async Task RunAsync(JobWork work)
     {
+        var job = GrainFactory.GetGrain<IJobGrain>(work.JobId);
+        using var done = new CancellationTokenSource();
+        var renewing = RenewAsync(job, work.Delivery, done.Token);
         try
         {
-            var answers = await Task.WhenAll(work.Items.Select(item => RunItemAsync(work, item)));
-            await GrainFactory.GetGrain<IJobGrain>(work.JobId).ReportAsync(work.Delivery, answers);
+            var answers = new JobItemResult[work.Items.Length];
+            await Task.WhenAll(Groups(work).Select(g => RunGroupAsync(work, g.Start, g.Count, answers)));
+            await done.CancelAsync();
+            await renewing;
+            await job.ReportAsync(work.Delivery, work.Indexes, answers);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             // The job grain could not be told (its silo is going away): the lease sends these items again.
             Log.JobReportFailed(logger, work.JobId, work.Delivery, e.GetType().Name);
+        }
+    }
+
+    private static async Task RenewAsync(IJobGrain job, long delivery, CancellationToken ct)
+    {
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(RenewEvery, ct);
+                if (!await job.RenewAsync(delivery))
+                {
+                    return; // sent again already, or the job ended
+                }
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or TimeoutException or OrleansException)
+        {
+        }
+    }
+
+    /// <summary>Runs of consecutive items whose inputs stack (same names, types and non-batch dimensions), up to the rows allowed.</summary>
+    private static IEnumerable<(int Start, int Count)> Groups(JobWork work)
+    {
+        var start = 0;
+        long rows = 0;
+        for (var i = 0; i < work.Items.Length; i++)
+        {
+            var itemRows = RowsOf(work.Items[i]);
+            if (i > start && (itemRows < 0 || rows + itemRows > work.RowsPerRequest || !Stackable(work.Items[start], work.Items[i])))
+            {
+                yield return (start, i - start);
+                start = i;
+                rows = 0;
+            }
+            rows += Math.Max(itemRows, 1);
+        }
+        if (work.Items.Length > start)
+        {
+            yield return (start, work.Items.Length - start);
+        }
+    }
+
+    private static long RowsOf(JobItem item)
+    {
+        var first = item.Inputs[0].Shape;
+        if (first.Length == 0 || first[0] < 1)
+        {
+            return -1;
+        }
+        return item.Inputs.All(t => t.Shape.Length > 0 && t.Shape[0] == first[0]) ? first[0] : -1;
+    }
+
+    private static bool Stackable(JobItem a, JobItem b)
+    {
+        if (a.Inputs.Length != b.Inputs.Length || RowsOf(a) < 0 || RowsOf(b) < 0)
+        {
+            return false;
+        }
+        for (var k = 0; k < a.Inputs.Length; k++)
+        {
+            var (x, y) = (a.Inputs[k], b.Inputs[k]);
+            if (x.Name != y.Name || x.Datatype != y.Datatype || !x.Shape.AsSpan(1).SequenceEqual(y.Shape.AsSpan(1)))
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    private async Task RunGroupAsync(JobWork work, int start, int count, JobItemResult[] answers)
+    {
+        if (count > 1)
+        {
+            var items = work.Items.AsSpan(start, count).ToArray();
+            var rows = items.Select(RowsOf).ToArray();
+            var total = rows.Sum();
+            var stacked = new Tensor[items[0].Inputs.Length];
+            for (var k = 0; k < stacked.Length; k++)
+            {
+                var first = items[0].Inputs[k];
+                var data = new byte[items.Sum(i => (long)i.Inputs[k].Data.Length)];
+                var offset = 0;
+                foreach (var item in items)
+                {
+                    item.Inputs[k].Data.CopyTo(data, offset);
+                    offset += item.Inputs[k].Data.Length;
+                }
+                var shape = (long[])first.Shape.Clone();
+                shape[0] = total;
+                stacked[k] = new Tensor(first.Name, first.Datatype, shape, data);
+            }
+            var outputs = await InferAsync(work, new InferenceRequest(stacked, work.Outputs, $"{items[0].Id}+{count - 1}") { Priority = RequestPriority.Job });
+            if (outputs is not null && outputs.All(o => o.Shape.Length > 0 && o.Shape[0] == total))
+            {
+                long row = 0;
+                for (var i = 0; i < count; i++)
+                {
+                    answers[start + i] = new JobItemResult(items[i].Id, [.. outputs.Select(o => Slice(o, row, rows[i], total))]);
+                    row += rows[i];
+                }
+                return;
+            }
+            // Refused as a whole (one bad item) or outputs that do not follow the rows: item by item.
+        }
+        await Task.WhenAll(Enumerable.Range(start, count).Select(async i =>
+        {
+            var item = work.Items[i];
+            answers[i] = await RunItemAsync(work, item);
+        }));
+    }
+
+    private static Tensor Slice(Tensor output, long row, long rows, long total)
+    {
+        var rowBytes = output.Data.Length / total;
+        var shape = (long[])output.Shape.Clone();
+        shape[0] = rows;
+        return new Tensor(output.Name, output.Datatype, shape, output.Data.AsSpan((int)(row * rowBytes), (int)(rows * rowBytes)).ToArray());
+    }
+
+    /// <summary>The outputs of a stacked request, or null when the model refused it.</summary>
+    private async Task<Tensor[]?> InferAsync(JobWork work, InferenceRequest request)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var backoff = TimeSpan.FromMilliseconds(20);
+        while (true)
+        {
+            try
+            {
+                return (await _router!.InferAsync(work.Model, work.Version, request)).Outputs;
+            }
+            catch (Exception e) when (IsRetryable(e) && Stopwatch.GetElapsedTime(started) < RetryFor)
+            {
+                await Task.Delay(backoff);
+                backoff = TimeSpan.FromMilliseconds(Math.Min(backoff.TotalMilliseconds * 2, 1000));
+            }
+            catch (MedServeException)
+            {
+                return null;
+            }
         }
     }
 

@@ -1,0 +1,130 @@
+using System.Globalization;
+using MedServe.Tests.Support;
+
+namespace MedServe.Tests.Grains;
+
+/// <summary>
+/// Job grains on a real (TestingHost) silo with the logistic-regression sample deployed: the job list reads the job
+/// index and wakes no job grain; ended jobs hold no activation.
+/// </summary>
+[Collection(GrainClusterCollection.Name)]
+public sealed class JobGrainTests(GrainClusterFixture fixture)
+{
+    private async Task DeployLogregAsync()
+    {
+        await fixture.RegisterSampleAsync("breast-cancer-logreg");
+        var deployment = fixture.Client.GetGrain<IDeploymentGrain>(GrainKeys.Deployment("breast-cancer-logreg", "1"));
+        await deployment.DeployAsync(new DeploymentSpec());
+        Assert.Equal(DeploymentState.Ready, (await deployment.WaitSettledAsync(TimeSpan.FromMinutes(1))).State);
+    }
+
+    internal static JobSubmission Rows(int count, string prefix = "r")
+    {
+        var rows = TestData.BreastCancer();
+        return new JobSubmission
+        {
+            Model = "breast-cancer-logreg",
+            Items = [.. Enumerable.Range(0, count).Select(i => new JobItem(prefix + i.ToString(CultureInfo.InvariantCulture),
+                [TensorTypes.Create<float>("input", [1, 30], rows[i % rows.Count].Features)]))],
+            Outputs = ["probabilities"],
+        };
+    }
+
+    private async Task<JobInfo> WaitEndedAsync(string id)
+    {
+        for (var i = 0; i < 600; i++)
+        {
+            var info = await fixture.Client.GetGrain<IJobGrain>(id).GetAsync();
+            if (info is { State: not JobState.Running })
+            {
+                return info;
+            }
+            await Task.Delay(100);
+        }
+        throw new Xunit.Sdk.XunitException($"job {id} did not end");
+    }
+
+    private async Task<int> JobActivationsAsync()
+    {
+        var stats = await fixture.Client.GetGrain<IManagementGrain>(0).GetSimpleGrainStatistics();
+        return stats.Where(s => s.GrainType.EndsWith(".JobGrain", StringComparison.Ordinal)).Sum(s => s.ActivationCount);
+    }
+
+    [Fact]
+    public async Task Listing_ended_jobs_reads_the_index_and_wakes_no_job_grain()
+    {
+        await DeployLogregAsync();
+        var ids = Enumerable.Range(0, 3).Select(i => $"list-{i}-{Guid.NewGuid():N}"[..24]).ToArray();
+        foreach (var id in ids)
+        {
+            await fixture.Client.GetGrain<IJobGrain>(id).SubmitAsync(Rows(50));
+        }
+        foreach (var id in ids)
+        {
+            Assert.Equal(JobState.Completed, (await WaitEndedAsync(id)).State);
+        }
+
+        // Ended jobs deactivate; make sure every idle activation is gone.
+        await fixture.Client.GetGrain<IManagementGrain>(0).ForceActivationCollection(TimeSpan.Zero);
+        for (var i = 0; i < 50 && await JobActivationsAsync() > 0; i++)
+        {
+            await Task.Delay(100);
+        }
+        Assert.Equal(0, await JobActivationsAsync());
+
+        var listed = await fixture.Client.GetGrain<IJobIndexGrain>(0).ListAsync();
+        foreach (var id in ids)
+        {
+            var job = Assert.Single(listed, j => j.Id == id);
+            Assert.Equal(JobState.Completed, job.State);
+            Assert.Equal(50, job.Total);
+            Assert.Equal(50, job.Succeeded);
+            Assert.Equal("breast-cancer-logreg", job.Model);
+        }
+        Assert.Equal(0, await JobActivationsAsync());
+    }
+
+    [Fact]
+    public async Task Results_are_stored_in_appended_chunks_and_read_by_page_in_item_order()
+    {
+        await DeployLogregAsync();
+        var id = "pages-" + Guid.NewGuid().ToString("N")[..8];
+        var job = fixture.Client.GetGrain<IJobGrain>(id);
+        await job.SubmitAsync(Rows(10_000));
+        var done = await WaitEndedAsync(id);
+        Assert.Equal(JobState.Completed, done.State);
+        Assert.Equal(10_000, done.Succeeded);
+
+        var page = await job.GetResultsAsync(4000, 200);
+        Assert.Equal(Enumerable.Range(4000, 200).Select(i => $"r{i}"), page.Select(r => r.ItemId));
+        var rows = TestData.BreastCancer();
+        Assert.Equal(rows[4000 % rows.Count].PBenignLogreg, page[0].Outputs![0].AsSpan<float>()[1], 4);
+        var all = await job.GetResultsAsync();
+        Assert.Equal(Enumerable.Range(0, 10_000).Select(i => $"r{i}"), all.Select(r => r.ItemId));
+
+        // Items in chunks written once, answers in parts appended per item chunk: no record holds the whole set.
+        var files = Directory.GetFiles(Path.Combine(fixture.DataDirectory, "state"), Uri.EscapeDataString(id) + ".*", SearchOption.AllDirectories);
+        Assert.Equal(3, files.Count(f => f.Contains(".job-items-", StringComparison.Ordinal)));
+        Assert.True(files.Count(f => f.Contains(".job-results-", StringComparison.Ordinal)) >= 3);
+
+        await job.DeleteAsync();
+        Assert.Empty(Directory.GetFiles(Path.Combine(fixture.DataDirectory, "state"), Uri.EscapeDataString(id) + ".*", SearchOption.AllDirectories));
+    }
+
+    [Fact]
+    public async Task A_retried_submit_answers_the_same_job_and_other_content_under_its_id_is_a_conflict()
+    {
+        await DeployLogregAsync();
+        var id = "again-" + Guid.NewGuid().ToString("N")[..8];
+        var first = await fixture.Client.GetGrain<IJobGrain>(id).SubmitAsync(Rows(40));
+        var retried = await fixture.Client.GetGrain<IJobGrain>(id).SubmitAsync(Rows(40));
+        Assert.Equal(first.CreatedAt, retried.CreatedAt);
+        Assert.Equal(40, retried.Total);
+
+        var conflict = await Assert.ThrowsAsync<MedServeException>(() => fixture.Client.GetGrain<IJobGrain>(id).SubmitAsync(Rows(41)));
+        Assert.Equal(ErrorKind.Conflict, conflict.Kind);
+        Assert.Equal("id", conflict.Field);
+        Assert.Contains(id, conflict.Message, StringComparison.Ordinal);
+        Assert.Equal(40, (await WaitEndedAsync(id)).Succeeded);
+    }
+}
