@@ -47,7 +47,7 @@ internal sealed class ChildServer : IAsyncDisposable
         }
         info.Environment["DOTNET_gcServer"] = "0";
         // MedServe asks every caller for a key; the naive server ignores it.
-        info.Environment["MEDSERVE_ADMIN_KEY"] = BenchKey;
+        info.Environment["MEDSERVE_ADMIN_KEY"] = V2Http.BenchKey;
         var log = new StreamWriter(logPath, append: false) { AutoFlush = true };
         var process = Process.Start(info) ?? throw new InvalidOperationException($"could not start {dll}");
         process.OutputDataReceived += (_, e) => Write(log, e.Data);
