@@ -73,6 +73,7 @@ public static class WebApp
         app.MapSiloApi();
         app.MapJobApi();
         app.MapKeyApi();
+        app.MapAuditApi();
         app.MapOpenApi("/openapi/{documentName}.json").RequireAuthorization(Permissions.View);
         app.MapScalarApiReference(ApiReferencePath, o => o
             .WithTitle("MedServe management API")

@@ -24,6 +24,12 @@ public static class ExitCodes
     /// </summary>
     public const int Unavailable = 5;
 
+    /// <summary>Your key's role may not do this, or the key is unknown, revoked or expired.</summary>
+    public const int Forbidden = 6;
+
+    /// <summary><c>audit verify</c>: the audit trail has an edited, removed or reordered record.</summary>
+    public const int Tampered = 7;
+
     /// <summary>The exit code of a MedServe error kind.</summary>
     public static int Of(ErrorKind kind) => kind switch
     {
@@ -31,6 +37,7 @@ public static class ExitCodes
         ErrorKind.NotFound => NotFound,
         ErrorKind.Conflict => Conflict,
         ErrorKind.NotReady or ErrorKind.Overloaded or ErrorKind.Timeout => Unavailable,
+        ErrorKind.Forbidden => Forbidden,
         _ => Unexpected,
     };
 }

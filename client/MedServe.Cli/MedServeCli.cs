@@ -10,7 +10,7 @@ namespace MedServe.Cli;
 /// The <c>medserve</c> command line: the command tree, connecting, output (tables, or JSON with <c>--json</c>) and
 /// exit codes (<see cref="ExitCodes"/>). <see cref="RunAsync"/> is the whole program, so tests run it in-process.
 /// </summary>
-public sealed class MedServeCli
+public sealed partial class MedServeCli
 {
     private readonly TextWriter _out;
     private readonly TextWriter _err;
@@ -88,7 +88,7 @@ public sealed class MedServeCli
     {
         var root = new RootCommand("medserve: push, deploy, scale and call models on a MedServe cluster (over the Orleans grain client).")
         {
-            _gateway, _cluster, _clusterId, _jsonOption, _connectTimeout,
+            _gateway, _cluster, _clusterId, _jsonOption, _connectTimeout, _key,
         };
 
         var models = new Command("models", "Model packages: push, list, show.");
@@ -148,6 +148,8 @@ public sealed class MedServeCli
         status.SetAction(Handler((p, c) => StatusAsync(c, p.GetValue(statusName), p.GetValue(statusVersion))));
         root.Add(status);
         root.Add(JobCommands());
+        root.Add(KeyCommands());
+        root.Add(AuditCommands());
         return root;
     }
 

@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using MedServe.Protocol;
+using MedServe.Dashboard.Security;
 using MedServe.Routing;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -20,12 +21,12 @@ public static partial class JobEndpoints
     public static IEndpointRouteBuilder MapJobApi(this IEndpointRouteBuilder app)
     {
         var jobs = app.MapGroup("/api/jobs").AddEndpointFilter(ManagementEndpoints.RetryableErrors).RequireAuthorization(Permissions.Infer);
-        jobs.MapPost("", SubmitAsync).DisableAntiforgery();
+        jobs.MapPost("", SubmitAsync).DisableAntiforgery().Audited(AuditActions.JobSubmit);
         jobs.MapGet("", ListAsync);
         jobs.MapGet("/{id}", GetAsync);
-        jobs.MapPost("/{id}/cancel", CancelAsync);
-        jobs.MapDelete("/{id}", DeleteAsync);
-        jobs.MapGet("/{id}/results", ResultsAsync);
+        jobs.MapPost("/{id}/cancel", CancelAsync).Audited(AuditActions.JobCancel);
+        jobs.MapDelete("/{id}", DeleteAsync).Audited(AuditActions.JobDelete);
+        jobs.MapGet("/{id}/results", ResultsAsync).Audited(AuditActions.JobDownload);
         return app;
     }
 
@@ -80,6 +81,7 @@ public static partial class JobEndpoints
         {
             throw MedServeException.Invalid("a job id is 1 to 64 letters, digits, '.', '_' or '-'", "id");
         }
+        Audit.Note(request.HttpContext, submission.Model, submission.Version, AuditChain.InputHash(body), id);
         var info = await grains.GetGrain<IJobGrain>(id).SubmitAsync(submission);
         return Results.Accepted($"/api/jobs/{id}", info);
     }

@@ -19,10 +19,11 @@ public static class KeyEndpoints
         keys.MapPost("", async (NewKeyBody body, HttpContext context, IGrainFactory grains) =>
         {
             var created = await grains.GetGrain<IKeyStoreGrain>(0).CreateAsync(body.Name ?? "", body.Role ?? "", body.ExpiresAt, context.User.KeyIdOf());
+            Audit.Note(context, detail: $"{created.Info.Id} role={created.Info.Role}");
             return Results.Created($"/api/keys/{created.Info.Id}", new { id = created.Info.Id, key = created.Key, created.Info.Name, created.Info.Role, created.Info.ExpiresAt, created.Info.CreatedAt });
-        }).DisableAntiforgery();
+        }).DisableAntiforgery().Audited(AuditActions.KeyCreate);
         keys.MapGet("", (IGrainFactory grains) => grains.GetGrain<IKeyStoreGrain>(0).ListAsync());
-        keys.MapDelete("/{id}", (string id, IGrainFactory grains) => grains.GetGrain<IKeyStoreGrain>(0).RevokeAsync(id));
+        keys.MapDelete("/{id}", (string id, IGrainFactory grains) => grains.GetGrain<IKeyStoreGrain>(0).RevokeAsync(id)).Audited(AuditActions.KeyRevoke);
         return app;
     }
 }

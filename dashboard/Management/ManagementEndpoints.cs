@@ -27,18 +27,18 @@ public static class ManagementEndpoints
 
         // Who may call what: see Roles and Permissions (the same policies guard the web app's pages).
         var models = api.MapGroup("/models");
-        models.MapPost("", UploadAsync).DisableAntiforgery().RequireAuthorization(Permissions.ManageModels);
+        models.MapPost("", UploadAsync).DisableAntiforgery().RequireAuthorization(Permissions.ManageModels).Audited(AuditActions.Upload);
         models.MapGet("", ListModelsAsync).RequireAuthorization(Permissions.View);
         models.MapGet("/{name}", GetModelAsync).RequireAuthorization(Permissions.View);
         models.MapGet("/{name}/versions/{version}", GetVersionAsync).RequireAuthorization(Permissions.View);
-        models.MapDelete("/{name}/versions/{version}", DeleteVersionAsync).RequireAuthorization(Permissions.ManageModels);
-        models.MapPut("/{name}/default", SetDefaultAsync).RequireAuthorization(Permissions.ManageModels);
+        models.MapDelete("/{name}/versions/{version}", DeleteVersionAsync).RequireAuthorization(Permissions.ManageModels).Audited(AuditActions.DeleteVersion);
+        models.MapPut("/{name}/default", SetDefaultAsync).RequireAuthorization(Permissions.ManageModels).Audited(AuditActions.DefaultVersion);
 
         var deployments = api.MapGroup("/deployments");
         deployments.MapGet("", ListDeploymentsAsync).RequireAuthorization(Permissions.View);
         deployments.MapGet("/{name}/{version}", GetDeploymentAsync).RequireAuthorization(Permissions.View);
-        deployments.MapPut("/{name}/{version}", DeployAsync).RequireAuthorization(Security.SecurityHosting.DeployOrScale);
-        deployments.MapDelete("/{name}/{version}", UndeployAsync).RequireAuthorization(Permissions.ManageModels);
+        deployments.MapPut("/{name}/{version}", DeployAsync).RequireAuthorization(SecurityHosting.DeployOrScale).Audited(AuditActions.Deploy);
+        deployments.MapDelete("/{name}/{version}", UndeployAsync).RequireAuthorization(Permissions.ManageModels).Audited(AuditActions.Undeploy);
         return app;
     }
 
@@ -77,6 +77,7 @@ public static class ManagementEndpoints
             // Registered through the cluster (the same grain call as the CLI's push), so this API runs as well in a
             // separate dashboard host as in the silo.
             info = await ReadPackageAsync(request, max, grains.GetGrain<IPackageUploadGrain>(0), ct);
+            Audit.Note(request.HttpContext, info.Manifest.Name, info.Manifest.Version, info.Sha256);
         }
         catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
@@ -182,8 +183,9 @@ public static class ManagementEndpoints
 
     public sealed record DefaultVersionBody(string? Version);
 
-    private static async Task<ModelInfo> SetDefaultAsync(string name, DefaultVersionBody body, IGrainFactory grains)
+    private static async Task<ModelInfo> SetDefaultAsync(string name, DefaultVersionBody body, IGrainFactory grains, HttpContext context)
     {
+        Audit.Note(context, version: body.Version ?? "highest deployed");
         var model = grains.GetGrain<IModelGrain>(name);
         _ = await GetModelAsync(name, grains);
         await model.SetDefaultVersionAsync(body.Version);
@@ -233,6 +235,9 @@ public static class ManagementEndpoints
             }
             spec = spec with { Accelerator = current.Spec.Accelerator };
         }
+        var before = await deployment.GetAsync();
+        Audit.Note(request.HttpContext, detail: $"replicas={spec.Replicas} accelerator={spec.Accelerator ?? "manifest"}",
+            action: before.State == DeploymentState.Unloaded ? AuditActions.Deploy : AuditActions.Scale);
         var info = await deployment.DeployAsync(spec);
         if (wait == true)
         {

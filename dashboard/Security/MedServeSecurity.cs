@@ -179,6 +179,8 @@ public static class SecurityHosting
         });
         services.TryAddSingleton(TimeProvider.System);
         services.AddSingleton<KeyValidator>();
+        services.AddSingleton<AuditWriter>();
+        services.AddHostedService(sp => sp.GetRequiredService<AuditWriter>());
         services.AddAuthentication(Scheme)
             .AddPolicyScheme(Scheme, "API key or sign-in cookie", o => o.ForwardDefaultSelector = context =>
                 context.Request.Headers.Authorization.Count > 0

@@ -25,10 +25,17 @@ public static class SignIn
     {
         app.MapGet(Path, (HttpContext context, IAntiforgery antiforgery, IOptions<SecurityOptions> security, string? returnUrl, string? error) =>
             Page(context, antiforgery, security.Value, Local(returnUrl), error)).AllowAnonymous();
-        app.MapPost(Path, async ([FromForm] string? key, [FromForm] string? returnUrl, HttpContext context, KeyValidator keys) =>
+        app.MapPost(Path, async ([FromForm] string? key, [FromForm] string? returnUrl, HttpContext context, KeyValidator keys, AuditWriter audit) =>
         {
             var target = Local(returnUrl);
             var (info, refusal) = string.IsNullOrWhiteSpace(key) ? (null, "enter a key") : await keys.ValidateAsync(key.Trim());
+            audit.Record(new AuditEvent
+            {
+                // A refused key is named by the id it claims (never the key), or not at all.
+                Actor = info?.Id ?? (key is not null ? ApiKeys.IdOf(key.Trim()) : null) ?? "unknown",
+                Action = AuditActions.SignIn,
+                Outcome = info is null ? "refused" : "ok",
+            });
             if (info is null)
             {
                 return Results.Redirect($"{Path}?error={Uri.EscapeDataString(refusal!)}&returnUrl={Uri.EscapeDataString(target)}");

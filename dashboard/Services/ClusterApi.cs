@@ -11,8 +11,28 @@ namespace MedServe.Dashboard.Services;
 /// (safe to show: they name fields and ids, never input values); a cluster that cannot answer just now is a
 /// retryable NotReady. Every change is checked against the signed-in person's role, as the HTTP API checks a key's.
 /// </summary>
-public sealed class ClusterApi(IGrainFactory grains, ModelRouter router, AuthenticationStateProvider authentication)
+public sealed class ClusterApi(IGrainFactory grains, ModelRouter router, AuthenticationStateProvider authentication, AuditWriter audit)
 {
+    /// <summary>Runs an action and records it in the audit trail with its outcome, as the HTTP API does.</summary>
+    private async Task<T> Audited<T>(string action, string? model, string? version, string? input, string? detail, Func<Task<T>> run)
+    {
+        var actor = (await UserAsync()).KeyIdOf();
+        var outcome = "ok";
+        try
+        {
+            return await run();
+        }
+        catch (MedServeException e)
+        {
+            outcome = e.Kind.ToString();
+            throw;
+        }
+        finally
+        {
+            audit.Record(new AuditEvent { Actor = actor, Action = action, Model = model, Version = version, InputSha256 = input, Outcome = outcome, Detail = detail });
+        }
+    }
+
     /// <summary>The signed-in person (or key) of this circuit.</summary>
     public async Task<ClaimsPrincipal> UserAsync() => (await authentication.GetAuthenticationStateAsync()).User;
 
@@ -50,13 +70,15 @@ public sealed class ClusterApi(IGrainFactory grains, ModelRouter router, Authent
     public async Task<ModelVersionInfo> UploadAsync(byte[] manifestJson, byte[] model)
     {
         await RequireAsync(Permissions.ManageModels);
-        return await Call(() => grains.GetGrain<IPackageUploadGrain>(0).UploadPartsAsync(manifestJson, model));
+        return await Audited(AuditActions.Upload, null, null, AuditChain.InputHash(model), null,
+            () => Call(() => grains.GetGrain<IPackageUploadGrain>(0).UploadPartsAsync(manifestJson, model)));
     }
 
     public async Task<ModelVersionInfo> UploadZipAsync(byte[] zip)
     {
         await RequireAsync(Permissions.ManageModels);
-        return await Call(() => grains.GetGrain<IPackageUploadGrain>(0).UploadZipAsync(zip));
+        return await Audited(AuditActions.Upload, null, null, AuditChain.InputHash(zip), null,
+            () => Call(() => grains.GetGrain<IPackageUploadGrain>(0).UploadZipAsync(zip)));
     }
 
     /// <summary>Deploys or re-specs a version: a model manager's; an operator may only re-scale what runs, where it runs.</summary>
@@ -68,47 +90,50 @@ public sealed class ClusterApi(IGrainFactory grains, ModelRouter router, Authent
             throw MedServeException.Invalid($"{problem.Field} {problem.Message}", problem.Field);
         }
         var deployment = grains.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(name, version));
-        if (!(await UserAsync()).Has(Permissions.ManageModels))
+        var current = await Call(deployment.GetAsync);
+        if (!(await UserAsync()).Has(Permissions.ManageModels)
+            && (current.State == DeploymentState.Unloaded || (spec.Accelerator is not null && spec.Accelerator != current.Spec.Accelerator)))
         {
-            var current = await Call(deployment.GetAsync);
-            if (current.State == DeploymentState.Unloaded || (spec.Accelerator is not null && spec.Accelerator != current.Spec.Accelerator))
-            {
-                throw MedServeException.Forbidden("an operator may change the replicas and batching of a running deployment; deploying a version or changing its accelerator is a model manager's");
-            }
+            throw MedServeException.Forbidden("an operator may change the replicas and batching of a running deployment; deploying a version or changing its accelerator is a model manager's");
         }
-        return await Call(() => deployment.DeployAsync(spec));
+        return await Audited(current.State == DeploymentState.Unloaded ? AuditActions.Deploy : AuditActions.Scale, name, version, null,
+            $"replicas={spec.Replicas} accelerator={spec.Accelerator ?? "manifest"}", () => Call(() => deployment.DeployAsync(spec)));
     }
 
     public async Task<DeploymentInfo> UndeployAsync(string name, string version)
     {
         await RequireAsync(Permissions.ManageModels);
-        return await Call(() => grains.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(name, version)).UndeployAsync());
+        return await Audited(AuditActions.Undeploy, name, version, null, null,
+            () => Call(() => grains.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(name, version)).UndeployAsync()));
     }
 
     public async Task SetDefaultVersionAsync(string name, string? version)
     {
         await RequireAsync(Permissions.ManageModels);
-        await Call(async () => { await grains.GetGrain<IModelGrain>(name).SetDefaultVersionAsync(version); return true; });
+        await Audited(AuditActions.DefaultVersion, name, version, null, null,
+            () => Call(async () => { await grains.GetGrain<IModelGrain>(name).SetDefaultVersionAsync(version); return true; }));
     }
 
     public async Task DeleteVersionAsync(string name, string version)
     {
         await RequireAsync(Permissions.ManageModels);
-        await Call(async () => { await grains.GetGrain<IModelGrain>(name).DeleteVersionAsync(version); return true; });
+        await Audited(AuditActions.DeleteVersion, name, version, null, null,
+            () => Call(async () => { await grains.GetGrain<IModelGrain>(name).DeleteVersionAsync(version); return true; }));
     }
 
     /// <summary>One inference through the same router as the V2 API (default version when none is named).</summary>
     public async Task<InferenceResponse> InferAsync(string model, string? version, InferenceRequest request)
     {
         await RequireAsync(Permissions.Infer);
-        return await Call(() => router.InferAsync(model, version, request));
+        var input = AuditChain.InputHash(request.Inputs.SelectMany(t => t.Data).ToArray());
+        return await Audited(AuditActions.Infer, model, version, input, "web app", () => Call(() => router.InferAsync(model, version, request)));
     }
 
     /// <summary>A CSV job; columns matched to the model's features by name (<see cref="CsvRecords"/>). Answers the job.</summary>
     public async Task<JobInfo> SubmitCsvJobAsync(string model, string? version, byte[] csv)
     {
         await RequireAsync(Permissions.Infer);
-        return await SubmitCsvCoreAsync(model, version, csv);
+        return await Audited(AuditActions.JobSubmit, model, version, AuditChain.InputHash(csv), null, () => SubmitCsvCoreAsync(model, version, csv));
     }
 
     private Task<JobInfo> SubmitCsvCoreAsync(string model, string? version, byte[] csv) => Call(async () =>
@@ -126,13 +151,13 @@ public sealed class ClusterApi(IGrainFactory grains, ModelRouter router, Authent
     public async Task<JobInfo> CancelJobAsync(string id)
     {
         await RequireAsync(Permissions.Infer);
-        return await Call(() => grains.GetGrain<IJobGrain>(id).CancelAsync());
+        return await Audited(AuditActions.JobCancel, null, null, null, id, () => Call(() => grains.GetGrain<IJobGrain>(id).CancelAsync()));
     }
 
     public async Task DeleteJobAsync(string id)
     {
         await RequireAsync(Permissions.Infer);
-        await Call(async () => { await grains.GetGrain<IJobGrain>(id).DeleteAsync(); return true; });
+        await Audited(AuditActions.JobDelete, null, null, null, id, () => Call(async () => { await grains.GetGrain<IJobGrain>(id).DeleteAsync(); return true; }));
     }
 
     public async Task<ApiKeyInfo[]> ListKeysAsync()
@@ -145,13 +170,41 @@ public sealed class ClusterApi(IGrainFactory grains, ModelRouter router, Authent
     {
         await RequireAsync(Permissions.Admin);
         var by = (await UserAsync()).KeyIdOf();
-        return await Call(() => grains.GetGrain<IKeyStoreGrain>(0).CreateAsync(name, role, expiresAt, by));
+        return await Audited(AuditActions.KeyCreate, null, null, null, $"role={role}", () => Call(() => grains.GetGrain<IKeyStoreGrain>(0).CreateAsync(name, role, expiresAt, by)));
     }
 
     public async Task<ApiKeyInfo> RevokeKeyAsync(string id)
     {
         await RequireAsync(Permissions.Admin);
-        return await Call(() => grains.GetGrain<IKeyStoreGrain>(0).RevokeAsync(id));
+        return await Audited(AuditActions.KeyRevoke, null, null, null, id, () => Call(() => grains.GetGrain<IKeyStoreGrain>(0).RevokeAsync(id)));
+    }
+
+    /// <summary>The audit trail, newest first, filtered (admin).</summary>
+    public async Task<AuditRecord[]> SearchAuditAsync(string? actor, string? action, string? model, int max)
+    {
+        await RequireAsync(Permissions.Admin);
+        var found = new List<AuditRecord>();
+        await foreach (var r in Management.AuditEndpoints.ReadAllAsync(grains))
+        {
+            if ((string.IsNullOrEmpty(actor) || r.Event.Actor == actor) && (string.IsNullOrEmpty(action) || r.Event.Action == action) && (string.IsNullOrEmpty(model) || r.Event.Model == model))
+            {
+                found.Add(r);
+            }
+        }
+        return [.. found.AsEnumerable().Reverse().Take(max)];
+    }
+
+    /// <summary>Walks the hash chain (admin): null when it holds, else the first bad record.</summary>
+    public async Task<(long Records, string? Problem)> VerifyAuditAsync()
+    {
+        await RequireAsync(Permissions.Admin);
+        var (count, last) = await Call(() => grains.GetGrain<IAuditLogGrain>(0).HeadAsync());
+        var records = new List<AuditRecord>();
+        await foreach (var r in Management.AuditEndpoints.ReadAllAsync(grains))
+        {
+            records.Add(r);
+        }
+        return (count, AuditChain.Verify(records, count, last));
     }
 
     public Task<JobItemResult[]> JobResultsAsync(string id) => Call(() => grains.GetGrain<IJobGrain>(id).GetResultsAsync());

@@ -5,6 +5,7 @@ using System.Reflection;
 using MedServe.Protocol;
 using MedServe.Inference.Runtime;
 using MedServe.Routing;
+using MedServe.Dashboard.Security;
 using MedServe.Silo.Hosting;
 
 namespace MedServe.Silo.Api;
@@ -38,8 +39,8 @@ public static partial class V2Endpoints
         v2.MapGet("/models/{name}/versions/{version}", (string name, string version, IGrainFactory grains, ModelRouter router) => Guard(() => MetadataAsync(name, version, grains, router))).RequireAuthorization(Permissions.View);
         v2.MapGet("/models/{name}/ready", (string name, ModelRouter router) => Guard(() => ReadyAsync(name, null, router))).RequireAuthorization(Permissions.View);
         v2.MapGet("/models/{name}/versions/{version}/ready", (string name, string version, ModelRouter router) => Guard(() => ReadyAsync(name, version, router))).RequireAuthorization(Permissions.View);
-        v2.MapPost("/models/{name}/infer", (string name, HttpContext context, ModelRouter router, NodeOptions options, ILogger<ModelRouter> logger) => InferAsync(name, null, context, router, options, logger)).RequireAuthorization(Permissions.Infer);
-        v2.MapPost("/models/{name}/versions/{version}/infer", (string name, string version, HttpContext context, ModelRouter router, NodeOptions options, ILogger<ModelRouter> logger) => InferAsync(name, version, context, router, options, logger)).RequireAuthorization(Permissions.Infer);
+        v2.MapPost("/models/{name}/infer", (string name, HttpContext context, ModelRouter router, NodeOptions options, AuditWriter audit, ILogger<ModelRouter> logger) => InferAsync(name, null, context, router, options, audit, logger)).RequireAuthorization(Permissions.Infer);
+        v2.MapPost("/models/{name}/versions/{version}/infer", (string name, string version, HttpContext context, ModelRouter router, NodeOptions options, AuditWriter audit, ILogger<ModelRouter> logger) => InferAsync(name, version, context, router, options, audit, logger)).RequireAuthorization(Permissions.Infer);
         return app;
     }
 
@@ -91,10 +92,12 @@ public static partial class V2Endpoints
             statusCode: ready ? StatusCodes.Status200OK : StatusCodes.Status400BadRequest);
     }
 
-    private static async Task<IResult> InferAsync(string name, string? version, HttpContext context, ModelRouter router, NodeOptions options, ILogger logger)
+    private static async Task<IResult> InferAsync(string name, string? version, HttpContext context, ModelRouter router, NodeOptions options, AuditWriter audit, ILogger logger)
     {
         var started = Stopwatch.GetTimestamp();
-        var (result, outcome, served) = await InferCoreAsync(name, version, context, router, options, logger);
+        var (result, outcome, served, inputHash) = await InferCoreAsync(name, version, context, router, options, logger);
+        // Who ran which version on which input (its hash), batched into the audit trail off the request's path.
+        audit.Record(context, AuditActions.Infer, ModelNames.IsValidName(name) ? name : "(unknown)", served ?? version, inputHash, outcome == "success" ? "ok" : outcome);
         // Labels stay bounded: unknown names and versions do not each make a new series. A request that named no
         // version counts for the version that served it.
         var known = outcome != nameof(ErrorKind.NotFound) && ModelNames.IsValidName(name);
@@ -102,9 +105,10 @@ public static partial class V2Endpoints
         return result;
     }
 
-    private static async Task<(IResult Result, string Outcome, string? Served)> InferCoreAsync(string name, string? version, HttpContext context, ModelRouter router, NodeOptions options, ILogger logger)
+    private static async Task<(IResult Result, string Outcome, string? Served, string? InputHash)> InferCoreAsync(string name, string? version, HttpContext context, ModelRouter router, NodeOptions options, ILogger logger)
     {
         byte[]? rented = null;
+        string? inputHash = null;
         try
         {
             int? jsonLength = null;
@@ -116,6 +120,7 @@ public static partial class V2Endpoints
             }
             var (buffer, length) = await ReadBodyAsync(context.Request, options.MaxInferBytes, context.RequestAborted);
             rented = buffer;
+            inputHash = AuditChain.InputHash(buffer.AsSpan(0, length));
             var (request, outputOptions) = V2Codec.ParseRequest(buffer.AsMemory(0, length), jsonLength);
             ArrayPool<byte>.Shared.Return(rented, clearArray: true);
             rented = null;
@@ -126,29 +131,29 @@ public static partial class V2Endpoints
             if (headerLength is { } h)
             {
                 context.Response.Headers[HeaderLength] = h.ToString(CultureInfo.InvariantCulture);
-                return (Results.Bytes(writer.WrittenMemory, "application/octet-stream"), "success", response.ModelVersion);
+                return (Results.Bytes(writer.WrittenMemory, "application/octet-stream"), "success", response.ModelVersion, inputHash);
             }
-            return (Results.Bytes(writer.WrittenMemory, "application/json"), "success", response.ModelVersion);
+            return (Results.Bytes(writer.WrittenMemory, "application/json"), "success", response.ModelVersion, inputHash);
         }
         catch (MedServeException e)
         {
-            return (Error(e), e.Kind.ToString(), null);
+            return (Error(e), e.Kind.ToString(), null, inputHash);
         }
         catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
-            return (Error(new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {options.MaxInferBytes} bytes")), nameof(ErrorKind.TooLarge), null);
+            return (Error(new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {options.MaxInferBytes} bytes")), nameof(ErrorKind.TooLarge), null, inputHash);
         }
         catch (Exception e) when (e is TimeoutException or OrleansException)
         {
             // The cluster could not answer in time (a silo went away, a call timed out): retryable.
             InferFailed(logger, e.GetType().Name, name);
-            return (Error(MedServeException.NotReady($"the cluster could not serve '{name}' just now ({e.GetType().Name}); retry")), nameof(ErrorKind.NotReady), null);
+            return (Error(MedServeException.NotReady($"the cluster could not serve '{name}' just now ({e.GetType().Name}); retry")), nameof(ErrorKind.NotReady), null, inputHash);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
             // Never echo the exception: it may carry input values. Log its type only.
             InferFailed(logger, e.GetType().Name, name);
-            return (Error(new MedServeException(ErrorKind.Internal, $"internal error while serving '{name}'")), nameof(ErrorKind.Internal), null);
+            return (Error(new MedServeException(ErrorKind.Internal, $"internal error while serving '{name}'")), nameof(ErrorKind.Internal), null, inputHash);
         }
         finally
         {

@@ -1,0 +1,97 @@
+using System.Text.Json;
+using MedServe.Protocol;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+
+namespace MedServe.Dashboard.Management;
+
+/// <summary>
+/// The audit trail (admin only): <c>GET /api/audit</c> searches it (actor, action, model, from, to) and exports JSON
+/// lines (<c>format=jsonl</c>); <c>GET /api/audit/verify</c> walks the hash chain and names the first bad record.
+/// </summary>
+public static class AuditEndpoints
+{
+    private const int Page = 4096;
+
+    public static IEndpointRouteBuilder MapAuditApi(this IEndpointRouteBuilder app)
+    {
+        var audit = app.MapGroup("/api/audit").AddEndpointFilter(ManagementEndpoints.RetryableErrors).RequireAuthorization(Permissions.Admin);
+        audit.MapGet("", SearchAsync);
+        audit.MapGet("/verify", async (IGrainFactory grains) => await VerifyAsync(grains));
+        return app;
+    }
+
+    /// <summary>Every record in order, read a page at a time.</summary>
+    public static async IAsyncEnumerable<AuditRecord> ReadAllAsync(IGrainFactory grains)
+    {
+        var log = grains.GetGrain<IAuditLogGrain>(0);
+        for (long from = 1; ; from += Page)
+        {
+            var page = await log.ReadAsync(from, Page);
+            foreach (var r in page)
+            {
+                yield return r;
+            }
+            if (page.Length < Page)
+            {
+                yield break;
+            }
+        }
+    }
+
+    public static async Task<object> VerifyAsync(IGrainFactory grains)
+    {
+        var (count, last) = await grains.GetGrain<IAuditLogGrain>(0).HeadAsync();
+        var records = new List<AuditRecord>();
+        await foreach (var r in ReadAllAsync(grains))
+        {
+            records.Add(r);
+        }
+        var problem = AuditChain.Verify(records, count, last);
+        return new { ok = problem is null, records = count, problem };
+    }
+
+    private static async Task SearchAsync(HttpContext context, IGrainFactory grains, string? actor, string? action, string? model, DateTimeOffset? from, DateTimeOffset? to, string? format, int? limit)
+    {
+        var max = Math.Clamp(limit ?? 1000, 1, 1_000_000);
+        var lines = format?.ToLowerInvariant() switch
+        {
+            null or "json" => false,
+            "jsonl" => true,
+            _ => throw MedServeException.Invalid("format is json or jsonl", "format"),
+        };
+        context.Response.ContentType = lines ? "application/x-ndjson" : "application/json";
+        if (lines)
+        {
+            context.Response.Headers.ContentDisposition = "attachment; filename=\"medserve-audit.jsonl\"";
+        }
+        var options = ManifestJson.Options;
+        var first = true;
+        var n = 0;
+        if (!lines)
+        {
+            await context.Response.WriteAsync("[");
+        }
+        await foreach (var r in ReadAllAsync(grains))
+        {
+            var e = r.Event;
+            if ((actor is not null && e.Actor != actor) || (action is not null && e.Action != action) || (model is not null && e.Model != model)
+                || (from is not null && e.At < from) || (to is not null && e.At > to))
+            {
+                continue;
+            }
+            var json = JsonSerializer.Serialize(r, options);
+            await context.Response.WriteAsync(lines ? json + "\n" : (first ? "" : ",") + json);
+            first = false;
+            if (++n >= max)
+            {
+                break;
+            }
+        }
+        if (!lines)
+        {
+            await context.Response.WriteAsync("]");
+        }
+    }
+}

@@ -1,0 +1,156 @@
+using System.Threading.Channels;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace MedServe.Dashboard.Security;
+
+/// <summary>
+/// Takes audit events from the front ends of this host and appends them to the cluster's trail in batches (one
+/// grain call per batch, at most every 200 ms), so auditing every inference costs a hash and a queue write per
+/// request, not a storage write. A batch that cannot be written is retried; events wait in memory meanwhile (up to
+/// <see cref="Capacity"/>; beyond that they are counted and logged as lost, never blocking a request).
+/// </summary>
+public sealed partial class AuditWriter(IGrainFactory grains, TimeProvider clock, ILogger<AuditWriter> logger) : BackgroundService
+{
+    public const int Capacity = 200_000;
+    private const int BatchSize = 2048;
+
+    private readonly Channel<AuditEvent> _queue = Channel.CreateBounded<AuditEvent>(new BoundedChannelOptions(Capacity)
+    {
+        FullMode = BoundedChannelFullMode.DropWrite,
+        SingleReader = true,
+    });
+
+    private readonly List<(long Target, TaskCompletionSource Done)> _flushes = [];
+    private long _lost;
+    private long _recorded;
+    private long _written;
+
+    /// <summary>Events written to the trail by this host so far.</summary>
+    public long Written => Interlocked.Read(ref _written);
+
+    public void Record(AuditEvent e)
+    {
+        lock (_flushes)
+        {
+            if (_queue.Writer.TryWrite(e with { At = e.At == default ? clock.GetUtcNow() : e.At }))
+            {
+                _recorded++;
+                return;
+            }
+        }
+        Interlocked.Increment(ref _lost);
+    }
+
+    /// <summary>Records an action of the caller of <paramref name="context"/>.</summary>
+    public void Record(HttpContext context, string action, string? model = null, string? version = null, string? inputSha256 = null, string outcome = "ok", string? detail = null) =>
+        Record(new AuditEvent
+        {
+            Actor = context.User.KeyIdOf(),
+            Action = action,
+            Model = model,
+            Version = version,
+            InputSha256 = inputSha256,
+            Outcome = outcome,
+            Detail = detail,
+        });
+
+    /// <summary>Completes once everything recorded before the call is in the trail.</summary>
+    public Task FlushAsync()
+    {
+        lock (_flushes)
+        {
+            if (Interlocked.Read(ref _written) >= _recorded)
+            {
+                return Task.CompletedTask;
+            }
+            var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _flushes.Add((_recorded, done));
+            return done.Task;
+        }
+    }
+
+    private void Flushed()
+    {
+        lock (_flushes)
+        {
+            var written = Interlocked.Read(ref _written);
+            foreach (var f in _flushes.Where(f => f.Target <= written).ToList())
+            {
+                f.Done.TrySetResult();
+                _flushes.Remove(f);
+            }
+        }
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var batch = new List<AuditEvent>(BatchSize);
+        var delay = TimeSpan.FromMilliseconds(200);
+        var stopRounds = 0;
+        while (true)
+        {
+            try
+            {
+                if (!await _queue.Reader.WaitToReadAsync(stoppingToken))
+                {
+                    return;
+                }
+            }
+            catch (OperationCanceledException)
+            {
+                // Stopping: write what is left, once.
+                _queue.Writer.TryComplete();
+            }
+            while (batch.Count < BatchSize && _queue.Reader.TryRead(out var e))
+            {
+                batch.Add(e);
+            }
+            if (batch.Count > 0)
+            {
+                try
+                {
+                    await grains.GetGrain<IAuditLogGrain>(0).AppendAsync([.. batch]);
+                    Interlocked.Add(ref _written, batch.Count);
+                    batch.Clear();
+                    Flushed();
+                    delay = TimeSpan.FromMilliseconds(200);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    WriteFailed(logger, batch.Count, e.GetType().Name);
+                    delay = TimeSpan.FromSeconds(Math.Min(10, delay.TotalSeconds * 2));
+                }
+            }
+            if (Interlocked.Exchange(ref _lost, 0) is > 0 and var lost)
+            {
+                Lost(logger, lost);
+            }
+            if (stoppingToken.IsCancellationRequested)
+            {
+                if ((batch.Count == 0 && _queue.Reader.Count == 0) || ++stopRounds > 3)
+                {
+                    return;
+                }
+                continue;
+            }
+            if (_queue.Reader.Count < BatchSize)
+            {
+                try
+                {
+                    await Task.Delay(delay, clock, stoppingToken);
+                }
+                catch (OperationCanceledException)
+                {
+                }
+            }
+        }
+    }
+
+    [LoggerMessage(4101, LogLevel.Warning, "Could not append {Count} audit record(s) ({ExceptionType}); retrying")]
+    private static partial void WriteFailed(ILogger logger, int count, string exceptionType);
+
+    [LoggerMessage(4102, LogLevel.Error, "{Count} audit event(s) were lost: the queue was full")]
+    private static partial void Lost(ILogger logger, long count);
+}
