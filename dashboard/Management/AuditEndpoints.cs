@@ -14,6 +14,9 @@ public static class AuditEndpoints
 {
     private const int Page = 4096;
 
+    /// <summary>One record per line: the MedServe JSON conventions, not indented.</summary>
+    private static readonly JsonSerializerOptions Compact = new(ManifestJson.Options) { WriteIndented = false };
+
     public static IEndpointRouteBuilder MapAuditApi(this IEndpointRouteBuilder app)
     {
         var audit = app.MapGroup("/api/audit").AddEndpointFilter(ManagementEndpoints.RetryableErrors).RequireAuthorization(Permissions.Admin);
@@ -66,7 +69,7 @@ public static class AuditEndpoints
         {
             context.Response.Headers.ContentDisposition = "attachment; filename=\"medserve-audit.jsonl\"";
         }
-        var options = ManifestJson.Options;
+        var options = Compact;
         var first = true;
         var n = 0;
         if (!lines)

@@ -98,13 +98,20 @@ public static class AuditChain
     {
         var expectedSeq = 1L;
         var prev = Genesis;
-        foreach (var r in records)
+        var list = records as IReadOnlyList<AuditRecord> ?? [.. records];
+        for (var i = 0; i < list.Count; i++)
         {
+            var r = list[i];
             if (r.Seq != expectedSeq)
             {
-                return r.Seq > expectedSeq
-                    ? $"record {expectedSeq} is missing (the next one found is {r.Seq}): removed"
-                    : $"record {r.Seq} appears where record {expectedSeq} should be: reordered or duplicated";
+                var later = false;
+                for (var j = i + 1; j < list.Count && !later; j++)
+                {
+                    later = list[j].Seq == expectedSeq;
+                }
+                return later ? $"record {expectedSeq} comes after record {r.Seq}: reordered"
+                    : r.Seq > expectedSeq ? $"record {expectedSeq} is missing (the next one found is {r.Seq}): removed"
+                    : $"record {r.Seq} appears again where record {expectedSeq} should be: duplicated or reordered";
             }
             if (HashOf(r.Seq, r.Event, r.PrevHash) != r.Hash)
             {
