@@ -480,6 +480,10 @@ public sealed partial class MedServeCli
                 string.Join(",", s.Replicas.Order(StringComparer.Ordinal)));
         }
         table.WriteTo(_out);
+        foreach (var s in silos.Where(s => s.ExecutionProviderFallback is not null))
+        {
+            _out.WriteLine($"{s.Address} runs {s.ExecutionProvider}: {s.ExecutionProviderFallback}");
+        }
         return ExitCodes.Ok;
     }
 

@@ -12,6 +12,9 @@ public static class Capabilities
     /// <summary>Metadata key: how the accelerator was decided (<c>probe: ...</c> or <c>configured</c>).</summary>
     public const string SourceKey = "medserve.accelerator_source";
 
+    /// <summary>Metadata key: why the CPU execution provider runs where CUDA was asked for or probed (absent when not).</summary>
+    public const string FallbackReasonKey = "medserve.execution_provider_fallback";
+
     /// <summary>Prefix of free-form labels (<c>--label zone=a</c> becomes <c>label.zone</c>).</summary>
     public const string LabelPrefix = "label.";
 

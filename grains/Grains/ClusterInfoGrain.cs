@@ -34,7 +34,8 @@ internal sealed class ClusterInfoGrain(ISiloMetadataCache metadata, IClusterMemb
                     tags.GetValueOrDefault(Capabilities.SourceKey),
                     tags.Where(t => t.Key.StartsWith(Capabilities.LabelPrefix, StringComparison.Ordinal))
                         .ToDictionary(t => t.Key[Capabilities.LabelPrefix.Length..], t => t.Value, StringComparer.Ordinal),
-                    [.. replicasBySilo[address]]);
+                    [.. replicasBySilo[address]],
+                    tags.GetValueOrDefault(Capabilities.FallbackReasonKey));
             })];
     }
 }

@@ -35,6 +35,12 @@ internal sealed class DeploymentGrain(
     private DateTimeOffset _updatedAt = DateTimeOffset.UtcNow;
     private bool _updating; // Ready, with a new replica set loading beside the serving one
     private int _generation;
+    // Bumped on every change of which replicas serve (SetReplicas). Reads that refresh where replicas live await
+    // other grains; they write back only if the set is still the one they read (never a stale set over a new one).
+    private int _replicaSet;
+    // The rollout running now. A new one starts only after it ended (a superseded rollout stops at its next await),
+    // so one rollout at a time loads and frees replicas: a stale one never frees what a newer one loaded.
+    private Task _rollout = Task.CompletedTask;
     private TaskCompletionSource<DeploymentInfo> _settled = NewSettled();
     private readonly List<(DeploymentState State, TaskCompletionSource<DeploymentInfo> Waiter)> _stateWaiters = [];
 
@@ -136,7 +142,7 @@ internal sealed class DeploymentGrain(
         record.State.ReplicaSlots = 0;
         await record.WriteStateAsync();
         SetState(DeploymentState.Unloaded, null);
-        _replicas = [];
+        SetReplicas([]);
         _validation = null;
         await GrainFactory.GetGrain<IModelGrain>(model).SetDeployedAsync(version, false);
         await GrainFactory.GetGrain<ICatalogGrain>(0).SetDeploymentAsync(Key, false);
@@ -148,17 +154,17 @@ internal sealed class DeploymentGrain(
         if (_state == DeploymentState.Ready && _replicas.Length > 0)
         {
             // Replicas move when their silo dies (they reactivate on a compatible one): show where they are now.
-            var generation = _generation;
+            var (generation, set) = (_generation, _replicaSet);
             var replicas = _replicas;
             try
             {
                 var statuses = await Task.WhenAll(replicas.Select(r => GrainFactory.GetGrain<IReplicaGrain>(r.Key).GetStatusAsync()))
                     .WaitAsync(TimeSpan.FromSeconds(2));
-                if (generation != _generation)
+                if (generation != _generation || set != _replicaSet)
                 {
-                    return Info();
+                    return Info(); // a rollout, scale or check replaced the set meanwhile: it is newer than what was read
                 }
-                _replicas = [.. replicas.Zip(statuses, (r, s) => s.Loaded ? r with { Silo = s.Silo, ExecutionProvider = s.ExecutionProvider ?? r.ExecutionProvider } : r)];
+                Relocate(replicas.Zip(statuses, (r, s) => (r, (ReplicaStatus?)s)));
             }
             catch (Exception e) when (e is TimeoutException or OrleansException)
             {
@@ -190,7 +196,7 @@ internal sealed class DeploymentGrain(
         {
             return;
         }
-        var generation = _generation;
+        var (generation, set) = (_generation, _replicaSet);
         var replicas = _replicas;
         var checks = replicas.Select(async r =>
         {
@@ -206,26 +212,29 @@ internal sealed class DeploymentGrain(
             }
         }).ToList();
         var results = await Task.WhenAll(checks);
-        if (generation != _generation)
+        if (generation != _generation || set != _replicaSet)
         {
-            return; // a deploy or undeploy took over meanwhile
+            return; // a deploy, undeploy or rollout took over meanwhile
         }
         if (results.All(c => c.NoSilo))
         {
             // Not a failure: the silos that could host it are gone. A joining one brings it back (PendingDeploymentWaker).
-            _replicas = [];
+            SetReplicas([]);
             _generation++;
             SetState(DeploymentState.Pending, $"no {record.State.Accelerator} silo is left in the cluster to host it; it starts again when one joins");
             return;
         }
-        var serving = results.Where(c => c.Status is { Loaded: true }).Select(c => c.Replica with { Silo = c.Status!.Silo, ExecutionProvider = c.Status.ExecutionProvider ?? c.Replica.ExecutionProvider }).ToArray();
-        if (serving.Length == replicas.Length)
+        if (results.All(c => c.Status is { Loaded: true }))
         {
-            _replicas = serving;
+            Relocate(results.Select(c => (c.Replica, c.Status)));
             return;
         }
         // Some replicas could not come back: serve from the others while the full set rolls out again.
-        _replicas = serving.Length > 0 ? serving : _replicas;
+        var serving = results.Where(c => c.Status is { Loaded: true }).Select(c => Moved(c.Replica, c.Status!)).ToArray();
+        if (serving.Length > 0)
+        {
+            SetReplicas(serving);
+        }
         StartRollout(serving.Length > 0 ? record.State.Spec : null);
     }
 
@@ -276,7 +285,7 @@ internal sealed class DeploymentGrain(
         var generation = ++_generation;
         if (!keepServing)
         {
-            _replicas = [];
+            SetReplicas([]);
             _validation = null;
             SetState(DeploymentState.Loading, null);
         }
@@ -290,15 +299,27 @@ internal sealed class DeploymentGrain(
             }
         }
         // Runs on this grain's scheduler, interleaved with calls, so status can be read while it loads.
-        _ = RolloutAsync(generation, servingSpec);
+        _rollout = RolloutAsync(generation, servingSpec, _rollout);
     }
 
-    private async Task RolloutAsync(int generation, DeploymentSpec? servingSpec)
+    private async Task RolloutAsync(int generation, DeploymentSpec? servingSpec, Task previous)
     {
-        var keepServing = servingSpec is not null;
-        var serving = _replicas.Select(r => r.Key).ToHashSet(StringComparer.Ordinal);
         // Deploy and Undeploy interleave with this rollout: after every await, stop if a newer one took over.
         bool Current() => generation == _generation;
+        try
+        {
+            await previous;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // The previous rollout reports its own outcome; this one only waited for it to let go of the replicas.
+        }
+        if (!Current())
+        {
+            return;
+        }
+        var keepServing = servingSpec is not null;
+        var serving = _replicas.Select(r => r.Key).ToHashSet(StringComparer.Ordinal);
         var (model, version) = Id;
         var spec = record.State.Spec;
         try
@@ -334,7 +355,7 @@ internal sealed class DeploymentGrain(
             }
             if (!keepServing)
             {
-                _replicas = loaded;
+                SetReplicas(loaded);
                 SetState(DeploymentState.Validating, null);
             }
             ValidationReport? report = null;
@@ -355,19 +376,19 @@ internal sealed class DeploymentGrain(
             _validation = report ?? _validation;
             if (report is { Passed: false } && keepServing)
             {
-                await KeepServingAsync(servingSpec!, serving, $"validation failed: {report.Summary}");
+                await KeepServingAsync(servingSpec!, serving, Current, $"validation failed: {report.Summary}");
                 return;
             }
             if (report is { Passed: false })
             {
-                _replicas = [];
+                SetReplicas([]);
                 Fail($"validation failed: {report.Summary}");
                 await UnloadQuietlyAsync(0);
                 return;
             }
             // The new set takes the traffic; then replicas beyond the spec are freed (scale-down). A front end that
             // still routes to a freed one for the second its route is cached is answered NotReady and retries.
-            _replicas = loaded;
+            SetReplicas(loaded);
             await UnloadQuietlyAsync(spec.Replicas);
             if (!Current())
             {
@@ -386,19 +407,19 @@ internal sealed class DeploymentGrain(
         }
         catch (Exception e) when (Current() && keepServing)
         {
-            await KeepServingAsync(servingSpec!, serving, IsNoCompatibleSilo(e)
+            await KeepServingAsync(servingSpec!, serving, Current, IsNoCompatibleSilo(e)
                 ? $"no {record.State.Accelerator} silo in the cluster can host another replica"
                 : e is MedServeException ? e.Message : e.GetType().Name);
         }
         catch (Exception e) when (Current() && IsNoCompatibleSilo(e))
         {
             // Not a failure: no silo offers what this deployment needs yet. A joining silo retries it.
-            _replicas = [];
+            SetReplicas([]);
             SetState(DeploymentState.Pending, $"no {record.State.Accelerator} silo in the cluster can host it; it starts when one joins");
         }
         catch (Exception e) when (Current())
         {
-            _replicas = [];
+            SetReplicas([]);
             Fail(e is MedServeException ? e.Message : $"{e.GetType().Name}: {e.Message}");
             await UnloadQuietlyAsync(0);
         }
@@ -412,7 +433,7 @@ internal sealed class DeploymentGrain(
     /// A re-spec of a serving deployment failed: free the replicas loaded for it, go on serving with the ones that
     /// were, under the spec they serve, and say why.
     /// </summary>
-    private async Task KeepServingAsync(DeploymentSpec servingSpec, HashSet<string> serving, string why)
+    private async Task KeepServingAsync(DeploymentSpec servingSpec, HashSet<string> serving, Func<bool> current, string why)
     {
         var wanted = record.State.Spec.Replicas;
         record.State.Spec = servingSpec;
@@ -435,6 +456,10 @@ internal sealed class DeploymentGrain(
             {
                 Log.UnloadFailed(logger, Key, e.GetType().Name);
             }
+        }
+        if (!current())
+        {
+            return; // a newer deploy or undeploy took over while this one let go: its state is the one to show
         }
         SetState(DeploymentState.Ready, $"the change to {wanted} replicas failed and was rolled back ({why}); serving with {_replicas.Length}");
         Log.DeploymentFailed(logger, Key, _reason!);
@@ -472,6 +497,23 @@ internal sealed class DeploymentGrain(
         var (model, version) = Id;
         return GrainFactory.GetGrain<IReplicaGrain>(GrainKeys.Replica(model, version, index, record.State.Accelerator));
     }
+
+    /// <summary>Replaces the set of replicas that serve; every such change goes through here.</summary>
+    private void SetReplicas(ReplicaInfo[] replicas)
+    {
+        _replicas = replicas;
+        _replicaSet++;
+    }
+
+    /// <summary>Where the same replicas live now (they move when their silo dies): the set itself does not change.</summary>
+    private void Relocate(IEnumerable<(ReplicaInfo Replica, ReplicaStatus? Status)> statuses)
+    {
+        var now = statuses.Where(s => s.Status is { Loaded: true }).ToDictionary(s => s.Replica.Key, s => s.Status!, StringComparer.Ordinal);
+        _replicas = [.. _replicas.Select(r => now.TryGetValue(r.Key, out var status) ? Moved(r, status) : r)];
+    }
+
+    private static ReplicaInfo Moved(ReplicaInfo replica, ReplicaStatus status) =>
+        replica with { Silo = status.Silo, ExecutionProvider = status.ExecutionProvider ?? replica.ExecutionProvider };
 
     private void Fail(string reason)
     {

@@ -23,6 +23,10 @@ public static class GrainsHosting
             [Capabilities.ExecutionProviderKey] = capability.ExecutionProvider,
             [Capabilities.SourceKey] = capability.Source,
         };
+        if (capability.FallbackReason is { } reason)
+        {
+            metadata[Capabilities.FallbackReasonKey] = reason;
+        }
         foreach (var (key, value) in labels ?? new Dictionary<string, string>())
         {
             metadata[Capabilities.LabelPrefix + key] = value;
@@ -40,7 +44,12 @@ public static class GrainsHosting
         silo.Services.AddSingleton(new ArtifactSharing(shareArtifacts));
         silo.Services.TryAddSingleton(TimeProvider.System);
         silo.AddCapabilities(capability, labels);
-        var runtime = new RuntimeOptions { Accelerator = capability.Accelerator, IntraOpThreads = intraOpThreads };
+        var runtime = new RuntimeOptions
+        {
+            Accelerator = capability.Accelerator,
+            CudaWorks = capability.ExecutionProvider == AcceleratorProbe.Cuda,
+            IntraOpThreads = intraOpThreads,
+        };
         silo.Services.AddSingleton(new ArtifactStore(Path.Combine(dataDirectory, "artifacts")));
         silo.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(runtime));
         silo.Services.AddSingleton<PackageImporter>();

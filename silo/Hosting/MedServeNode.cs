@@ -143,6 +143,9 @@ public static class MedServeNode
             {
                 Console.WriteLine($"MedServe web app: {url.TrimEnd('/')}/  (V2 API under /v2, management API under /api)");
             }
+            var capability = app.Services.GetRequiredService<SiloCapability>();
+            Console.WriteLine($"Accelerator {capability.Accelerator} ({capability.Source}), execution provider {capability.ExecutionProvider}"
+                + (capability.FallbackReason is { } why ? $": {why}" : ""));
         });
         return app;
     }

@@ -11,6 +11,9 @@ public sealed record RuntimeOptions
     /// <summary><c>gpu</c> tries the CUDA execution provider first; <c>cpu</c> never does; <c>any</c> prefers gpu.</summary>
     public string Accelerator { get; init; } = "any";
 
+    /// <summary>The silo's probe started the CUDA execution provider (<see cref="AcceleratorProbe.TryCuda"/>): sessions may append it.</summary>
+    public bool CudaWorks { get; init; }
+
     /// <summary>ONNX Runtime intra-op threads per session. Requests run concurrently, so 1 keeps cores for them.</summary>
     public int IntraOpThreads { get; init; } = 1;
 
@@ -93,7 +96,9 @@ public sealed class OnnxModel : IDisposable
         // Idle sessions must not spin on cores that other requests need.
         sessionOptions.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
         var provider = "CPUExecutionProvider";
-        if (options.Accelerator is "gpu" or "any" && AvailableProviders().Contains("CUDAExecutionProvider"))
+        // Only when the silo's probe started CUDA: a CUDA build without the CUDA libraries would fail (and log) on
+        // every load, and the CPU build has no CUDA entry point at all.
+        if (options.Accelerator is "gpu" or "any" && options.CudaWorks)
         {
             try
             {
@@ -102,7 +107,7 @@ public sealed class OnnxModel : IDisposable
             }
             catch (OnnxRuntimeException)
             {
-                // No visible device: the CPU provider runs it, and says so.
+                // The device went away since the probe: the CPU provider runs it, and says so.
             }
         }
         try

@@ -72,4 +72,44 @@ public sealed class DeploymentGrainTests(GrainClusterFixture fixture)
             fixture.Client.GetGrain<IDeploymentGrain>(GrainKeys.Deployment("diabetes-linear", "99")).DeployAsync(new DeploymentSpec()));
         Assert.Equal(ErrorKind.NotFound, missing.Kind);
     }
+
+    [Fact]
+    public async Task Status_reads_while_replicas_change_never_write_back_a_stale_replica_set()
+    {
+        // GetAsync refreshes where replicas live across an await; a scale that swaps the replica set meanwhile must win.
+        await fixture.RegisterSampleAsync("ct-mr-classifier");
+        var deployment = fixture.Client.GetGrain<IDeploymentGrain>(GrainKeys.Deployment("ct-mr-classifier", "1"));
+        await deployment.DeployAsync(new DeploymentSpec { Replicas = 1 });
+        Assert.Equal(DeploymentState.Ready, (await deployment.WaitSettledAsync(TimeSpan.FromMinutes(1))).State);
+        try
+        {
+            foreach (var replicas in Enumerable.Repeat(new[] { 3, 1, 2, 1 }, 5).SelectMany(x => x))
+            {
+                using var stop = new CancellationTokenSource();
+                // Readers keep a status read in flight at every moment of the rollout (calls queue on the grain).
+                var readers = Enumerable.Range(0, 8).Select(_ => Task.Run(async () =>
+                {
+                    while (!stop.IsCancellationRequested)
+                    {
+                        await deployment.GetAsync();
+                    }
+                })).ToArray();
+                await deployment.DeployAsync(new DeploymentSpec { Replicas = replicas });
+                var settled = await deployment.WaitSettledAsync(TimeSpan.FromMinutes(1));
+                Assert.Equal((DeploymentState.Ready, false, null), (settled.State, settled.Updating, settled.Reason));
+                await Task.Delay(50);
+                await stop.CancelAsync();
+                await Task.WhenAll(readers);
+
+                var info = await deployment.GetAsync();
+                var expected = Enumerable.Range(0, replicas).Select(i => GrainKeys.Replica("ct-mr-classifier", "1", i, "any")).ToArray();
+                Assert.Equal(expected, info.Replicas.Select(r => r.Key).Order(StringComparer.Ordinal).ToArray());
+                Assert.Equal(expected, (await deployment.GetRouteAsync()).ReplicaKeys.Order(StringComparer.Ordinal).ToArray());
+            }
+        }
+        finally
+        {
+            await deployment.UndeployAsync();
+        }
+    }
 }

@@ -57,7 +57,11 @@ public sealed class NodeProcess : IAsyncDisposable
     }
 
     /// <summary>Starts a node and waits until it reports ready.</summary>
-    public static async Task<NodeProcess> StartAsync(string dataDirectory, string import, int httpPort, int siloPort, int gatewayPort, params string[] extraArgs)
+    public static Task<NodeProcess> StartAsync(string dataDirectory, string import, int httpPort, int siloPort, int gatewayPort, params string[] extraArgs) =>
+        StartBuildAsync(SiloAssembly, dataDirectory, import, httpPort, siloPort, gatewayPort, extraArgs);
+
+    /// <summary>Starts a node from another build of the silo (the cuda build) and waits until it reports ready.</summary>
+    public static async Task<NodeProcess> StartBuildAsync(string siloAssembly, string dataDirectory, string import, int httpPort, int siloPort, int gatewayPort, params string[] extraArgs)
     {
         var start = new ProcessStartInfo("dotnet")
         {
@@ -68,7 +72,7 @@ public sealed class NodeProcess : IAsyncDisposable
         };
         string[] args =
         [
-            SiloAssembly, "--urls", $"http://127.0.0.1:{httpPort}", "--data", dataDirectory, "--import", import,
+            siloAssembly, "--urls", $"http://127.0.0.1:{httpPort}", "--data", dataDirectory, "--import", import,
             "--silo-port", siloPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
             "--gateway-port", gatewayPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
             .. extraArgs,
