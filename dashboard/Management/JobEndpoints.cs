@@ -82,7 +82,12 @@ public static partial class JobEndpoints
             throw MedServeException.Invalid("a job id is 1 to 64 letters, digits, '.', '_' or '-'", "id");
         }
         Audit.Note(request.HttpContext, submission.Model, submission.Version, AuditChain.InputHash(body), id);
-        var info = await grains.GetGrain<IJobGrain>(id).SubmitAsync(submission);
+        var me = request.HttpContext.User.KeyIdOf();
+        if (await grains.GetGrain<IJobGrain>(id).GetAsync() is { } existing && !MayRead(request.HttpContext.User, existing))
+        {
+            throw MedServeException.Conflict($"job id '{id}' is taken; choose another");
+        }
+        var info = await grains.GetGrain<IJobGrain>(id).SubmitAsync(submission with { Owner = me });
         return Results.Accepted($"/api/jobs/{id}", info);
     }
 
@@ -164,22 +169,32 @@ public static partial class JobEndpoints
     }
 
     /// <summary><c>GET /api/jobs</c>: the job index's summaries, newest first; no job grain is woken.</summary>
-    private static Task<JobInfo[]> ListAsync(IGrainFactory grains) => grains.GetGrain<IJobIndexGrain>(0).ListAsync();
+    private static async Task<JobInfo[]> ListAsync(IGrainFactory grains, HttpContext context) =>
+        [.. (await grains.GetGrain<IJobIndexGrain>(0).ListAsync()).Where(j => MayRead(context.User, j))];
 
-    private static async Task<JobInfo> GetAsync(string id, IGrainFactory grains) =>
-        (JobIdPattern().IsMatch(id) ? await grains.GetGrain<IJobGrain>(id).GetAsync() : null)
-        ?? throw MedServeException.NotFound($"no job '{id}'");
+    /// <summary>A job's inputs and results are its submitter's (and admins'): to anyone else it does not exist.</summary>
+    public static bool MayRead(System.Security.Claims.ClaimsPrincipal user, JobInfo job) =>
+        user.Has(Permissions.Admin) || job.Owner == user.KeyIdOf();
 
-    private static Task<JobInfo> CancelAsync(string id, IGrainFactory grains) => Known(id, grains).CancelAsync();
+    private static async Task<JobInfo> GetAsync(string id, IGrainFactory grains, HttpContext context) =>
+        (JobIdPattern().IsMatch(id) ? await grains.GetGrain<IJobGrain>(id).GetAsync() : null) is { } job && MayRead(context.User, job)
+            ? job
+            : throw MedServeException.NotFound($"no job '{id}'");
 
-    private static async Task<IResult> DeleteAsync(string id, IGrainFactory grains)
+    private static async Task<JobInfo> CancelAsync(string id, IGrainFactory grains, HttpContext context) => await (await KnownAsync(id, grains, context)).CancelAsync();
+
+    private static async Task<IResult> DeleteAsync(string id, IGrainFactory grains, HttpContext context)
     {
-        await Known(id, grains).DeleteAsync();
+        await (await KnownAsync(id, grains, context)).DeleteAsync();
         return Results.NoContent();
     }
 
-    private static IJobGrain Known(string id, IGrainFactory grains) =>
-        JobIdPattern().IsMatch(id) ? grains.GetGrain<IJobGrain>(id) : throw MedServeException.NotFound($"no job '{id}'");
+    /// <summary>The job, when it exists and the caller may see it; otherwise 404 (never telling whose it is).</summary>
+    private static async Task<IJobGrain> KnownAsync(string id, IGrainFactory grains, HttpContext context)
+    {
+        await GetAsync(id, grains, context);
+        return grains.GetGrain<IJobGrain>(id);
+    }
 
     /// <summary>Items per page when results are read from the job's stored chunks.</summary>
     private const int ResultsPage = 4096;
@@ -191,7 +206,7 @@ public static partial class JobEndpoints
     private static async Task ResultsAsync(string id, string? format, HttpContext context, IGrainFactory grains)
     {
         var request = context.Request;
-        var job = Known(id, grains);
+        var job = await KnownAsync(id, grains, context);
         var info = await job.GetAsync() ?? throw MedServeException.NotFound($"no job '{id}'");
         var csv = format?.ToLowerInvariant() switch
         {

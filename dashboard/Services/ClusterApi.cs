@@ -136,28 +136,46 @@ public sealed class ClusterApi(IGrainFactory grains, ModelRouter router, Authent
         return await Audited(AuditActions.JobSubmit, model, version, AuditChain.InputHash(csv), null, () => SubmitCsvCoreAsync(model, version, csv));
     }
 
-    private Task<JobInfo> SubmitCsvCoreAsync(string model, string? version, byte[] csv) => Call(async () =>
+    private async Task<JobInfo> SubmitCsvCoreAsync(string model, string? version, byte[] csv)
     {
-        var submission = await CsvRecords.SubmissionAsync(grains, router, model, version, csv, null, null);
-        var id = Guid.NewGuid().ToString("N")[..16];
-        return await grains.GetGrain<IJobGrain>(id).SubmitAsync(submission);
-    });
+        var owner = (await UserAsync()).KeyIdOf();
+        return await Call(async () =>
+        {
+            var submission = await CsvRecords.SubmissionAsync(grains, router, model, version, csv, null, null);
+            var id = Guid.NewGuid().ToString("N")[..16];
+            return await grains.GetGrain<IJobGrain>(id).SubmitAsync(submission with { Owner = owner });
+        });
+    }
 
-    /// <summary>Every job's summary from the job index, newest first (wakes no job grain).</summary>
-    public Task<JobInfo[]> ListJobsAsync() => Call(() => grains.GetGrain<IJobIndexGrain>(0).ListAsync());
+    /// <summary>The jobs this user may see (their own; an admin all), newest first, from the job index (wakes no job grain).</summary>
+    public async Task<JobInfo[]> ListJobsAsync()
+    {
+        var user = await UserAsync();
+        return [.. (await Call(() => grains.GetGrain<IJobIndexGrain>(0).ListAsync())).Where(j => Management.JobEndpoints.MayRead(user, j))];
+    }
 
-    public Task<JobInfo?> GetJobAsync(string id) => Call(() => grains.GetGrain<IJobGrain>(id).GetAsync());
+    /// <summary>A job, or null when there is none this user may see.</summary>
+    public async Task<JobInfo?> GetJobAsync(string id)
+    {
+        var user = await UserAsync();
+        return await Call(() => grains.GetGrain<IJobGrain>(id).GetAsync()) is { } job && Management.JobEndpoints.MayRead(user, job) ? job : null;
+    }
+
+    private async Task<IJobGrain> OwnJobAsync(string id) =>
+        await GetJobAsync(id) is not null ? grains.GetGrain<IJobGrain>(id) : throw MedServeException.NotFound($"no job '{id}'");
 
     public async Task<JobInfo> CancelJobAsync(string id)
     {
         await RequireAsync(Permissions.Infer);
-        return await Audited(AuditActions.JobCancel, null, null, null, id, () => Call(() => grains.GetGrain<IJobGrain>(id).CancelAsync()));
+        var job = await OwnJobAsync(id);
+        return await Audited(AuditActions.JobCancel, null, null, null, id, () => Call(job.CancelAsync));
     }
 
     public async Task DeleteJobAsync(string id)
     {
         await RequireAsync(Permissions.Infer);
-        await Audited(AuditActions.JobDelete, null, null, null, id, () => Call(async () => { await grains.GetGrain<IJobGrain>(id).DeleteAsync(); return true; }));
+        var job = await OwnJobAsync(id);
+        await Audited(AuditActions.JobDelete, null, null, null, id, () => Call(async () => { await job.DeleteAsync(); return true; }));
     }
 
     public async Task<ApiKeyInfo[]> ListKeysAsync()
@@ -207,7 +225,11 @@ public sealed class ClusterApi(IGrainFactory grains, ModelRouter router, Authent
         return (count, AuditChain.Verify(records, count, last));
     }
 
-    public Task<JobItemResult[]> JobResultsAsync(string id) => Call(() => grains.GetGrain<IJobGrain>(id).GetResultsAsync());
+    public async Task<JobItemResult[]> JobResultsAsync(string id)
+    {
+        var job = await OwnJobAsync(id);
+        return await Call(() => job.GetResultsAsync());
+    }
 
     public Task<SiloInfo[]> ListSilosAsync() => Call(() => grains.GetGrain<IClusterInfoGrain>(0).ListSilosAsync());
 

@@ -35,6 +35,8 @@ public sealed record JobSubmission
     [Id(3)] public string[]? Outputs { get; init; }
     /// <summary>Where the items came from (e.g. <c>csv</c>, <c>tensors</c>): shown, never the data itself.</summary>
     [Id(4)] public string Source { get; init; } = "tensors";
+    /// <summary>The key id of whoever submitted it: only they (and admins) see its inputs and results.</summary>
+    [Id(5)] public string? Owner { get; init; }
 }
 
 /// <summary>A job as users see it: progress (done, failed, rate, ETA) and where it runs.</summary>
@@ -61,6 +63,8 @@ public sealed record JobInfo
     [Id(12)] public string Silo { get; init; } = "";
     /// <summary>Times items were sent again after their answer did not come back (a silo died): at-least-once.</summary>
     [Id(13)] public int Redeliveries { get; init; }
+    /// <summary>The key id of whoever submitted it.</summary>
+    [Id(14)] public string? Owner { get; init; }
 
     public int Answered => Succeeded + Failed;
 }

@@ -32,6 +32,8 @@ public sealed class JobRecord
     [Id(13)] public int RowsPerRequest { get; set; } = 1;
     /// <summary>Sends so far of items sent more than once (by position); capped at <see cref="JobGrain.MaxAttempts"/>.</summary>
     [Id(14)] public Dictionary<int, int> Attempts { get; set; } = [];
+    /// <summary>Who submitted it (a key id).</summary>
+    [Id(15)] public string? Owner { get; set; }
 }
 
 /// <summary>A slice of a job's items, written once at submit.</summary>
@@ -169,6 +171,7 @@ internal sealed class JobGrain(
             CreatedAt = now,
             UpdatedAt = now,
             Source = submission.Source,
+            Owner = submission.Owner,
             ChunkSize = chunkSize,
             ContentHash = hash,
             // Stack rows up to the model's batch size; small rows (tabular) further, up to 64 KB a request.
@@ -678,6 +681,7 @@ internal sealed class JobGrain(
             Source = record.State.Source,
             Silo = silo.SiloAddress.ToParsableString(),
             Redeliveries = record.State.Redeliveries,
+            Owner = record.State.Owner,
         };
     }
 }

@@ -231,4 +231,39 @@ public sealed class SecurityTests : IAsyncLifetime
             Assert.Equal(HttpStatusCode.Forbidden, undeploy.StatusCode);
         }
     }
+
+    [Fact]
+    public async Task A_clinician_sees_only_their_own_jobs_and_an_admin_sees_all()
+    {
+        var (alice, bob) = (await CreateKeyAsync(Roles.Clinician), await CreateKeyAsync(Roles.Clinician));
+        using var a = Client(alice);
+        using var b = Client(bob);
+        using var admin = Client(NodeFixture.AdminKey);
+        const string csv = "age,sex,bmi,bp,s1,s2,s3,s4,s5,s6\n61,1,25.8,90,280,195.4,55,5,4.9972,90\n";
+        var job = await NodeFixture.SuccessJsonAsync(a.PostAsync("/api/jobs?model=diabetes-linear", new StringContent(csv, Encoding.UTF8, "text/csv")));
+        var id = job["id"]!.GetValue<string>();
+        Assert.Equal(ApiKeys.IdOf(alice), job["owner"]!.GetValue<string>());
+
+        Assert.Contains(id, await a.GetStringAsync("/api/jobs"), StringComparison.Ordinal);
+        Assert.DoesNotContain(id, await b.GetStringAsync("/api/jobs"), StringComparison.Ordinal);
+        Assert.Contains(id, await admin.GetStringAsync("/api/jobs"), StringComparison.Ordinal);
+        foreach (var (method, path) in new[] { ("GET", $"/api/jobs/{id}"), ("GET", $"/api/jobs/{id}/results?format=csv"), ("POST", $"/api/jobs/{id}/cancel"), ("DELETE", $"/api/jobs/{id}") })
+        {
+            using var response = await SendAsync(b, method, path, null);
+            Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        }
+        // Bob cannot take over Alice's job id either.
+        using (var taken = await b.PostAsync($"/api/jobs?model=diabetes-linear&id={id}", new StringContent(csv, Encoding.UTF8, "text/csv")))
+        {
+            Assert.Equal(HttpStatusCode.Conflict, taken.StatusCode);
+        }
+        using (var own = await a.GetAsync($"/api/jobs/{id}/results?format=csv"))
+        {
+            Assert.Equal(HttpStatusCode.OK, own.StatusCode);
+        }
+        using (var admins = await admin.GetAsync($"/api/jobs/{id}"))
+        {
+            Assert.Equal(HttpStatusCode.OK, admins.StatusCode);
+        }
+    }
 }

@@ -76,7 +76,7 @@ public sealed class BrowserSession : IAsyncDisposable
         await page.GotoAsync("/signin");
         await page.Locator("#key").FillAsync(key);
         await page.Locator("#signin-button").ClickAsync();
-        await Assertions.Expect(page.Locator("#signed-in-as")).ToBeVisibleAsync();
+        await Assertions.Expect(page.Locator("#signed-in-as")).ToBeVisibleAsync(new() { Timeout = 30_000 });
     }
 
     /// <summary>A file on disk as a pick.</summary>
