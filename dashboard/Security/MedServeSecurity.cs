@@ -26,6 +26,9 @@ public sealed class SecurityOptions
     /// <summary>Whether <c>/metrics</c> answers without a key (Prometheus scrapers); false asks for the operate permission.</summary>
     public bool AnonymousMetrics { get; set; } = true;
 
+    /// <summary>Whether people may sign in through the OpenID Connect provider (<c>MedServe:Oidc</c>); set from configuration.</summary>
+    public bool OidcConfigured { get; set; }
+
     /// <summary>How long a checked key is trusted before it is checked again (a revocation takes effect within this).</summary>
     public TimeSpan KeyCacheTime { get; set; } = TimeSpan.FromSeconds(5);
 }
@@ -181,12 +184,21 @@ public static class SecurityHosting
         services.AddSingleton<KeyValidator>();
         services.AddSingleton<AuditWriter>();
         services.AddHostedService(sp => sp.GetRequiredService<AuditWriter>());
-        services.AddAuthentication(Scheme)
-            .AddPolicyScheme(Scheme, "API key or sign-in cookie", o => o.ForwardDefaultSelector = context =>
-                context.Request.Headers.Authorization.Count > 0
-                || (!context.Request.Cookies.ContainsKey(SignIn.CookieName) && context.RequestServices.GetRequiredService<IOptions<SecurityOptions>>().Value.InsecureDev)
+        var jwtConfigured = (configuration.GetSection("MedServe:Jwt").Get<IdentityProviderOptions>() ?? new()).Configured;
+        var auth = services.AddAuthentication(Scheme)
+            .AddPolicyScheme(Scheme, "API key, identity provider token or sign-in cookie", o => o.ForwardDefaultSelector = context =>
+            {
+                var header = context.Request.Headers.Authorization.ToString();
+                // A JWT is three dot-separated parts; MedServe keys have no dots.
+                if (jwtConfigured && header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) && header.Count(c => c == '.') == 2)
+                {
+                    return IdentityProviders.JwtScheme;
+                }
+                return header.Length > 0
+                    || (!context.Request.Cookies.ContainsKey(SignIn.CookieName) && context.RequestServices.GetRequiredService<IOptions<SecurityOptions>>().Value.InsecureDev)
                     ? ApiKeyHandler.SchemeName
-                    : CookieAuthenticationDefaults.AuthenticationScheme)
+                    : CookieAuthenticationDefaults.AuthenticationScheme;
+            })
             .AddScheme<AuthenticationSchemeOptions, ApiKeyHandler>(ApiKeyHandler.SchemeName, null)
             .AddCookie(o =>
             {
@@ -202,7 +214,7 @@ public static class SecurityHosting
                 {
                     // A revoked or expired key ends its sessions at their next request.
                     var validator = context.HttpContext.RequestServices.GetRequiredService<KeyValidator>();
-                    if (context.Principal is null || !await validator.StillValidAsync(context.Principal.KeyIdOf()))
+                    if (context.Principal is null || (!context.Principal.KeyIdOf().StartsWith("idp:", StringComparison.Ordinal) && !await validator.StillValidAsync(context.Principal.KeyIdOf())))
                     {
                         context.RejectPrincipal();
                         await context.HttpContext.SignOutAsync(CookieAuthenticationDefaults.AuthenticationScheme);
@@ -212,6 +224,8 @@ public static class SecurityHosting
                 o.Events.OnRedirectToLogin = context => ApiOr(context, StatusCodes.Status401Unauthorized, "sign in, or send an API key: Authorization: Bearer <key>");
                 o.Events.OnRedirectToAccessDenied = context => ApiOr(context, StatusCodes.Status403Forbidden, "your role may not do this");
             });
+        var (_, oidc) = auth.AddIdentityProviders(configuration);
+        services.Configure<SecurityOptions>(o => o.OidcConfigured = oidc);
         services.AddAuthorization(o =>
         {
             foreach (var permission in Permissions.All)

@@ -44,6 +44,8 @@ public static class SignIn
                 MedServeClaims.Principal(info.Id, info.Name, info.Role, CookieAuthenticationDefaults.AuthenticationScheme));
             return Results.Redirect(target);
         }).AllowAnonymous();
+        app.MapGet(Path + "/oidc", (string? returnUrl) => Results.Challenge(
+            new Microsoft.AspNetCore.Authentication.AuthenticationProperties { RedirectUri = Local(returnUrl) }, [IdentityProviders.OidcScheme])).AllowAnonymous();
         app.MapPost(OutPath, async (HttpContext context) =>
         {
             await context.SignOutAsync(CookieAuthenticationDefaults.AuthenticationScheme);
@@ -65,12 +67,15 @@ public static class SignIn
     {
         var tokens = antiforgery.GetAndStoreTokens(context);
         var message = error is null ? "" : $"""<p class="error" id="signin-error">{WebUtility.HtmlEncode(error)}</p>""";
+        var oidc = security.OidcConfigured
+            ? $"""<p><a href="{Path}/oidc?returnUrl={Uri.EscapeDataString(returnUrl)}" id="signin-oidc">Sign in with your organisation's account</a></p>"""
+            : "";
         var insecure = security.InsecureDev ? """<p class="warn">Insecure development mode: calls without a key act as admin.</p>""" : "";
         return Results.Content(Html("Sign in", $"""
             <h1>MedServe</h1>
             <p>Sign in with an API key. An administrator creates keys (Keys page, <code>medserve keys create</code>); the first
             admin key is printed once when a cluster first starts, or set with <code>MEDSERVE_ADMIN_KEY</code>.</p>
-            {insecure}{message}
+            {insecure}{message}{oidc}
             <form method="post" action="{Path}">
               <input type="hidden" name="{tokens.FormFieldName}" value="{WebUtility.HtmlEncode(tokens.RequestToken)}" />
               <input type="hidden" name="returnUrl" value="{WebUtility.HtmlEncode(returnUrl)}" />

@@ -19,6 +19,28 @@ namespace MedServe.Tests.Api;
 public sealed class SecurityTests : IAsyncLifetime
 {
     private readonly FakeTimeProvider _clock = new(DateTimeOffset.UtcNow);
+
+    /// <summary>The identity provider's signing key in these tests (a service signing its own tokens).</summary>
+    private const string JwtKey = "a-test-signing-key-of-at-least-32-bytes!";
+
+    private static string Token(string subject, string? role, string issuer = "test-idp", string key = JwtKey, DateTime? expires = null)
+    {
+        var claims = new Dictionary<string, object> { ["sub"] = subject };
+        if (role is not null)
+        {
+            claims["roles"] = role;
+        }
+        return new Microsoft.IdentityModel.JsonWebTokens.JsonWebTokenHandler().CreateToken(new Microsoft.IdentityModel.Tokens.SecurityTokenDescriptor
+        {
+            Issuer = issuer,
+            Audience = "medserve",
+            Claims = claims,
+            NotBefore = (expires ?? DateTime.UtcNow.AddHours(1)).AddHours(-2),
+            Expires = expires ?? DateTime.UtcNow.AddHours(1),
+            SigningCredentials = new Microsoft.IdentityModel.Tokens.SigningCredentials(
+                new Microsoft.IdentityModel.Tokens.SymmetricSecurityKey(Encoding.UTF8.GetBytes(key)), Microsoft.IdentityModel.Tokens.SecurityAlgorithms.HmacSha256),
+        });
+    }
     private readonly string _data = Paths.TempDirectory("security");
     private WebApplication _app = null!;
     private Uri _base = null!;
@@ -29,7 +51,8 @@ public sealed class SecurityTests : IAsyncLifetime
             ["--urls", "http://127.0.0.1:0", "--data", _data, "--import", Path.Combine(Paths.Samples, "diabetes-linear"),
              "--silo-port", NodeProcess.FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture),
              "--gateway-port", NodeProcess.FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture),
-             "--admin-key", NodeFixture.AdminKey, "--Logging:LogLevel:Default", "Warning"],
+             "--admin-key", NodeFixture.AdminKey, "--Logging:LogLevel:Default", "Warning",
+             "--MedServe:Jwt:SigningKey", JwtKey, "--MedServe:Jwt:Issuer", "test-idp", "--MedServe:Jwt:Audience", "medserve"],
             services => services.AddSingleton<TimeProvider>(_clock));
         await _app.StartAsync();
         await _app.Services.GetRequiredService<NodeReadiness>().WhenReady.WaitAsync(TimeSpan.FromMinutes(2));
@@ -264,6 +287,31 @@ public sealed class SecurityTests : IAsyncLifetime
         using (var admins = await admin.GetAsync($"/api/jobs/{id}"))
         {
             Assert.Equal(HttpStatusCode.OK, admins.StatusCode);
+        }
+    }
+
+    [Fact]
+    public async Task Tokens_of_the_configured_identity_provider_carry_their_role()
+    {
+        using (var viewer = Client(Token("svc-reader", Roles.Viewer)))
+        {
+            Assert.Equal(HttpStatusCode.OK, (await viewer.GetAsync("/api/models")).StatusCode);
+            Assert.Equal(HttpStatusCode.Forbidden, (await viewer.GetAsync("/api/keys")).StatusCode);
+        }
+        using (var clinician = Client(Token("svc-ehr", Roles.Clinician)))
+        {
+            using var infer = await clinician.PostAsync("/v2/models/diabetes-linear/infer", new StringContent(
+                """{"inputs":[{"name":"input","datatype":"FP32","shape":[1,10],"data":[61,1,25.8,90,280,195.4,55,5,4.9972,90]}]}""", Encoding.UTF8, "application/json"));
+            Assert.Equal(HttpStatusCode.OK, infer.StatusCode);
+        }
+        using (var noRole = Client(Token("svc-nobody", role: null)))
+        {
+            Assert.Equal(HttpStatusCode.Forbidden, (await noRole.GetAsync("/api/models")).StatusCode);
+        }
+        foreach (var bad in new[] { Token("x", Roles.Admin, issuer: "someone-else"), Token("x", Roles.Admin, key: "another-key-that-is-at-least-32-bytes"), Token("x", Roles.Admin, expires: DateTime.UtcNow.AddHours(-1)) })
+        {
+            using var client = Client(bad);
+            Assert.Equal(HttpStatusCode.Unauthorized, (await client.GetAsync("/api/models")).StatusCode);
         }
     }
 }
