@@ -2,11 +2,8 @@ using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json.Nodes;
 using MedServe.Dashboard.Security;
-using MedServe.Silo.Hosting;
 using MedServe.Tests.Support;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace MedServe.Tests.Api;
@@ -26,15 +23,9 @@ public sealed class AuditTests : IAsyncLifetime
 
     private async Task StartAsync()
     {
-        _app = MedServeNode.Build(
-            ["--urls", "http://127.0.0.1:0", "--data", _data, "--import", Path.Combine(Paths.Samples, "diabetes-linear"),
-             "--silo-port", NodeProcess.FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture),
-             "--gateway-port", _gateway.ToString(System.Globalization.CultureInfo.InvariantCulture),
-             "--admin-key", NodeFixture.AdminKey, "--Logging:LogLevel:Default", "Warning"]);
-        await _app.StartAsync();
-        await _app.Services.GetRequiredService<NodeReadiness>().WhenReady.WaitAsync(TimeSpan.FromMinutes(2));
-        var address = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        _http = new HttpClient { BaseAddress = new Uri(address) };
+        Uri address;
+        (_app, address) = await InProcessNode.StartAsync(_data, Path.Combine(Paths.Samples, "diabetes-linear"), _gateway);
+        _http = new HttpClient { BaseAddress = address };
         _http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", NodeFixture.AdminKey);
     }
 

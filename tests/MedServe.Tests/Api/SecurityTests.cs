@@ -2,11 +2,8 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
-using MedServe.Silo.Hosting;
 using MedServe.Tests.Support;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Time.Testing;
 
@@ -47,16 +44,9 @@ public sealed class SecurityTests : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        _app = MedServeNode.Build(
-            ["--urls", "http://127.0.0.1:0", "--data", _data, "--import", Path.Combine(Paths.Samples, "diabetes-linear"),
-             "--silo-port", NodeProcess.FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture),
-             "--gateway-port", NodeProcess.FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture),
-             "--admin-key", NodeFixture.AdminKey, "--Logging:LogLevel:Default", "Warning",
-             "--MedServe:Jwt:SigningKey", JwtKey, "--MedServe:Jwt:Issuer", "test-idp", "--MedServe:Jwt:Audience", "medserve"],
+        (_app, _base) = await InProcessNode.StartAsync(_data, Path.Combine(Paths.Samples, "diabetes-linear"), NodeProcess.FreePort(),
+            ["--MedServe:Jwt:SigningKey", JwtKey, "--MedServe:Jwt:Issuer", "test-idp", "--MedServe:Jwt:Audience", "medserve"],
             services => services.AddSingleton<TimeProvider>(_clock));
-        await _app.StartAsync();
-        await _app.Services.GetRequiredService<NodeReadiness>().WhenReady.WaitAsync(TimeSpan.FromMinutes(2));
-        _base = new Uri(_app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
     }
 
     public async Task DisposeAsync()
