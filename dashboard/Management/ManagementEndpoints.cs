@@ -23,7 +23,7 @@ public static class ManagementEndpoints
 {
     public static IEndpointRouteBuilder MapManagementApi(this IEndpointRouteBuilder app)
     {
-        var api = app.MapGroup("/api").AddEndpointFilter(RetryableErrors);
+        var api = app.MapGroup("/api").AddEndpointFilter(RetryableErrors).RequireRateLimiting(Limits.ManagementPolicy);
 
         // Who may call what: see Roles and Permissions (the same policies guard the web app's pages).
         var models = api.MapGroup("/models");
