@@ -103,9 +103,14 @@ public static class ManagementEndpoints
                     ValueLengthLimit = (int)Math.Min(max, int.MaxValue),
                 }, ct);
             }
-            catch (InvalidDataException e)
+            catch (InvalidDataException e) when (e.Message.Contains("limit", StringComparison.OrdinalIgnoreCase))
             {
                 throw new MedServeException(ErrorKind.TooLarge, $"the form is over a size limit: {e.Message}", "body");
+            }
+            catch (Exception e) when (e is InvalidDataException or IOException && e is not BadHttpRequestException)
+            {
+                // A form cut short or not multipart at all (a missing boundary, garbage between parts): the caller's fault.
+                throw MedServeException.Invalid($"the multipart form is malformed ({e.GetType().Name}): send manifest + model parts, or a package part", "body");
             }
             if (form.Files.GetFile("package") is { } zip)
             {
