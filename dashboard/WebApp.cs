@@ -31,6 +31,8 @@ public static class WebApp
     {
         // Sign-in (keys, cookie), roles as policies: every page and endpoint is protected unless marked otherwise.
         services.AddMedServeSecurity(configuration);
+        // Body sizes per endpoint group and request rates per key (MedServe:Limits).
+        services.AddMedServeLimits();
         services.AddRazorComponents().AddInteractiveServerComponents();
         services.AddMudServices();
         services.AddManagementApi();
@@ -64,6 +66,9 @@ public static class WebApp
     public static WebApplication MapMedServeWebApp(this WebApplication app)
     {
         app.UseAuthentication();
+        // After authentication, so a request spends its key's budget (anonymous ones: their address's).
+        app.UseRateLimiter();
+        app.UseMedServeBodyLimits();
         app.UseAuthorization();
         app.UseAntiforgery();
         app.MapStaticAssets().AllowAnonymous();
@@ -74,7 +79,7 @@ public static class WebApp
         app.MapJobApi();
         app.MapKeyApi();
         app.MapAuditApi();
-        app.MapOpenApi("/openapi/{documentName}.json").RequireAuthorization(Permissions.View);
+        app.MapOpenApi("/openapi/{documentName}.json").RequireAuthorization(Permissions.View).RequireRateLimiting(Limits.ManagementPolicy);
         app.MapScalarApiReference(ApiReferencePath, o => o
             .WithTitle("MedServe management API")
             .WithOpenApiRoutePattern("/openapi/{documentName}.json")

@@ -66,7 +66,9 @@ foreach (var w in workloads)
     await using var node = ChildServer.Start(Path.Combine(repo, "silo", "bin", "Release", "net10.0", "medserve-silo.dll"),
         ["--urls", $"http://127.0.0.1:{port}", "--data", data, "--import", string.Join(',', workloads.Select(w => w.PackageDir)),
          "--silo-port", ChildServer.FreePort().ToString(CultureInfo.InvariantCulture), "--gateway-port", gateway.ToString(CultureInfo.InvariantCulture),
-         "--Logging:LogLevel:Default", "Warning"],
+         "--Logging:LogLevel:Default", "Warning",
+         // One key at up to 128 connections measures the server, not the per-key rate limit (2000/s by default).
+         "--MedServe:Limits:InferPerSecond", "0"],
         port, Path.Combine(logDir, "medserve-node.log"), data);
     using var http = V2Http.NewClient(node.BaseAddress, maxC);
     await node.WaitReadyAsync(http, ["/v2/health/ready", .. workloads.Select(w => $"/v2/models/{w.Name}/ready")], TimeSpan.FromMinutes(3));

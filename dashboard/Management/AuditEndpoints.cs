@@ -1,4 +1,5 @@
 using System.Text.Json;
+using MedServe.Dashboard.Security;
 using MedServe.Protocol;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -19,7 +20,7 @@ public static class AuditEndpoints
 
     public static IEndpointRouteBuilder MapAuditApi(this IEndpointRouteBuilder app)
     {
-        var audit = app.MapGroup("/api/audit").AddEndpointFilter(ManagementEndpoints.RetryableErrors).RequireAuthorization(Permissions.Admin);
+        var audit = app.MapGroup("/api/audit").AddEndpointFilter(ManagementEndpoints.RetryableErrors).RequireAuthorization(Permissions.Admin).RequireRateLimiting(Limits.ManagementPolicy);
         audit.MapGet("", SearchAsync);
         audit.MapGet("/verify", async (IGrainFactory grains) => await VerifyAsync(grains));
         return app;

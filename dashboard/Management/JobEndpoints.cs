@@ -20,7 +20,7 @@ public static partial class JobEndpoints
 {
     public static IEndpointRouteBuilder MapJobApi(this IEndpointRouteBuilder app)
     {
-        var jobs = app.MapGroup("/api/jobs").AddEndpointFilter(ManagementEndpoints.RetryableErrors).RequireAuthorization(Permissions.Infer);
+        var jobs = app.MapGroup("/api/jobs").AddEndpointFilter(ManagementEndpoints.RetryableErrors).RequireAuthorization(Permissions.Infer).RequireRateLimiting(Limits.ManagementPolicy);
         jobs.MapPost("", SubmitAsync).DisableAntiforgery().Audited(AuditActions.JobSubmit);
         jobs.MapGet("", ListAsync);
         jobs.MapGet("/{id}", GetAsync);
@@ -39,12 +39,13 @@ public static partial class JobEndpoints
     /// matched by name unless <c>columns</c> names them (see <see cref="CsvRecords.ReadItems"/>); or JSON
     /// <c>{"model", "version", "id", "outputs", "items": [V2 requests: {"id", "inputs"}]}</c>. Answers 202 with the job.
     /// </summary>
-    private static async Task<IResult> SubmitAsync(HttpRequest request, IGrainFactory grains, ModelRouter router, IOptions<ManagementOptions> options, CancellationToken ct)
+    private static async Task<IResult> SubmitAsync(HttpRequest request, IGrainFactory grains, ModelRouter router, IOptions<LimitsOptions> options, CancellationToken ct)
     {
-        var max = options.Value.MaxUploadBytes;
+        var limits = options.Value;
+        var max = limits.MaxJobBytes;
         if (request.ContentLength > max)
         {
-            throw new MedServeException(ErrorKind.TooLarge, $"the job is {request.ContentLength} bytes; the limit is {max}", "body");
+            throw new MedServeException(ErrorKind.TooLarge, $"the job is {request.ContentLength} bytes; the limit is {max} ({LimitsOptions.Section}:MaxJobBytes)", "body");
         }
         var body = await ReadBodyAsync(request, max, ct);
         var mediaType = request.ContentType?.Split(';')[0].Trim().ToLowerInvariant();
@@ -64,11 +65,15 @@ public static partial class JobEndpoints
         }
         else if (mediaType is "application/json")
         {
-            (submission, id) = JsonItems(body);
+            (submission, id) = JsonItems(body, limits);
         }
         else
         {
             throw MedServeException.Invalid("send a job as text/csv (with ?model=) or as application/json", "content-type");
+        }
+        if (submission.Items.Length > limits.MaxJobItems)
+        {
+            throw new MedServeException(ErrorKind.TooLarge, $"the job has {submission.Items.Length} items; the limit is {limits.MaxJobItems} per job ({LimitsOptions.Section}:MaxJobItems): split it into several jobs", "items");
         }
         if (id is null)
         {
@@ -111,7 +116,7 @@ public static partial class JobEndpoints
         {
             if (buffer.Length + read > max)
             {
-                throw new MedServeException(ErrorKind.TooLarge, $"the job is over the limit of {max} bytes", "body");
+                throw new MedServeException(ErrorKind.TooLarge, $"the job is over the limit of {max} bytes ({LimitsOptions.Section}:MaxJobBytes)", "body");
             }
             buffer.Write(chunk, 0, read);
         }
@@ -122,8 +127,9 @@ public static partial class JobEndpoints
         return buffer.ToArray();
     }
 
-    private static (JobSubmission Submission, string? Id) JsonItems(byte[] body)
+    private static (JobSubmission Submission, string? Id) JsonItems(byte[] body, LimitsOptions limits)
     {
+        JsonText.RequireUtf8(body, "the job");
         JsonDocument document;
         try
         {
@@ -144,18 +150,24 @@ public static partial class JobEndpoints
             {
                 throw MedServeException.Invalid("'items' must be an array of V2 requests ({\"id\", \"inputs\"})", "items");
             }
-            var items = new List<JobItem>();
+            var count = itemsElement.GetArrayLength();
+            if (count > limits.MaxJobItems)
+            {
+                // Refused before any item's tensors are made.
+                throw new MedServeException(ErrorKind.TooLarge, $"the job has {count} items; the limit is {limits.MaxJobItems} per job ({LimitsOptions.Section}:MaxJobItems): split it into several jobs", "items");
+            }
+            var items = new List<JobItem>(count);
             foreach (var element in itemsElement.EnumerateArray())
             {
                 var field = $"items[{items.Count}]";
                 InferenceRequest parsed;
                 try
                 {
-                    parsed = V2Codec.ParseRequest(Encoding.UTF8.GetBytes(element.GetRawText()), null).Request;
+                    parsed = V2Codec.ParseRequest(Encoding.UTF8.GetBytes(element.GetRawText()), null, limits.MaxTensorElements).Request;
                 }
                 catch (MedServeException e)
                 {
-                    throw MedServeException.Invalid($"{field}: {e.Message}", $"{field}.{e.Field ?? "inputs"}");
+                    throw new MedServeException(e.Kind, $"{field}: {e.Message}", $"{field}.{e.Field ?? "inputs"}");
                 }
                 items.Add(new JobItem(parsed.Id ?? (items.Count + 1).ToString(CultureInfo.InvariantCulture), parsed.Inputs));
             }

@@ -15,7 +15,7 @@ public static class KeyEndpoints
 
     public static IEndpointRouteBuilder MapKeyApi(this IEndpointRouteBuilder app)
     {
-        var keys = app.MapGroup("/api/keys").AddEndpointFilter(ManagementEndpoints.RetryableErrors).RequireAuthorization(Permissions.Admin);
+        var keys = app.MapGroup("/api/keys").AddEndpointFilter(ManagementEndpoints.RetryableErrors).RequireAuthorization(Permissions.Admin).RequireRateLimiting(Limits.ManagementPolicy);
         keys.MapPost("", async (NewKeyBody body, HttpContext context, IGrainFactory grains) =>
         {
             var created = await grains.GetGrain<IKeyStoreGrain>(0).CreateAsync(body.Name ?? "", body.Role ?? "", body.ExpiresAt, context.User.KeyIdOf());

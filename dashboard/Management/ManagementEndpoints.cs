@@ -23,7 +23,7 @@ public static class ManagementEndpoints
 {
     public static IEndpointRouteBuilder MapManagementApi(this IEndpointRouteBuilder app)
     {
-        var api = app.MapGroup("/api").AddEndpointFilter(RetryableErrors);
+        var api = app.MapGroup("/api").AddEndpointFilter(RetryableErrors).RequireRateLimiting(Limits.ManagementPolicy);
 
         // Who may call what: see Roles and Permissions (the same policies guard the web app's pages).
         var models = api.MapGroup("/models");
@@ -103,9 +103,14 @@ public static class ManagementEndpoints
                     ValueLengthLimit = (int)Math.Min(max, int.MaxValue),
                 }, ct);
             }
-            catch (InvalidDataException e)
+            catch (InvalidDataException e) when (e.Message.Contains("limit", StringComparison.OrdinalIgnoreCase))
             {
                 throw new MedServeException(ErrorKind.TooLarge, $"the form is over a size limit: {e.Message}", "body");
+            }
+            catch (Exception e) when (e is InvalidDataException or IOException && e is not BadHttpRequestException)
+            {
+                // A form cut short or not multipart at all (a missing boundary, garbage between parts): the caller's fault.
+                throw MedServeException.Invalid($"the multipart form is malformed ({e.GetType().Name}): send manifest + model parts, or a package part", "body");
             }
             if (form.Files.GetFile("package") is { } zip)
             {

@@ -1,6 +1,7 @@
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Routing;
+using MedServe.Dashboard.Security;
 
 namespace MedServe.Dashboard.Management;
 
@@ -9,7 +10,7 @@ public static class SiloEndpoints
 {
     public static IEndpointRouteBuilder MapSiloApi(this IEndpointRouteBuilder app)
     {
-        app.MapGet("/api/silos", (IGrainFactory grains) => grains.GetGrain<IClusterInfoGrain>(0).ListSilosAsync()).AddEndpointFilter(ManagementEndpoints.RetryableErrors).RequireAuthorization(Permissions.View);
+        app.MapGet("/api/silos", (IGrainFactory grains) => grains.GetGrain<IClusterInfoGrain>(0).ListSilosAsync()).AddEndpointFilter(ManagementEndpoints.RetryableErrors).RequireAuthorization(Permissions.View).RequireRateLimiting(Limits.ManagementPolicy);
         return app;
     }
 }

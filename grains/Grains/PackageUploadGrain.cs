@@ -8,15 +8,12 @@ namespace MedServe.Grains;
 /// path every upload takes. Stateless, so uploads run on whichever silo the client reaches, in parallel.
 /// </summary>
 [StatelessWorker]
-internal sealed class PackageUploadGrain(PackageImporter importer) : Grain, IPackageUploadGrain
+internal sealed class PackageUploadGrain(PackageImporter importer, Microsoft.Extensions.Options.IOptions<LimitsOptions> limits) : Grain, IPackageUploadGrain
 {
-    /// <summary>Largest package, unpacked (the management API's default upload limit).</summary>
-    public const long MaxPackageBytes = 512L * 1024 * 1024;
-
     public Task<ModelVersionInfo> UploadZipAsync(byte[] zip)
     {
         using var stream = new MemoryStream(zip, writable: false);
-        return importer.RegisterAsync(ModelPackage.FromZip(stream, MaxPackageBytes));
+        return importer.RegisterAsync(ModelPackage.FromZip(stream, limits.Value.MaxPackageBytes));
     }
 
     public Task<ModelVersionInfo> UploadPartsAsync(byte[] manifestJson, byte[] model) =>

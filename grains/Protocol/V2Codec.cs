@@ -25,8 +25,10 @@ public static class V2Codec
     /// <summary>
     /// Parses an infer request. <paramref name="jsonLength"/> is the value of the
     /// <c>Inference-Header-Content-Length</c> header (the JSON part's length), or null when the body is all JSON.
+    /// More than <paramref name="maxElements"/> tensor elements, all inputs together, is refused (413) before any
+    /// tensor is allocated.
     /// </summary>
-    public static (InferenceRequest Request, V2OutputOptions Outputs) ParseRequest(ReadOnlyMemory<byte> body, int? jsonLength)
+    public static (InferenceRequest Request, V2OutputOptions Outputs) ParseRequest(ReadOnlyMemory<byte> body, int? jsonLength, long maxElements = long.MaxValue)
     {
         if (jsonLength is { } n && (n < 0 || n > body.Length))
         {
@@ -34,6 +36,9 @@ public static class V2Codec
         }
         var json = jsonLength is { } len ? body[..len] : body;
         var binary = jsonLength is { } l ? body[l..] : ReadOnlyMemory<byte>.Empty;
+        // JSON is UTF-8: System.Text.Json parses invalid sequences inside strings and only fails (with an
+        // InvalidOperationException) when one is read. Refuse them here, naming where, never the bytes.
+        JsonText.RequireUtf8(json.Span, "request body");
 
         JsonDocument document;
         try
@@ -103,9 +108,10 @@ public static class V2Codec
             var inputs = new Tensor[count];
             var binaryOffset = 0;
             var index = 0;
+            long elements = 0;
             foreach (var input in inputsElement.EnumerateArray())
             {
-                inputs[index] = ParseInput(input, index, json.Length, binary.Span, ref binaryOffset);
+                inputs[index] = ParseInput(input, index, json.Length, binary.Span, ref binaryOffset, ref elements, maxElements);
                 index++;
             }
             if (binaryOffset != binary.Length)
@@ -142,7 +148,7 @@ public static class V2Codec
         }
     }
 
-    private static Tensor ParseInput(JsonElement input, int index, int jsonBytes, ReadOnlySpan<byte> binary, ref int binaryOffset)
+    private static Tensor ParseInput(JsonElement input, int index, int jsonBytes, ReadOnlySpan<byte> binary, ref int binaryOffset, ref long totalElements, long maxElements)
     {
         if (input.ValueKind != JsonValueKind.Object)
         {
@@ -176,12 +182,19 @@ public static class V2Codec
                 throw MedServeException.Invalid($"{field}: shape dimension {d} must be a positive integer", name);
             }
             shape[d++] = value;
-            elements = checked(elements * value);
-            if (elements > int.MaxValue / 8)
-            {
-                throw MedServeException.Invalid($"{field}: shape is too large", name);
-            }
+            elements = value > long.MaxValue / elements ? long.MaxValue : elements * value;
         }
+        if (elements > maxElements - totalElements)
+        {
+            throw new MedServeException(ErrorKind.TooLarge, totalElements == 0
+                ? $"{field}: shape {ShapeText(shape)} has {ElementText(elements)} elements; the limit is {maxElements} per request (MedServe:Limits:MaxTensorElements)"
+                : $"{field}: shape {ShapeText(shape)} has {ElementText(elements)} elements, {ElementText(totalElements)} already in earlier inputs; the limit is {maxElements} per request (MedServe:Limits:MaxTensorElements)", name);
+        }
+        if (elements > int.MaxValue / 8)
+        {
+            throw new MedServeException(ErrorKind.TooLarge, $"{field}: shape {ShapeText(shape)} is too large for one tensor", name);
+        }
+        totalElements += elements;
 
         var elementSize = datatype.ElementSize();
         var byteLength = checked((int)elements * elementSize);
@@ -438,6 +451,8 @@ public static class V2Codec
     }
 
     private static string NonFinite(double v) => double.IsNaN(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity";
+
+    private static string ElementText(long elements) => elements == long.MaxValue ? "more than 9.2e18" : elements.ToString(CultureInfo.InvariantCulture);
 
     private static string ShapeText(long[] shape) => "[" + string.Join(",", shape.Select(d => d.ToString(CultureInfo.InvariantCulture))) + "]";
 }

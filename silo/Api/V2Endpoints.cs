@@ -23,11 +23,12 @@ public static partial class V2Endpoints
 
     public static IEndpointRouteBuilder MapV2Api(this IEndpointRouteBuilder app)
     {
-        var v2 = app.MapGroup("/v2");
-        // Probes answer anyone; everything else needs a key (view, or infer for inference).
-        v2.MapGet("/health/live", () => Results.Ok(new { live = true })).AllowAnonymous();
+        // Each key (anonymous callers: each address) has a request rate (MedServe:Limits:InferPerSecond): 429 over it.
+        var v2 = app.MapGroup("/v2").RequireRateLimiting(Limits.InferPolicy);
+        // Probes answer anyone, never throttled; everything else needs a key (view, or infer for inference).
+        v2.MapGet("/health/live", () => Results.Ok(new { live = true })).AllowAnonymous().DisableRateLimiting();
         v2.MapGet("/health/ready", (NodeReadiness readiness) =>
-            readiness.IsReady ? Results.Ok(new { ready = true }) : Results.Json(new { ready = false, draining = readiness.IsDraining }, statusCode: StatusCodes.Status400BadRequest)).AllowAnonymous();
+            readiness.IsReady ? Results.Ok(new { ready = true }) : Results.Json(new { ready = false, draining = readiness.IsDraining }, statusCode: StatusCodes.Status400BadRequest)).AllowAnonymous().DisableRateLimiting();
         v2.MapGet("", () => Results.Ok(new
         {
             name = "medserve",
@@ -121,7 +122,8 @@ public static partial class V2Endpoints
             var (buffer, length) = await ReadBodyAsync(context.Request, options.MaxInferBytes, context.RequestAborted);
             rented = buffer;
             inputHash = AuditChain.InputHash(buffer.AsSpan(0, length));
-            var (request, outputOptions) = V2Codec.ParseRequest(buffer.AsMemory(0, length), jsonLength);
+            var maxElements = context.RequestServices.GetRequiredService<Microsoft.Extensions.Options.IOptions<LimitsOptions>>().Value.MaxTensorElements;
+            var (request, outputOptions) = V2Codec.ParseRequest(buffer.AsMemory(0, length), jsonLength, maxElements);
             ArrayPool<byte>.Shared.Return(rented, clearArray: true);
             rented = null;
 
@@ -141,7 +143,7 @@ public static partial class V2Endpoints
         }
         catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
-            return (Error(new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {options.MaxInferBytes} bytes")), nameof(ErrorKind.TooLarge), null, inputHash);
+            return (Error(new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {options.MaxInferBytes} bytes (MedServe:MaxInferBytes, --max-infer-bytes)")), nameof(ErrorKind.TooLarge), null, inputHash);
         }
         catch (Exception e) when (e is TimeoutException or OrleansException)
         {
@@ -169,7 +171,7 @@ public static partial class V2Endpoints
     {
         if (request.ContentLength is { } declared && declared > max)
         {
-            throw new MedServeException(ErrorKind.TooLarge, $"request body is {declared} bytes; the limit is {max}");
+            throw new MedServeException(ErrorKind.TooLarge, $"request body is {declared} bytes; the limit is {max} (MedServe:MaxInferBytes, --max-infer-bytes)");
         }
         // Start small whatever Content-Length claims; grow as bytes really arrive.
         var buffer = ArrayPool<byte>.Shared.Rent((int)Math.Min((request.ContentLength ?? 16 * 1024) + 1, 1024 * 1024));
@@ -182,7 +184,7 @@ public static partial class V2Endpoints
                 {
                     if (length >= max)
                     {
-                        throw new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {max} bytes");
+                        throw new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {max} bytes (MedServe:MaxInferBytes, --max-infer-bytes)");
                     }
                     var bigger = ArrayPool<byte>.Shared.Rent((int)Math.Min((long)buffer.Length * 2, max + 1));
                     buffer.AsSpan(0, length).CopyTo(bigger);
@@ -197,7 +199,7 @@ public static partial class V2Endpoints
                 length += read;
                 if (length > max)
                 {
-                    throw new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {max} bytes");
+                    throw new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {max} bytes (MedServe:MaxInferBytes, --max-infer-bytes)");
                 }
             }
             return (buffer, length);

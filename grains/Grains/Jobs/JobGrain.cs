@@ -66,9 +66,9 @@ internal sealed class JobGrain(
     [PersistentState("job", StorageNames.State)] IPersistentState<JobRecord> record,
     IServiceProvider services,
     ILocalSiloDetails silo,
+    Microsoft.Extensions.Options.IOptions<LimitsOptions> limits,
     ILogger<JobGrain> logger) : Grain, IJobGrain
 {
-    public const int MaxItems = 200_000;
     public const int MaxAttempts = 5;
     private const int DeliveriesInFlight = 8;
     private const int ChunkBytes = 1 << 20;
@@ -128,9 +128,10 @@ internal sealed class JobGrain(
         {
             throw MedServeException.Invalid("the job has no items", "items");
         }
-        if (submission.Items.Length > MaxItems)
+        // The API refuses these first; a grain client (CLI, MedServe.Client) meets the same limit here.
+        if (submission.Items.Length > limits.Value.MaxJobItems)
         {
-            throw new MedServeException(ErrorKind.TooLarge, $"the job has {submission.Items.Length} items; the limit is {MaxItems}", "items");
+            throw new MedServeException(ErrorKind.TooLarge, $"the job has {submission.Items.Length} items; the limit is {limits.Value.MaxJobItems} per job ({LimitsOptions.Section}:MaxJobItems): split it into several jobs", "items");
         }
         var ids = new HashSet<string>(StringComparer.Ordinal);
         for (var i = 0; i < submission.Items.Length; i++)

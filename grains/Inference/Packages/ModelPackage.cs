@@ -11,6 +11,9 @@ public sealed record ModelPackage(ModelManifest Manifest, byte[] Model)
     public const string ManifestFile = "manifest.json";
     public const string ModelFile = "model.onnx";
 
+    /// <summary>Largest manifest.json: a manifest is a few kilobytes; a zip's manifest over this is refused before it is unpacked.</summary>
+    public const long MaxManifestBytes = 1024 * 1024;
+
     /// <summary>Builds a package from the two files' bytes, checking the manifest.</summary>
     public static ModelPackage FromParts(ReadOnlySpan<byte> manifestJson, byte[] model)
     {
@@ -54,13 +57,22 @@ public sealed record ModelPackage(ModelManifest Manifest, byte[] Model)
         {
             var manifest = Find(archive, ManifestFile) ?? throw MedServeException.Invalid($"the zip has no {ManifestFile}", "manifest");
             var model = Find(archive, ModelFile) ?? throw MedServeException.Invalid($"the zip has no {ModelFile}", "model");
+            // Sizes as the zip declares them, before anything is unpacked (a zip bomb is refused here); an entry that
+            // unpacks to more than it declared fails as corrupt while it is read.
+            if (manifest.Length > MaxManifestBytes)
+            {
+                throw new MedServeException(ErrorKind.TooLarge, $"{ManifestFile} unpacks to {manifest.Length} bytes; the limit is {MaxManifestBytes}", "manifest");
+            }
             if (manifest.Length + model.Length > maxUncompressedBytes)
             {
-                throw new MedServeException(ErrorKind.TooLarge, $"the package unpacks to more than {maxUncompressedBytes} bytes", "package");
+                throw new MedServeException(ErrorKind.TooLarge, $"the package unpacks to {manifest.Length + model.Length} bytes; the limit is {maxUncompressedBytes} ({LimitsOptions.Section}:MaxPackageBytes)", "package");
             }
             try
             {
-                return FromParts(ReadAll(manifest), ReadAll(model));
+                // The manifest first: a package whose manifest is wrong is refused without unpacking its model.
+                var parsed = ManifestJson.Parse(ReadAll(manifest));
+                var bytes = ReadAll(model);
+                return bytes.Length == 0 ? throw MedServeException.Invalid("model.onnx is empty", "model") : new ModelPackage(parsed, bytes);
             }
             catch (InvalidDataException)
             {

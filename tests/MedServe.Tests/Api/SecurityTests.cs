@@ -45,7 +45,9 @@ public sealed class SecurityTests : IAsyncLifetime
     public async Task InitializeAsync()
     {
         (_app, _base) = await InProcessNode.StartAsync(_data, Path.Combine(Paths.Samples, "diabetes-linear"), NodeProcess.FreePort(),
-            ["--MedServe:Jwt:SigningKey", JwtKey, "--MedServe:Jwt:Issuer", "test-idp", "--MedServe:Jwt:Audience", "medserve"],
+            ["--MedServe:Jwt:SigningKey", JwtKey, "--MedServe:Jwt:Issuer", "test-idp", "--MedServe:Jwt:Audience", "medserve",
+             // Hundreds of calls without a valid key share one address's budget: rates are RateLimitTests' subject, not this one's.
+             "--MedServe:Limits:InferPerSecond", "0", "--MedServe:Limits:ManagementPerSecond", "0"],
             services => services.AddSingleton<TimeProvider>(_clock));
     }
 

@@ -68,4 +68,37 @@ public sealed class V2CodecTests
         Assert.Equal(headerLength.Value + 8, buffer.WrittenCount);
         Assert.Equal(2f, BitConverter.ToSingle(buffer.WrittenSpan[(headerLength.Value + 4)..]));
     }
+
+    [Fact]
+    public void A_tensor_name_that_is_not_utf8_is_invalid_input_naming_where_not_the_bytes()
+    {
+        var head = Encoding.UTF8.GetBytes("""{"inputs":[{"name":"in""");
+        var tail = Encoding.UTF8.GetBytes("""put","datatype":"FP32","shape":[1],"data":[1]}]}""");
+        byte[] body = [.. head, 0xff, 0xfe, .. tail];
+        var e = Assert.Throws<MedServeException>(() => V2Codec.ParseRequest(body, null));
+        Assert.Equal(ErrorKind.InvalidInput, e.Kind);
+        Assert.Contains("not valid UTF-8", e.Message, StringComparison.Ordinal);
+        Assert.Contains($"byte {head.Length + 1}", e.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain('\ufffd', e.Message);
+    }
+
+    [Fact]
+    public void Tensors_over_the_element_limit_are_too_large_before_allocating()
+    {
+        // 2^40 elements: far past anything allocatable; the limit answers first, naming the input and the limit.
+        var e = Assert.Throws<MedServeException>(() => V2Codec.ParseRequest(
+            Encoding.UTF8.GetBytes("""{"inputs":[{"name":"x","datatype":"FP32","shape":[1048576,1048576],"data":[1]}]}"""), null, maxElements: 1000));
+        Assert.Equal(ErrorKind.TooLarge, e.Kind);
+        Assert.Contains("input 'x'", e.Message, StringComparison.Ordinal);
+        Assert.Contains("the limit is 1000", e.Message, StringComparison.Ordinal);
+        Assert.Contains("MaxTensorElements", e.Message, StringComparison.Ordinal);
+
+        // The limit is per request: two inputs of 600 elements each cross 1000 together.
+        var data = string.Join(',', Enumerable.Repeat("0", 600));
+        var two = Assert.Throws<MedServeException>(() => V2Codec.ParseRequest(Encoding.UTF8.GetBytes(
+            $$"""{"inputs":[{"name":"a","datatype":"UINT8","shape":[600],"data":[{{data}}]},{"name":"b","datatype":"UINT8","shape":[600],"data":[{{data}}]}]}"""), null, maxElements: 1000));
+        Assert.Equal(ErrorKind.TooLarge, two.Kind);
+        Assert.Contains("input 'b'", two.Message, StringComparison.Ordinal);
+        Assert.Contains("600 already in earlier inputs", two.Message, StringComparison.Ordinal);
+    }
 }
