@@ -21,14 +21,17 @@ public sealed record DataProtectionKeyInfo(
     [property: Id(1)] DateTimeOffset CreatedAt,
     [property: Id(2)] DateTimeOffset ActivatesAt,
     [property: Id(3)] DateTimeOffset ExpiresAt,
-    [property: Id(4)] bool Revoked);
+    [property: Id(4)] bool Revoked,
+    /// <summary>The key the answering silo encrypts new data with now.</summary>
+    [property: Id(5)] bool Default = false);
 
 /// <summary>Key rotation and listing, run on a silo against its key manager (stateless, key 0).</summary>
 public interface IDataProtectionAdminGrain : IGrainWithIntegerKey
 {
     /// <summary>
-    /// Creates a new key. It becomes the key new data is encrypted with once every silo has read it (at once on the
-    /// embedded node, within minutes in a cluster); older keys stay in the ring, so data encrypted before stays readable.
+    /// Creates a new key. It becomes the key new data is encrypted with once every silo has read it (on the embedded
+    /// node before this returns, in a cluster after a few minutes); older keys stay in the ring, so data encrypted
+    /// before stays readable.
     /// </summary>
     Task<DataProtectionKeyInfo> RotateAsync();
 

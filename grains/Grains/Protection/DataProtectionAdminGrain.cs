@@ -1,5 +1,7 @@
 using Orleans.Concurrency;
+using System.Diagnostics;
 using Microsoft.AspNetCore.DataProtection.KeyManagement;
+using Microsoft.AspNetCore.DataProtection.KeyManagement.Internal;
 using Microsoft.Extensions.Options;
 
 namespace MedServe.Grains.Protection;
@@ -17,18 +19,34 @@ public sealed record KeyRingSharing(bool Shared)
 
 /// <summary>Key rotation on the silo it runs on (see <see cref="IDataProtectionAdminGrain"/>).</summary>
 [StatelessWorker(1)]
-internal sealed class DataProtectionAdminGrain(IKeyManager keys, IOptions<KeyManagementOptions> options, KeyRingSharing sharing) : Grain, IDataProtectionAdminGrain
+internal sealed class DataProtectionAdminGrain(IKeyManager keys, IKeyRingProvider ring, IOptions<KeyManagementOptions> options, KeyRingSharing sharing)
+    : Grain, IDataProtectionAdminGrain
 {
     public async Task<DataProtectionKeyInfo> RotateAsync()
     {
         var activation = DateTimeOffset.UtcNow + sharing.Propagation;
         // Off the grain's scheduler: the key manager writes through the key repository, which may call a grain.
         var key = await Task.Run(() => keys.CreateNewKey(activation, activation + options.Value.NewKeyLifetime));
-        return Info(key);
+        if (!sharing.Shared)
+        {
+            // The ring reloads in the background after a change: answer once the new key is the one in use.
+            for (var wait = Stopwatch.StartNew(); wait.Elapsed < TimeSpan.FromSeconds(10) && await DefaultKeyAsync() != key.KeyId;)
+            {
+                await Task.Delay(50);
+            }
+        }
+        return Info(key, await DefaultKeyAsync());
     }
 
-    public async Task<DataProtectionKeyInfo[]> ListAsync() =>
-        [.. (await Task.Run(keys.GetAllKeys)).OrderBy(k => k.CreationDate).Select(Info)];
+    public async Task<DataProtectionKeyInfo[]> ListAsync()
+    {
+        var all = await Task.Run(keys.GetAllKeys);
+        var current = await DefaultKeyAsync();
+        return [.. all.OrderBy(k => k.CreationDate).Select(k => Info(k, current))];
+    }
 
-    private static DataProtectionKeyInfo Info(IKey key) => new(key.KeyId, key.CreationDate, key.ActivationDate, key.ExpirationDate, key.IsRevoked);
+    private Task<Guid> DefaultKeyAsync() => Task.Run(() => ring.GetCurrentKeyRing().DefaultKeyId);
+
+    private static DataProtectionKeyInfo Info(IKey key, Guid current) =>
+        new(key.KeyId, key.CreationDate, key.ActivationDate, key.ExpirationDate, key.IsRevoked, key.KeyId == current);
 }
