@@ -66,7 +66,8 @@ public sealed class JobResultPart
 /// time. Answers come back through <see cref="ReportAsync"/> and are kept by item position, so an item delivered
 /// twice still has one result. A delivery not answered or renewed within <see cref="Lease"/> is sent again (at most
 /// <see cref="MaxAttempts"/> sends per item); so is every open delivery when the job wakes after a silo loss. A crash
-/// can repeat up to a second of work, never lose an answered item or keep two answers for one.
+/// can repeat up to a second of work, never lose an answered item or keep two answers for one. Chunks hold their
+/// items and results encrypted (<see cref="ProtectionPurpose"/>, then the job id); positions and counters stay clear.
 /// </summary>
 [CollectionAgeLimit(AlwaysActive = true)]
 internal sealed class JobGrain(
