@@ -7,7 +7,8 @@ namespace MedServe.Dashboard.Management;
 
 /// <summary>
 /// API keys (admin only): <c>POST /api/keys</c> creates one and shows its secret once; <c>GET /api/keys</c> lists them
-/// (never a secret or a hash); <c>DELETE /api/keys/{id}</c> revokes one.
+/// (never a secret or a hash); <c>DELETE /api/keys/{id}</c> revokes one. <c>GET /api/admin/data-protection/keys</c>
+/// lists the Data Protection keys (ids and dates) and <c>POST /api/admin/data-protection/rotate</c> adds a new one.
 /// </summary>
 public static class KeyEndpoints
 {
@@ -24,6 +25,16 @@ public static class KeyEndpoints
         }).DisableAntiforgery().Audited(AuditActions.KeyCreate);
         keys.MapGet("", (IGrainFactory grains) => grains.GetGrain<IKeyStoreGrain>(0).ListAsync());
         keys.MapDelete("/{id}", (string id, IGrainFactory grains) => grains.GetGrain<IKeyStoreGrain>(0).RevokeAsync(id)).Audited(AuditActions.KeyRevoke);
+
+        // The Data Protection key ring that encrypts job data at rest (and sign-in cookies): list it, add a key.
+        var protection = app.MapGroup("/api/admin/data-protection").AddEndpointFilter(ManagementEndpoints.RetryableErrors).RequireAuthorization(Permissions.Admin);
+        protection.MapGet("/keys", (IGrainFactory grains) => grains.GetGrain<IDataProtectionAdminGrain>(0).ListAsync());
+        protection.MapPost("/rotate", async (HttpContext context, IGrainFactory grains) =>
+        {
+            var key = await grains.GetGrain<IDataProtectionAdminGrain>(0).RotateAsync();
+            Audit.Note(context, detail: $"{key.Id} activates {key.ActivatesAt:O}");
+            return Results.Ok(key);
+        }).DisableAntiforgery().Audited(AuditActions.DataProtectionRotate);
         return app;
     }
 }

@@ -44,6 +44,7 @@ public static class AuditActions
     public const string SignIn = "sign-in";
     public const string KeyCreate = "key.create";
     public const string KeyRevoke = "key.revoke";
+    public const string DataProtectionRotate = "data-protection.rotate";
     public const string Upload = "model.upload";
     public const string DeleteVersion = "model.delete";
     public const string DefaultVersion = "model.default-version";

@@ -1,10 +1,17 @@
 using MedServe.Grains.Monitoring;
 using MedServe.Grains.Placement;
+using MedServe.Grains.Protection;
 using MedServe.Grains.Storage;
 using MedServe.Inference.Packages;
 using MedServe.Inference.Runtime;
+using Microsoft.AspNetCore.DataProtection;
+using Microsoft.AspNetCore.DataProtection.Internal;
+using Microsoft.AspNetCore.DataProtection.KeyManagement;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 using Orleans.Placement;
 using Orleans.Runtime.MembershipService.SiloMetadata;
 using Orleans.Runtime.Hosting;
@@ -14,6 +21,9 @@ namespace MedServe.Grains;
 /// <summary>Registers what the grains need on a silo.</summary>
 public static class GrainsHosting
 {
+    /// <summary>The Data Protection application name every silo shares, so they derive the same keys from one ring.</summary>
+    public const string DataProtectionApplication = "medserve";
+
     /// <summary>Publishes what this silo offers (accelerator, execution provider, labels) as silo metadata.</summary>
     private static ISiloBuilder AddCapabilities(this ISiloBuilder silo, SiloCapability capability, IReadOnlyDictionary<string, string>? labels)
     {
@@ -66,6 +76,36 @@ public static class GrainsHosting
         silo.AddMemoryStreams(JobStreams.Provider);
         silo.AddMemoryGrainStorage("PubSubStore");
         silo.Services.AddHostedService<Jobs.JobResumer>();
+        // Job items and results are encrypted at rest (JobGrain). Where the keys live is the host's choice: files
+        // (PersistKeysToFileSystem, the embedded node) or the cluster's grain storage (UseGrainKeyRing).
+        silo.Services.AddDataProtection().SetApplicationName(DataProtectionApplication);
+        silo.Services.TryAddSingleton(new KeyRingSharing(Shared: false));
+        return silo;
+    }
+
+    /// <summary>
+    /// Keeps the Data Protection key ring in the cluster's grain storage (<see cref="IDataProtectionKeysGrain"/>: Redis
+    /// in a cluster), so every silo encrypts and decrypts with the same keys; each silo reloads the ring every
+    /// minute (<see cref="ClusterKeyManager"/>) to learn of keys another created. Replaces any key repository configured
+    /// before. Data Protection's start-up preload is removed: the ring can be read only once the silo is active
+    /// (<see cref="GrainKeyRepository"/>).
+    /// </summary>
+    public static ISiloBuilder UseGrainKeyRing(this ISiloBuilder silo)
+    {
+        var services = silo.Services;
+        services.AddDataProtection().SetApplicationName(DataProtectionApplication);
+        services.AddSingleton<GrainKeyRepository>();
+        services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<GrainKeyRepository>());
+        services.AddOptions<KeyManagementOptions>().Configure<GrainKeyRepository>((o, repository) => o.XmlRepository = repository);
+        services.AddSingleton<IKeyManager>(sp => new ClusterKeyManager(new XmlKeyManager(
+            sp.GetRequiredService<IOptions<KeyManagementOptions>>(), sp.GetRequiredService<IActivator>(), sp.GetRequiredService<ILoggerFactory>())));
+        services.RemoveAll<KeyRingSharing>();
+        services.AddSingleton(new KeyRingSharing(Shared: true));
+        foreach (var preload in services.Where(d => d.ServiceType == typeof(IHostedService) && !d.IsKeyedService
+                     && d.ImplementationType?.Name == "DataProtectionHostedService").ToList())
+        {
+            services.Remove(preload);
+        }
         return silo;
     }
 

@@ -67,8 +67,10 @@ public static class MedServeNode
 
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = Math.Max(options.MaxInferBytes, 512L * 1024 * 1024) + 1);
         builder.Services.AddProblemDetails();
-        // Authentication brings ASP.NET data protection; keep its keys with the node's data, not in the user profile.
-        builder.Services.AddDataProtection().PersistKeysToFileSystem(new DirectoryInfo(Path.Combine(data, "keys")));
+        // Data Protection (sign-in cookies, antiforgery, job data at rest): the embedded node keeps its keys with its
+        // data, not in the user profile; a cluster keeps them in its grain storage (UseGrainKeyRing below), shared by all silos.
+        builder.Services.AddDataProtection().SetApplicationName(GrainsHosting.DataProtectionApplication)
+            .PersistKeysToFileSystem(new DirectoryInfo(Path.Combine(data, "keys")));
         // The web app: pages, management API (snake_case JSON), OpenAPI, the Orleans Dashboard (silo side below).
         builder.Services.AddMedServeWebApp(builder.Configuration);
         // The web app's files (its own, MudBlazor's, blazor.web.js) straight from the build output in every
@@ -101,6 +103,7 @@ public static class MedServeNode
             else
             {
                 silo.UseRedisCluster(redis, options.ClusterId, IPAddress.Parse(options.Advertise), siloPort, gatewayPort);
+                silo.UseGrainKeyRing();
             }
             silo.AddModelServing(data, capability, labels, options.IntraOpThreads, shareArtifacts: redis is not null);
             // Orleans Dashboard: every silo collects grain statistics; the web app shows them under /orleans.

@@ -2,8 +2,10 @@ using System.Collections;
 using System.Diagnostics;
 using System.Security.Cryptography;
 using MedServe.Routing;
+using Microsoft.AspNetCore.DataProtection;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Orleans.Serialization;
 using Orleans.Storage;
 using Orleans.Streams;
 
@@ -40,15 +42,22 @@ public sealed class JobRecord
 [GenerateSerializer, Alias("medserve.job-item-chunk")]
 public sealed class JobItemChunk
 {
+    /// <summary>Items in clear: only in chunks written before job data was encrypted (read, never written).</summary>
     [Id(0)] public JobItem[] Items { get; set; } = [];
+    /// <summary>The items (ids and tensors), serialized and encrypted (<see cref="JobGrain.ProtectionPurpose"/>, then the job id).</summary>
+    [Id(1)] public byte[]? Sealed { get; set; }
 }
 
 /// <summary>Answers appended for one item chunk: positions and their results, each item at most once across parts.</summary>
 [GenerateSerializer, Alias("medserve.job-result-part")]
 public sealed class JobResultPart
 {
+    /// <summary>Item positions, in clear (a reactivation rebuilds its answered bits from them).</summary>
     [Id(0)] public int[] Indexes { get; set; } = [];
+    /// <summary>Results in clear: only in parts written before job data was encrypted (read, never written).</summary>
     [Id(1)] public JobItemResult[] Results { get; set; } = [];
+    /// <summary>The results (ids, outputs, errors), serialized and encrypted like the items.</summary>
+    [Id(2)] public byte[]? Sealed { get; set; }
 }
 
 /// <summary>
@@ -59,7 +68,8 @@ public sealed class JobResultPart
 /// time. Answers come back through <see cref="ReportAsync"/> and are kept by item position, so an item delivered
 /// twice still has one result. A delivery not answered or renewed within <see cref="Lease"/> is sent again (at most
 /// <see cref="MaxAttempts"/> sends per item); so is every open delivery when the job wakes after a silo loss. A crash
-/// can repeat up to a second of work, never lose an answered item or keep two answers for one.
+/// can repeat up to a second of work, never lose an answered item or keep two answers for one. Chunks hold their
+/// items and results encrypted (<see cref="ProtectionPurpose"/>, then the job id); positions and counters stay clear.
 /// </summary>
 [CollectionAgeLimit(AlwaysActive = true)]
 internal sealed class JobGrain(
@@ -69,6 +79,8 @@ internal sealed class JobGrain(
     Microsoft.Extensions.Options.IOptions<LimitsOptions> limits,
     ILogger<JobGrain> logger) : Grain, IJobGrain
 {
+    /// <summary>Data Protection purpose of job items and results at rest; each job adds its id, so a chunk opens only in its own job.</summary>
+    public const string ProtectionPurpose = "MedServe.Jobs.v1";
     public const int MaxAttempts = 5;
     private const int DeliveriesInFlight = 8;
     private const int ChunkBytes = 1 << 20;
@@ -76,6 +88,7 @@ internal sealed class JobGrain(
     private static readonly TimeSpan FlushEvery = TimeSpan.FromSeconds(1);
 
     private IGrainStorage? _storage;
+    private IDataProtector? _protector;
     private BitArray _answered = new(0);
     private int[] _parts = []; // result parts written, per item chunk
     private readonly List<(int Index, JobItemResult Result)> _unwritten = [];
@@ -92,6 +105,21 @@ internal sealed class JobGrain(
     private string JobId => this.GetPrimaryKeyString();
 
     private IGrainStorage Storage => _storage ??= services.GetRequiredKeyedService<IGrainStorage>(StorageNames.State);
+
+    private IDataProtector Protector => _protector ??=
+        services.GetRequiredService<IDataProtectionProvider>().CreateProtector(ProtectionPurpose).CreateProtector(JobId);
+
+    private Serializer Serializer => services.GetRequiredService<Serializer>();
+
+    /// <summary>Serializes and encrypts a chunk's payload (Data Protection: AES-256-CBC and HMACSHA256 by default).</summary>
+    private byte[] Seal<T>(T value) => Protector.Protect(Serializer.SerializeToArray(value));
+
+    private T Open<T>(byte[] sealedBytes) =>
+        Serializer.Deserialize<T>(Protector.Unprotect(sealedBytes)) ?? throw new InvalidOperationException($"job {JobId}: an empty sealed chunk");
+
+    private JobItem[] ItemsOf(JobItemChunk chunk) => chunk.Sealed is { } sealedBytes ? Open<JobItem[]>(sealedBytes) : chunk.Items;
+
+    private JobItemResult[] ResultsOf(JobResultPart part) => part.Sealed is { } sealedBytes ? Open<JobItemResult[]>(sealedBytes) : part.Results;
 
     private int Answered => record.State.Succeeded + record.State.Failed;
 
@@ -159,7 +187,7 @@ internal sealed class JobGrain(
         for (var c = 0; c * chunkSize < submission.Items.Length; c++)
         {
             var slice = submission.Items.AsSpan(c * chunkSize, Math.Min(chunkSize, submission.Items.Length - (c * chunkSize))).ToArray();
-            await WriteOverAsync(ItemsKey(c), new JobItemChunk { Items = slice }); // over what a submit that died half-way left
+            await WriteOverAsync(ItemsKey(c), new JobItemChunk { Sealed = Seal(slice) }); // over what a submit that died half-way left
         }
         var now = DateTimeOffset.UtcNow;
         record.State = new JobRecord
@@ -254,11 +282,16 @@ internal sealed class JobGrain(
                 {
                     break;
                 }
+                if (!part.Indexes.Any(i => i >= offset && i < end))
+                {
+                    continue; // nothing in range: not decrypted
+                }
+                var results = ResultsOf(part);
                 for (var k = 0; k < part.Indexes.Length; k++)
                 {
                     if (part.Indexes[k] >= offset && part.Indexes[k] < end)
                     {
-                        found.TryAdd(part.Indexes[k], part.Results[k]);
+                        found.TryAdd(part.Indexes[k], results[k]);
                     }
                 }
             }
@@ -360,12 +393,13 @@ internal sealed class JobGrain(
                     _parts[c] = p;
                     break;
                 }
+                var results = ResultsOf(part);
                 for (var k = 0; k < part.Indexes.Length; k++)
                 {
                     if (!_answered[part.Indexes[k]])
                     {
                         _answered[part.Indexes[k]] = true;
-                        _ = part.Results[k].Error is null ? succeeded++ : failed++;
+                        _ = results[k].Error is null ? succeeded++ : failed++;
                     }
                 }
             }
@@ -476,8 +510,8 @@ internal sealed class JobGrain(
             {
                 _itemCache.Remove(_itemCache.Keys.Min());
             }
-            chunk = (await ReadAsync<JobItemChunk>(ItemsKey(c)))?.Items
-                ?? throw new InvalidOperationException($"job {JobId}: item chunk {c} is missing");
+            chunk = ItemsOf(await ReadAsync<JobItemChunk>(ItemsKey(c))
+                ?? throw new InvalidOperationException($"job {JobId}: item chunk {c} is missing"));
             _itemCache[c] = chunk;
         }
         return chunk[index % record.State.ChunkSize];
@@ -543,7 +577,7 @@ internal sealed class JobGrain(
             {
                 foreach (var group in _unwritten.GroupBy(u => u.Index / record.State.ChunkSize))
                 {
-                    var part = new JobResultPart { Indexes = [.. group.Select(u => u.Index)], Results = [.. group.Select(u => u.Result)] };
+                    var part = new JobResultPart { Indexes = [.. group.Select(u => u.Index)], Sealed = Seal<JobItemResult[]>([.. group.Select(u => u.Result)]) };
                     await WriteNewAsync(PartKey(group.Key, _parts[group.Key]), part);
                     _parts[group.Key]++;
                     _unwritten.RemoveAll(u => u.Index / record.State.ChunkSize == group.Key);

@@ -89,7 +89,8 @@ public sealed class WebAppTests(NodeFixture node) : IAsyncLifetime
         await page.GotoAsync("/jobs?model=breast-cancer-logreg");
         await BrowserSession.PickFilesAsync(page, "csv-input", BrowserSession.File(Paths.Data("tabular", "breast_cancer_test.csv"), "text/csv"));
         await page.Locator("#submit-job").ClickAsync();
-        await page.WaitForURLAsync(new System.Text.RegularExpressions.Regex("/jobs/[0-9a-f]{16}$"));
+        // Blazor navigates inside the page: wait for the address, not for a page load.
+        await page.WaitForURLAsync(new System.Text.RegularExpressions.Regex("/jobs/[0-9a-f]{16}$"), new() { WaitUntil = WaitUntilState.Commit, Timeout = 60_000 });
         await Expect(page.Locator("#job-bar")).ToHaveAttributeAsync("data-percent", "100", new() { Timeout = 60_000 });
         await Expect(page.Locator("#job-answered")).ToContainTextAsync("143 of 143");
         await Expect(page.Locator("#results-table tbody tr")).ToHaveCountAsync(25);

@@ -20,7 +20,8 @@ public sealed class GrainClusterFixture : IAsyncLifetime
         var builder = new InProcessTestClusterBuilder(1);
         builder.ConfigureSilo((_, silo) => silo
             .AddModelServing(DataDirectory, new SiloCapability("cpu", "CPUExecutionProvider", "test"))
-            .AddFileGrainStorage(StorageNames.State, Path.Combine(DataDirectory, "state")));
+            .AddFileGrainStorage(StorageNames.State, Path.Combine(DataDirectory, "state"))
+            .UseGrainKeyRing());
         Cluster = builder.Build();
         await Cluster.DeployAsync();
     }
