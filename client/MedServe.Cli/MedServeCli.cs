@@ -95,13 +95,13 @@ public sealed partial class MedServeCli
         var pushPath = new Argument<string>("path") { Description = "A package directory (manifest.json + model.onnx) or a zip of one." };
         var pushDeploy = new Option<bool>("--deploy") { Description = "Deploy it with the defaults and wait until it settles." };
         var push = new Command("push", "Register a model package.") { pushPath, pushDeploy };
-        push.SetAction(Handler((p, c) => PushAsync(c, p.GetRequiredValue(pushPath), p.GetValue(pushDeploy))));
+        push.SetAction(Handler([Permissions.ManageModels], (p, c, _) => PushAsync(c, p.GetRequiredValue(pushPath), p.GetValue(pushDeploy))));
         var list = new Command("list", "Registered models, their versions and default version.");
-        list.SetAction(Handler((_, c) => ListModelsAsync(c)));
+        list.SetAction(Handler([Permissions.View], (_, c, _) => ListModelsAsync(c)));
         var showName = new Argument<string>("name");
         var showVersion = new Option<string>("--version", "-v") { Description = "Show this version's model card." };
         var show = new Command("show", "A model's versions, or with --version its model card and deployment.") { showName, showVersion };
-        show.SetAction(Handler((p, c) => ShowModelAsync(c, p.GetRequiredValue(showName), p.GetValue(showVersion))));
+        show.SetAction(Handler([Permissions.View], (p, c, _) => ShowModelAsync(c, p.GetRequiredValue(showName), p.GetValue(showVersion))));
         models.Add(push);
         models.Add(list);
         models.Add(show);
@@ -114,17 +114,18 @@ public sealed partial class MedServeCli
         var accelerator = new Option<string>("--accelerator") { Description = "Where replicas may run (default: the manifest's)." };
         accelerator.AcceptOnlyFromAmong(Capabilities.Cpu, Capabilities.Gpu, Capabilities.Any);
         var deploy = new Command("deploy", "Deploy (or re-spec) a registered version.") { name, version, replicas, accelerator, wait };
-        deploy.SetAction(Handler((p, c) => DeployAsync(c, p.GetRequiredValue(name), p.GetRequiredValue(version),
+        deploy.SetAction(Handler([Permissions.ManageModels], (p, c, _) => DeployAsync(c, p.GetRequiredValue(name), p.GetRequiredValue(version),
             new DeploymentSpec { Replicas = p.GetValue(replicas), Accelerator = p.GetValue(accelerator) }, p.GetValue(wait))));
         root.Add(deploy);
 
         var undeploy = new Command("undeploy", "Stop serving a version and free its sessions.") { name, version };
-        undeploy.SetAction(Handler((p, c) => UndeployAsync(c, p.GetRequiredValue(name), p.GetRequiredValue(version))));
+        undeploy.SetAction(Handler([Permissions.ManageModels], (p, c, _) => UndeployAsync(c, p.GetRequiredValue(name), p.GetRequiredValue(version))));
         root.Add(undeploy);
 
         var count = new Argument<int>("replicas") { Description = "The new replica count." };
         var scale = new Command("scale", "Change a deployment's replica count, keeping the rest of its spec.") { name, version, count, wait };
-        scale.SetAction(Handler((p, c) => ScaleAsync(c, p.GetRequiredValue(name), p.GetRequiredValue(version), p.GetValue(count), p.GetValue(wait))));
+        // As the HTTP API's deploy-or-scale rule: a model manager, or an operator changing a running deployment's replicas.
+        scale.SetAction(Handler([Permissions.ManageModels, Permissions.Operate], (p, c, me) => ScaleAsync(c, me, p.GetRequiredValue(name), p.GetRequiredValue(version), p.GetValue(count), p.GetValue(wait))));
         root.Add(scale);
 
         var inferVersion = new Option<string>("--version", "-v") { Description = "Version to call (default: the model's default version)." };
@@ -135,17 +136,17 @@ public sealed partial class MedServeCli
         };
         var data = new Option<string>("--data", "-d") { Description = "A file holding a V2 JSON request body (inputs, outputs, id).", HelpName = "request.json" };
         var infer = new Command("infer", "Run one V2 inference request; prints the V2 JSON response.") { name, inferVersion, input, data };
-        infer.SetAction(Handler((p, c) => InferAsync(c, p.GetRequiredValue(name), p.GetValue(inferVersion), p.GetValue(data), p.GetValue(input) ?? [])));
+        infer.SetAction(Handler([Permissions.Infer], (p, c, _) => InferAsync(c, p.GetRequiredValue(name), p.GetValue(inferVersion), p.GetValue(data), p.GetValue(input) ?? [])));
         root.Add(infer);
 
         var silos = new Command("silos", "Silos: status, accelerator, execution provider, labels, hosted replicas.");
-        silos.SetAction(Handler((_, c) => SilosAsync(c)));
+        silos.SetAction(Handler([Permissions.View], (_, c, _) => SilosAsync(c)));
         root.Add(silos);
 
         var statusName = new Argument<string?>("name") { Arity = ArgumentArity.ZeroOrOne, Description = "Only this model." };
         var statusVersion = new Argument<string?>("version") { Arity = ArgumentArity.ZeroOrOne, Description = "Only this version (with its validation report)." };
         var status = new Command("status", "Deployments: state, replicas, silos, reason.") { statusName, statusVersion };
-        status.SetAction(Handler((p, c) => StatusAsync(c, p.GetValue(statusName), p.GetValue(statusVersion))));
+        status.SetAction(Handler([Permissions.View], (p, c, _) => StatusAsync(c, p.GetValue(statusName), p.GetValue(statusVersion))));
         root.Add(status);
         root.Add(JobCommands());
         root.Add(KeyCommands());
@@ -155,6 +156,7 @@ public sealed partial class MedServeCli
 
     private Command JobCommands()
     {
+        string[] mayInfer = [Permissions.Infer];
         var jobs = new Command("jobs", "Async jobs: submit a CSV of records, watch progress, cancel, download results.");
         var model = new Argument<string>("model") { Description = "Model to run every record through." };
         var csv = new Argument<string>("csv") { Description = "CSV file: a header row, one record per row, an optional id column." };
@@ -164,20 +166,25 @@ public sealed partial class MedServeCli
         var jobId = new Option<string>("--id") { Description = "Job id (default: a new one)." };
         var watch = new Option<bool>("--wait") { Description = "Show progress until the job ends; exit 5 if it was cancelled." };
         var submit = new Command("submit", "Submit a CSV job.") { model, csv, version, columns, outputs, jobId, watch };
-        submit.SetAction(Handler(async (p, c) =>
+        submit.SetAction(Handler(mayInfer, async (p, c, me) =>
         {
             var bytes = await File.ReadAllBytesAsync(p.GetRequiredValue(csv));
+            // As the HTTP API: someone else's job id is taken, not theirs to resubmit or see.
+            if (p.GetValue(jobId) is { } given && await c.Grains.GetGrain<IJobGrain>(given).GetAsync() is { } existing && !MayRead(me, existing))
+            {
+                throw MedServeException.Conflict($"job id '{given}' is taken; choose another");
+            }
             var info = await c.SubmitCsvJobAsync(p.GetRequiredValue(model), bytes, p.GetValue(version),
-                Split(p.GetValue(columns)), Split(p.GetValue(outputs)), p.GetValue(jobId));
-            return p.GetValue(watch) ? await WatchJobAsync(c, info.Id) : WriteJob(info);
+                Split(p.GetValue(columns)), Split(p.GetValue(outputs)), p.GetValue(jobId), owner: me.Id);
+            return p.GetValue(watch) ? await WatchJobAsync(c, me, info.Id) : WriteJob(info);
         }));
         jobs.Add(submit);
 
         var id = new Argument<string>("id") { Description = "Job id." };
-        var list = new Command("list", "Jobs with their state and progress.");
-        list.SetAction(Handler(async (_, c) =>
+        var list = new Command("list", "Your jobs (an admin's: every job) with their state and progress.");
+        list.SetAction(Handler(mayInfer, async (_, c, me) =>
         {
-            var all = await c.ListJobsAsync();
+            var all = (await c.ListJobsAsync()).Where(j => MayRead(me, j)).ToArray();
             if (_jsonOutput)
             {
                 WriteJson(all);
@@ -195,19 +202,24 @@ public sealed partial class MedServeCli
         jobs.Add(list);
 
         var show = new Command("status", "One job's progress.") { id, watch };
-        show.SetAction(Handler(async (p, c) => p.GetValue(watch) ? await WatchJobAsync(c, p.GetRequiredValue(id)) : WriteJob(await c.GetJobAsync(p.GetRequiredValue(id)))));
+        show.SetAction(Handler(mayInfer, async (p, c, me) => p.GetValue(watch) ? await WatchJobAsync(c, me, p.GetRequiredValue(id)) : WriteJob(await OwnJobAsync(c, me, p.GetRequiredValue(id)))));
         jobs.Add(show);
 
         var cancel = new Command("cancel", "Stop a job; answers so far are kept.") { id };
-        cancel.SetAction(Handler(async (p, c) => WriteJob(await c.CancelJobAsync(p.GetRequiredValue(id)))));
+        cancel.SetAction(Handler(mayInfer, async (p, c, me) =>
+        {
+            await OwnJobAsync(c, me, p.GetRequiredValue(id));
+            return WriteJob(await c.CancelJobAsync(p.GetRequiredValue(id)));
+        }));
         jobs.Add(cancel);
 
         var output = new Option<string>("--output", "-o") { Description = "Write the results to this file instead of stdout.", HelpName = "file" };
         var format = new Option<string>("--format") { Description = "csv (default) or json.", DefaultValueFactory = _ => "csv" };
         format.AcceptOnlyFromAmong("csv", "json");
         var results = new Command("results", "Download a job's results.") { id, format, output };
-        results.SetAction(Handler(async (p, c) =>
+        results.SetAction(Handler(mayInfer, async (p, c, me) =>
         {
+            await OwnJobAsync(c, me, p.GetRequiredValue(id));
             var answers = await c.GetJobResultsAsync(p.GetRequiredValue(id));
             var text = p.GetValue(format) == "json" ? JsonSerializer.Serialize(answers, ManifestJson.Options) : CsvRecords.WriteResults(answers);
             if (p.GetValue(output) is { } file)
@@ -223,6 +235,13 @@ public sealed partial class MedServeCli
         }));
         jobs.Add(results);
         return jobs;
+    }
+
+    /// <summary>A job the caller may see (their own, or any for an admin); anyone else's is 'not found', as over HTTP.</summary>
+    private static async Task<JobInfo> OwnJobAsync(MedServeClient client, ApiKeyInfo me, string id)
+    {
+        var job = await client.GetJobAsync(id);
+        return MayRead(me, job) ? job : throw MedServeException.NotFound($"no job '{id}'");
     }
 
     private static string[]? Split(string? list) => string.IsNullOrWhiteSpace(list) ? null : list.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
@@ -243,11 +262,11 @@ public sealed partial class MedServeCli
     }
 
     /// <summary>Progress lines on stderr until the job ends; the final state on stdout.</summary>
-    private async Task<int> WatchJobAsync(MedServeClient client, string id)
+    private async Task<int> WatchJobAsync(MedServeClient client, ApiKeyInfo me, string id)
     {
         while (true)
         {
-            var job = await client.GetJobAsync(id);
+            var job = await OwnJobAsync(client, me, id);
             if (job.State != JobState.Running)
             {
                 WriteJob(job);
@@ -259,14 +278,19 @@ public sealed partial class MedServeCli
         }
     }
 
-    /// <summary>Connects, runs a command, and turns failures into a message on stderr and an exit code.</summary>
-    private Func<ParseResult, CancellationToken, Task<int>> Handler(Func<ParseResult, MedServeClient, Task<int>> command) => async (parse, cancellationToken) =>
+    /// <summary>
+    /// Connects, checks the caller's key for one of <paramref name="permissions"/> (<see cref="RequireKeyAsync"/>),
+    /// runs a command with the key's record, and turns failures into a message on stderr and an exit code.
+    /// </summary>
+    private Func<ParseResult, CancellationToken, Task<int>> Handler(string[] permissions, Func<ParseResult, MedServeClient, ApiKeyInfo, Task<int>> command) => async (parse, cancellationToken) =>
     {
         var json = _jsonOutput = parse.GetValue(_jsonOption);
         try
         {
+            var key = PresentedKey(parse);
             await using var client = await MedServeClient.ConnectAsync(ClientOptions(parse), cancellationToken);
-            return await command(parse, client);
+            var me = await RequireKeyAsync(key, client, permissions);
+            return await command(parse, client, me);
         }
         catch (MedServeException e)
         {
@@ -423,8 +447,12 @@ public sealed partial class MedServeCli
         return await ReportDeploymentAsync(client, info, wait);
     }
 
-    private async Task<int> ScaleAsync(MedServeClient client, string name, string version, int replicas, bool wait)
+    private async Task<int> ScaleAsync(MedServeClient client, ApiKeyInfo me, string name, string version, int replicas, bool wait)
     {
+        if (!Roles.PermissionsOf(me.Role).Contains(Permissions.ManageModels) && (await client.GetDeploymentAsync(name, version)).State == DeploymentState.Unloaded)
+        {
+            throw MedServeException.Forbidden("an operator may change the replicas of a running deployment; deploying a version is a model manager's");
+        }
         var info = await client.ScaleAsync(name, version, replicas, wait);
         return await ReportDeploymentAsync(client, info, wait);
     }

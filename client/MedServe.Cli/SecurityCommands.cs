@@ -5,43 +5,57 @@ using MedServe.Client;
 namespace MedServe.Cli;
 
 /// <summary>
-/// <c>medserve keys create|list|revoke</c> and <c>medserve audit verify</c>: admin work over the grain client. The
-/// caller names an admin key (<c>--key</c> or <c>MEDSERVE_KEY</c>), checked against the cluster's key store before
-/// anything is done. (The grain client itself is not authenticated: gateway ports belong on a trusted network; see
-/// the README's security section.)
+/// The caller's key, checked by every command, and <c>medserve keys create|list|revoke</c> and <c>medserve audit
+/// verify</c>: admin work over the grain client. The caller names a stored key (<c>--key</c> or <c>MEDSERVE_KEY</c>),
+/// checked against the cluster's key store before anything is done, with the permission the HTTP API asks for the
+/// same action. (The grain client itself is not authenticated: gateway ports belong on a trusted network; see the
+/// README's security section.)
 /// </summary>
 public sealed partial class MedServeCli
 {
     private readonly Option<string> _key = new("--key")
     {
-        Description = "Your API key (default: the MEDSERVE_KEY environment variable); keys and audit commands need an admin key.",
+        Description = "Your API key, a stored one (default: the MEDSERVE_KEY environment variable); every command checks its role as the HTTP API does.",
         Recursive = true,
         HelpName = "msk_...",
     };
 
-    /// <summary>The caller's key record, when the key is a stored one with <paramref name="permission"/>; otherwise a clear refusal.</summary>
-    private async Task<ApiKeyInfo> RequireKeyAsync(ParseResult parse, MedServeClient client, string permission)
+    /// <summary>The key this run presents (<c>--key</c>, else <c>MEDSERVE_KEY</c>); a usage error, before connecting, when there is none.</summary>
+    private string PresentedKey(ParseResult parse)
     {
         var key = parse.GetValue(_key) ?? Environment.GetEnvironmentVariable("MEDSERVE_KEY");
-        if (string.IsNullOrWhiteSpace(key))
+        return string.IsNullOrWhiteSpace(key)
+            ? throw MedServeException.Invalid("this command needs your API key: --key msk_... or MEDSERVE_KEY", "--key")
+            : key.Trim();
+    }
+
+    /// <summary>
+    /// The caller's key record, when the key is a stored, usable one whose role grants one of
+    /// <paramref name="permissions"/>; otherwise a clear refusal (exit 6). Every command goes through it (see
+    /// <see cref="Handler"/>), asking what the HTTP API asks for the same action.
+    /// </summary>
+    private static async Task<ApiKeyInfo> RequireKeyAsync(string key, MedServeClient client, params string[] permissions)
+    {
+        var check = ApiKeys.IdOf(key) is { } id ? await client.Grains.GetGrain<IKeyStoreGrain>(0).FindAsync(id) : null;
+        if (check is null || check.Sha256 != ApiKeys.Hash(key))
         {
-            throw MedServeException.Invalid("this command needs your API key: --key msk_... or MEDSERVE_KEY", "--key");
-        }
-        var check = ApiKeys.IdOf(key.Trim()) is { } id ? await client.Grains.GetGrain<IKeyStoreGrain>(0).FindAsync(id) : null;
-        if (check is null || check.Sha256 != ApiKeys.Hash(key.Trim()))
-        {
-            throw MedServeException.Forbidden("the key is not known to this cluster");
+            throw MedServeException.Forbidden("the key is not known to this cluster (the CLI needs a stored key: the first admin key the node printed, or one from 'medserve keys create')");
         }
         if (check.Info.Refusal(DateTimeOffset.UtcNow) is { } refused)
         {
             throw MedServeException.Forbidden(refused);
         }
-        if (!Roles.PermissionsOf(check.Info.Role).Contains(permission))
+        var granted = Roles.PermissionsOf(check.Info.Role);
+        if (!permissions.Any(granted.Contains))
         {
-            throw MedServeException.Forbidden($"a {check.Info.Role} key may not do this (it needs the {permission} permission)");
+            throw MedServeException.Forbidden($"a {check.Info.Role} key may not do this (it needs the {string.Join(" or ", permissions)} permission)");
         }
         return check.Info;
     }
+
+    /// <summary>Whether <paramref name="me"/> may see a job: its submitter and admins (as the HTTP API's MayRead).</summary>
+    private static bool MayRead(ApiKeyInfo me, JobInfo job) =>
+        Roles.PermissionsOf(me.Role).Contains(Permissions.Admin) || job.Owner == me.Id;
 
     private Command KeyCommands()
     {
@@ -50,9 +64,8 @@ public sealed partial class MedServeCli
         var role = new Option<string>("--role") { Description = $"One of {string.Join(", ", Roles.All)}.", Required = true };
         var expires = new Option<DateTimeOffset?>("--expires") { Description = "When the key stops working (ISO 8601, e.g. 2027-06-30)." };
         var create = new Command("create", "Create a key; it is printed once and stored only as a hash.") { name, role, expires };
-        create.SetAction(Handler(async (p, c) =>
+        create.SetAction(Handler([Permissions.Admin], async (p, c, me) =>
         {
-            var me = await RequireKeyAsync(p, c, Permissions.Admin);
             var created = await c.Grains.GetGrain<IKeyStoreGrain>(0).CreateAsync(p.GetRequiredValue(name), p.GetRequiredValue(role), p.GetValue(expires), me.Id);
             if (_jsonOutput)
             {
@@ -68,9 +81,8 @@ public sealed partial class MedServeCli
         keys.Add(create);
 
         var list = new Command("list", "Keys: id, name, role, state (never a secret).");
-        list.SetAction(Handler(async (p, c) =>
+        list.SetAction(Handler([Permissions.Admin], async (_, c, _) =>
         {
-            await RequireKeyAsync(p, c, Permissions.Admin);
             var all = await c.Grains.GetGrain<IKeyStoreGrain>(0).ListAsync();
             if (_jsonOutput)
             {
@@ -88,9 +100,8 @@ public sealed partial class MedServeCli
 
         var id = new Argument<string>("id") { Description = "The key's id (as listed)." };
         var revoke = new Command("revoke", "Revoke a key: it stops working within seconds.") { id };
-        revoke.SetAction(Handler(async (p, c) =>
+        revoke.SetAction(Handler([Permissions.Admin], async (p, c, _) =>
         {
-            await RequireKeyAsync(p, c, Permissions.Admin);
             var revoked = await c.Grains.GetGrain<IKeyStoreGrain>(0).RevokeAsync(p.GetRequiredValue(id));
             if (_jsonOutput)
             {
@@ -110,9 +121,8 @@ public sealed partial class MedServeCli
     {
         var audit = new Command("audit", "The audit trail (admin).");
         var verify = new Command("verify", "Walk the hash chain; exit 0 when it holds, 6 naming the first edited, removed or reordered record.");
-        verify.SetAction(Handler(async (p, c) =>
+        verify.SetAction(Handler([Permissions.Admin], async (_, c, _) =>
         {
-            await RequireKeyAsync(p, c, Permissions.Admin);
             var log = c.Grains.GetGrain<IAuditLogGrain>(0);
             var (count, last) = await log.HeadAsync();
             var records = new List<AuditRecord>();

@@ -256,9 +256,12 @@ public sealed class MedServeClient : IAsyncDisposable
     public Task<JobInfo> SubmitJobAsync(JobSubmission submission, string? id = null) =>
         Grains.GetGrain<IJobGrain>(id ?? Guid.NewGuid().ToString("N")[..16]).SubmitAsync(submission);
 
-    /// <summary>Starts a job of tabular records: one item per CSV row (see <c>CsvRecords</c> for the columns).</summary>
-    public async Task<JobInfo> SubmitCsvJobAsync(string model, byte[] csv, string? version = null, string[]? columns = null, string[]? outputs = null, string? id = null) =>
-        await SubmitJobAsync(await CsvRecords.SubmissionAsync(Grains, _router, model, version, csv, columns, outputs), id);
+    /// <summary>
+    /// Starts a job of tabular records: one item per CSV row (see <c>CsvRecords</c> for the columns).
+    /// <paramref name="owner"/>, a key id, is whose job it is (who may see it over HTTP and the CLI).
+    /// </summary>
+    public async Task<JobInfo> SubmitCsvJobAsync(string model, byte[] csv, string? version = null, string[]? columns = null, string[]? outputs = null, string? id = null, string? owner = null) =>
+        await SubmitJobAsync(await CsvRecords.SubmissionAsync(Grains, _router, model, version, csv, columns, outputs) with { Owner = owner }, id);
 
     /// <summary>A job and its progress (answered, failed, rate, ETA).</summary>
     public async Task<JobInfo> GetJobAsync(string id) =>

@@ -6,14 +6,27 @@ using MedServe.Tests.Support;
 
 namespace MedServe.Tests.Cli;
 
-/// <summary>The <c>medserve</c> CLI against the real embedded node, through its gateway (no HTTP).</summary>
+/// <summary>
+/// The <c>medserve</c> CLI against the real embedded node, through its gateway (no HTTP). Every command presents a
+/// stored key (<c>--key</c>), made here through the node's key store grain.
+/// </summary>
 [Collection(NodeCollection.Name)]
 public sealed class CliTests(NodeFixture node)
 {
     private static readonly OnnxBuilder.Io Vector = new("x", TensorDatatype.FP32, [null, 4]);
 
-    private Task<CliRun.Result> Medserve(params string[] args) =>
-        CliRun.RunAsync(["--gateway", $"127.0.0.1:{node.GatewayPort}", .. args]);
+    private string? _adminKey;
+
+    /// <summary>A new stored key with <paramref name="role"/>.</summary>
+    private async Task<string> KeyAsync(string role) =>
+        (await node.Grains.GetGrain<IKeyStoreGrain>(0).CreateAsync($"cli-test-{role}", role, null, "cli-tests")).Key;
+
+    /// <summary>Runs medserve against the node as an admin.</summary>
+    private async Task<CliRun.Result> Medserve(params string[] args) =>
+        await MedserveAs(_adminKey ??= await KeyAsync(Roles.Admin), args);
+
+    private Task<CliRun.Result> MedserveAs(string key, params string[] args) =>
+        CliRun.RunAsync(["--gateway", $"127.0.0.1:{node.GatewayPort}", "--key", key, .. args]);
 
     [Fact]
     public async Task Push_list_show_deploy_infer_scale_status_silos_undeploy_through_the_cli()
@@ -182,11 +195,12 @@ public sealed class CliTests(NodeFixture node)
     public async Task No_reachable_cluster_exits_5_quickly()
     {
         var clock = Stopwatch.StartNew();
-        var gateway = await CliRun.RunAsync("--gateway", $"127.0.0.1:{NodeProcess.FreePort()}", "status");
+        // The key is not checked before connecting (only that one is given): no cluster is exit 5 whatever the key.
+        var gateway = await CliRun.RunAsync("--gateway", $"127.0.0.1:{NodeProcess.FreePort()}", "--key", "msk_000000000000_x", "status");
         Assert.Equal(ExitCodes.Unavailable, gateway.Code);
         Assert.Contains("could not connect to MedServe", gateway.Err, StringComparison.Ordinal);
 
-        var redis = await CliRun.RunAsync("--json", "--connect-timeout", "2", "--cluster", $"redis://127.0.0.1:{NodeProcess.FreePort()}", "silos");
+        var redis = await CliRun.RunAsync("--json", "--connect-timeout", "2", "--key", "msk_000000000000_x", "--cluster", $"redis://127.0.0.1:{NodeProcess.FreePort()}", "silos");
         Assert.Equal(ExitCodes.Unavailable, redis.Code);
         Assert.Equal(5, JsonNode.Parse(redis.Err)!["exit_code"]!.GetValue<int>());
         // A bound against hanging, not a speed target: the connect timeout is 2 s.
@@ -231,5 +245,98 @@ public sealed class CliTests(NodeFixture node)
         Assert.Equal(ExitCodes.Usage, missing.Code);
         Assert.Contains("'worst area'", missing.Err, StringComparison.Ordinal);
         Assert.Contains("--columns", missing.Err, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Without_a_key_every_command_is_a_usage_error_naming_key()
+    {
+        foreach (var command in new[] { new[] { "status" }, ["models", "list"], ["silos"], ["jobs", "list"], ["infer", "diabetes-linear", "--input", "input=1,10:FP32:1,2,3,4,5,6,7,8,9,10"] })
+        {
+            var run = await CliRun.RunAsync(["--gateway", $"127.0.0.1:{node.GatewayPort}", .. command]);
+            Assert.True(run.Code == ExitCodes.Usage, run.ToString());
+            Assert.Contains("--key", run.Err, StringComparison.Ordinal);
+            Assert.Contains("MEDSERVE_KEY", run.Err, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public async Task Each_command_asks_the_permission_the_http_api_asks()
+    {
+        var viewer = await KeyAsync(Roles.Viewer);
+        var package = CliRun.WritePackage(Manifests.Identity("cli-viewer", "1", [Vector]), OnnxBuilder.Identity(Vector));
+        try
+        {
+            // A viewer may look, not push, deploy, scale, infer or run jobs.
+            var push = await MedserveAs(viewer, "models", "push", package);
+            Assert.True(push.Code == ExitCodes.Forbidden, push.ToString());
+            Assert.Contains("a viewer key may not do this (it needs the manage-models permission)", push.Err, StringComparison.Ordinal);
+            Assert.Equal(ExitCodes.NotFound, (await Medserve("models", "show", "cli-viewer")).Code);
+            Assert.Equal(ExitCodes.Ok, (await MedserveAs(viewer, "models", "list")).Code);
+            Assert.Equal(ExitCodes.Ok, (await MedserveAs(viewer, "status")).Code);
+            Assert.Equal(ExitCodes.Ok, (await MedserveAs(viewer, "silos")).Code);
+            Assert.Equal(ExitCodes.Forbidden, (await MedserveAs(viewer, "deploy", "diabetes-linear", "1")).Code);
+            Assert.Equal(ExitCodes.Forbidden, (await MedserveAs(viewer, "undeploy", "diabetes-linear", "1")).Code);
+            Assert.Equal(ExitCodes.Forbidden, (await MedserveAs(viewer, "scale", "diabetes-linear", "1", "1")).Code);
+            Assert.Equal(ExitCodes.Forbidden, (await MedserveAs(viewer, "infer", "diabetes-linear", "--input", "input=1,10:FP32:1,2,3,4,5,6,7,8,9,10")).Code);
+            Assert.Equal(ExitCodes.Forbidden, (await MedserveAs(viewer, "jobs", "list")).Code);
+            Assert.Equal(ExitCodes.Forbidden, (await MedserveAs(viewer, "keys", "list")).Code);
+
+            // An operator scales what runs, but does not deploy what does not.
+            var operatorKey = await KeyAsync(Roles.Operator);
+            Assert.Equal(ExitCodes.Forbidden, (await MedserveAs(operatorKey, "deploy", "diabetes-linear", "1")).Code);
+            Assert.Equal(ExitCodes.Ok, (await Medserve("models", "push", package)).Code);
+            var notRunning = await MedserveAs(operatorKey, "scale", "cli-viewer", "1", "1");
+            Assert.True(notRunning.Code == ExitCodes.Forbidden, notRunning.ToString());
+            Assert.Contains("an operator may change the replicas of a running deployment", notRunning.Err, StringComparison.Ordinal);
+            var replicas = (await MedserveAs(operatorKey, "--json", "status", "diabetes-linear", "1")).Json()["spec"]!["replicas"]!.GetValue<int>();
+            var scaled = await MedserveAs(operatorKey, "scale", "diabetes-linear", "1", replicas.ToString(CultureInfo.InvariantCulture), "--wait");
+            Assert.True(scaled.Code == ExitCodes.Ok, scaled.ToString());
+
+            // Unknown, wrong-secret and revoked keys: exit 6.
+            Assert.Equal(ExitCodes.Forbidden, (await MedserveAs("msk_000000000000_nope", "status")).Code);
+            Assert.Equal(ExitCodes.Forbidden, (await MedserveAs("not-a-key", "status")).Code);
+            Assert.Equal(ExitCodes.Forbidden, (await MedserveAs(viewer[..^2] + "xx", "status")).Code);
+            await node.Grains.GetGrain<IKeyStoreGrain>(0).RevokeAsync(ApiKeys.IdOf(viewer)!);
+            var revoked = await MedserveAs(viewer, "status");
+            Assert.True(revoked.Code == ExitCodes.Forbidden, revoked.ToString());
+            Assert.Contains("revoked", revoked.Err, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(package, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task A_clinician_sees_only_their_own_jobs()
+    {
+        var (alice, bob) = (await KeyAsync(Roles.Clinician), await KeyAsync(Roles.Clinician));
+        var source = File.ReadAllLines(Paths.Data("tabular", "breast_cancer_test.csv")).Where(l => l.Length > 0).Take(4).ToArray();
+        var csv = Path.Combine(Paths.TempDirectory("cli-own-job"), "records.csv");
+        await File.WriteAllLinesAsync(csv, source.Select(line => string.Join(',', line.Split(',').Take(30))));
+        var (mine, theirs) = ("cli-alice-" + Guid.NewGuid().ToString("N")[..8], "cli-bob-" + Guid.NewGuid().ToString("N")[..8]);
+        try
+        {
+            Assert.Equal(ExitCodes.Ok, (await MedserveAs(alice, "jobs", "submit", "breast-cancer-logreg", csv, "--id", mine, "--wait")).Code);
+            Assert.Equal(ExitCodes.Ok, (await MedserveAs(bob, "jobs", "submit", "breast-cancer-logreg", csv, "--id", theirs, "--wait")).Code);
+
+            var listed = (await MedserveAs(alice, "--json", "jobs", "list")).Json().AsArray().Select(j => j!["id"]!.GetValue<string>()).ToArray();
+            Assert.Contains(mine, listed);
+            Assert.DoesNotContain(theirs, listed);
+            Assert.Equal(ExitCodes.Ok, (await MedserveAs(alice, "jobs", "status", mine)).Code);
+            // Bob's job does not exist for Alice: not its status, results, cancel, nor its id to reuse.
+            Assert.Equal(ExitCodes.NotFound, (await MedserveAs(alice, "jobs", "status", theirs)).Code);
+            Assert.Equal(ExitCodes.NotFound, (await MedserveAs(alice, "jobs", "results", theirs)).Code);
+            Assert.Equal(ExitCodes.NotFound, (await MedserveAs(alice, "jobs", "cancel", theirs)).Code);
+            Assert.Equal(ExitCodes.Conflict, (await MedserveAs(alice, "jobs", "submit", "breast-cancer-logreg", csv, "--id", theirs)).Code);
+            // An admin sees both.
+            var all = (await Medserve("--json", "jobs", "list")).Json().AsArray().Select(j => j!["id"]!.GetValue<string>()).ToArray();
+            Assert.Contains(mine, all);
+            Assert.Contains(theirs, all);
+        }
+        finally
+        {
+            Directory.Delete(Path.GetDirectoryName(csv)!, recursive: true);
+        }
     }
 }

@@ -63,12 +63,14 @@ public sealed class ClusterTests(ITestOutputHelper output)
             var outputs = await client.InferAsync<float>("ct-mr-classifier", "image", [1, 1, 64, 64], TestData.Floats("images", "ct_mr_test_images_11x1x64x64.f32").AsMemory(6 * 4096, 4096));
             Assert.True(outputs["probabilities"].AsSpan<float>()[1] > 0.99f, "slice 6 is MR (grain client)");
         }
-        var status = (await CliRun.RunAsync("--cluster", redis.Url, "--json", "status", "ct-mr-classifier", "1")).Json();
+        // The CLI presents a stored key (every command checks it): a viewer's, made through the HTTP API.
+        var viewerKey = (await NodeFixture.SuccessJsonAsync(nodeA.Node.Http.PostAsJsonAsync("/api/keys", new { name = "cluster-cli", role = "viewer" })))["key"]!.GetValue<string>();
+        var status = (await CliRun.RunAsync("--cluster", redis.Url, "--key", viewerKey, "--json", "status", "ct-mr-classifier", "1")).Json();
         Assert.Equal(Address(silos, nodeG), status["replicas"]![0]!["silo"]!.GetValue<string>());
-        var cliSilos = await CliRun.RunAsync("--cluster", redis.Url, "silos");
+        var cliSilos = await CliRun.RunAsync("--cluster", redis.Url, "--key", viewerKey, "silos");
         Assert.True(cliSilos.Code == 0, cliSilos.ToString());
         Assert.Matches(@"(?m)^\S+\s+\S+\s+Active\s+gpu\s+CPUExecutionProvider\s+zone=b\s+.*ct-mr-classifier/1/0/gpu", cliSilos.Out);
-        var wrongId = await CliRun.RunAsync("--cluster", redis.Url, "--cluster-id", "another", "--connect-timeout", "3", "silos");
+        var wrongId = await CliRun.RunAsync("--cluster", redis.Url, "--cluster-id", "another", "--connect-timeout", "3", "--key", viewerKey, "silos");
         Assert.True(wrongId.Code == 5, wrongId.ToString());
 
         // A third silo (cpu) and a fourth (gpu) join; scaling up spreads the new replicas onto them.
