@@ -265,7 +265,7 @@ public sealed class MedServeClient : IAsyncDisposable
 
     /// <summary>A job and its progress (answered, failed, rate, ETA).</summary>
     public async Task<JobInfo> GetJobAsync(string id) =>
-        await Grains.GetGrain<IJobGrain>(id).GetAsync() ?? throw MedServeException.NotFound($"no job '{id}'");
+        await Grains.GetGrain<IJobGrain>(id).GetAsync() ?? throw MedServeException.NotFound("no such job");
 
     /// <summary>Every job the cluster keeps, running or ended, newest first: summaries from the job index (no job is woken).</summary>
     public Task<JobInfo[]> ListJobsAsync() => Grains.GetGrain<IJobIndexGrain>(0).ListAsync();

@@ -90,7 +90,7 @@ public static partial class JobEndpoints
         var me = request.HttpContext.User.KeyIdOf();
         if (await grains.GetGrain<IJobGrain>(id).GetAsync() is { } existing && !MayRead(request.HttpContext.User, existing))
         {
-            throw MedServeException.Conflict($"job id '{id}' is taken; choose another");
+            throw MedServeException.Conflict("that job id is taken; choose another", "id");
         }
         var info = await grains.GetGrain<IJobGrain>(id).SubmitAsync(submission with { Owner = me });
         return Results.Accepted($"/api/jobs/{id}", info);
@@ -191,7 +191,7 @@ public static partial class JobEndpoints
     private static async Task<JobInfo> GetAsync(string id, IGrainFactory grains, HttpContext context) =>
         (JobIdPattern().IsMatch(id) ? await grains.GetGrain<IJobGrain>(id).GetAsync() : null) is { } job && MayRead(context.User, job)
             ? job
-            : throw MedServeException.NotFound($"no job '{id}'");
+            : throw MedServeException.NotFound("no such job");
 
     private static async Task<JobInfo> CancelAsync(string id, IGrainFactory grains, HttpContext context) => await (await KnownAsync(id, grains, context)).CancelAsync();
 
@@ -219,7 +219,7 @@ public static partial class JobEndpoints
     {
         var request = context.Request;
         var job = await KnownAsync(id, grains, context);
-        var info = await job.GetAsync() ?? throw MedServeException.NotFound($"no job '{id}'");
+        var info = await job.GetAsync() ?? throw MedServeException.NotFound("no such job");
         var csv = format?.ToLowerInvariant() switch
         {
             "csv" => true,

@@ -162,7 +162,7 @@ public sealed class ClusterApi(IGrainFactory grains, ModelRouter router, Authent
     }
 
     private async Task<IJobGrain> OwnJobAsync(string id) =>
-        await GetJobAsync(id) is not null ? grains.GetGrain<IJobGrain>(id) : throw MedServeException.NotFound($"no job '{id}'");
+        await GetJobAsync(id) is not null ? grains.GetGrain<IJobGrain>(id) : throw MedServeException.NotFound("no such job");
 
     public async Task<JobInfo> CancelJobAsync(string id)
     {

@@ -83,7 +83,7 @@ public static class CsvRecords
                 // An empty cell is a missing value: NaN, which the model refuses unless its manifest allows it.
                 values[k] = text.Length == 0 ? double.NaN
                     : double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) ? value
-                    : throw MedServeException.Invalid($"CSV line {line}, column '{header[featureColumns[k]]}': not a number", header[featureColumns[k]]);
+                    : throw MedServeException.Invalid($"CSV line {line}, column {featureColumns[k] + 1}: not a number", $"line {line}");
             }
             var itemId = idColumn >= 0 && fields[idColumn].Trim() is { Length: > 0 } given ? given : (items.Count + 1).ToString(CultureInfo.InvariantCulture);
             items.Add(new JobItem(itemId, [TensorTypes.FromDoubles(input.Name, input.Datatype, [1, width], values)]));
@@ -91,11 +91,14 @@ public static class CsvRecords
         return [.. items];
     }
 
-    /// <summary>The header index of each named column, in the order given.</summary>
+    /// <summary>
+    /// The header index of each named column, in the order given. Header and column names are the caller's text (a
+    /// header may be a patient's name): errors name positions, never the text.
+    /// </summary>
     private static int[] NamedColumns(string[] header, string[] columns) =>
-        [.. columns.Select(name => Array.FindIndex(header, h => h.Trim() == name) is var i and >= 0
+        [.. columns.Select((name, j) => Array.FindIndex(header, h => h.Trim() == name) is var i and >= 0
             ? i
-            : throw MedServeException.Invalid($"column '{name}' is not in the CSV header", "columns"))];
+            : throw MedServeException.Invalid($"columns[{j}] is not in the CSV header", $"columns[{j}]"))];
 
     /// <summary>
     /// The header index of each feature, in the labels' order, matched by name: trimmed, case-insensitive, '_' as
@@ -120,7 +123,7 @@ public static class CsvRecords
             if (found[k] >= 0)
             {
                 throw MedServeException.Invalid(
-                    $"CSV columns '{header[found[k]].Trim()}' and '{header[i].Trim()}' are both feature '{labels[k]}' of {model}; keep one, or name the columns to use with columns",
+                    $"CSV columns {found[k] + 1} and {i + 1} are both feature '{labels[k]}' of {model}; keep one, or name the columns to use with columns",
                     labels[k]);
             }
             found[k] = i;

@@ -1,8 +1,10 @@
+using System.Security.Cryptography;
+using System.Text;
 using Microsoft.Extensions.Logging;
 
 namespace MedServe.Grains;
 
-/// <summary>Every log line the grains write. Ids, versions and hashes only: never tensor values.</summary>
+/// <summary>Every log line the grains write. Model names, versions and hashes only: never tensor values, never a caller-chosen id in clear.</summary>
 internal static partial class Log
 {
     [LoggerMessage(1001, LogLevel.Information, "Registered {Model}:{Version} (sha256 {Sha256}, {Size} bytes)")]
@@ -29,20 +31,37 @@ internal static partial class Log
     [LoggerMessage(1203, LogLevel.Error, "Replica {Replica} could not reload sha256 {Sha256} on activation")]
     public static partial void ReplicaReloadFailed(ILogger logger, Exception exception, string replica, string sha256);
 
-    [LoggerMessage(1501, LogLevel.Information, "Job {Job} submitted: {Items} items from {Source} for {Model}:{Version}")]
-    public static partial void JobSubmitted(ILogger logger, string job, string model, string version, int items, string source);
+    // Job ids are chosen by callers and may be patient identifiers (an MRN, a name): the log names a job by a hash of
+    // its id (JobHash), which an operator can compute from an id they hold but the log cannot be read back to.
 
-    [LoggerMessage(1502, LogLevel.Information, "Job {Job} is {State}: {Answered} of {Total} items answered")]
-    public static partial void JobEnded(ILogger logger, string job, JobState state, int answered, int total);
+    /// <summary>What the log names a job (or any caller-chosen id) by: the first 12 hex digits of the SHA-256 of its id.</summary>
+    public static string Hash(string id) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(id)))[..12];
 
-    [LoggerMessage(1503, LogLevel.Warning, "Job {Job}: {Deliveries} deliveries were not answered in time and are sent again")]
-    public static partial void JobRedelivered(ILogger logger, string job, int deliveries);
+    public static void JobSubmitted(ILogger logger, string job, string model, string version, int items, string source) =>
+        JobSubmittedHashed(logger, Hash(job), model, version, items, source);
 
-    [LoggerMessage(1504, LogLevel.Warning, "Job {Job}: a delivery could not be sent ({ExceptionType}); its lease will resend it")]
-    public static partial void JobDeliveryFailed(ILogger logger, string job, string exceptionType);
+    public static void JobEnded(ILogger logger, string job, JobState state, int answered, int total) => JobEndedHashed(logger, Hash(job), state, answered, total);
 
-    [LoggerMessage(1505, LogLevel.Warning, "Job {Job}: delivery {Delivery} could not be reported ({ExceptionType}); its lease will resend it")]
-    public static partial void JobReportFailed(ILogger logger, string job, long delivery, string exceptionType);
+    public static void JobRedelivered(ILogger logger, string job, int deliveries) => JobRedeliveredHashed(logger, Hash(job), deliveries);
+
+    public static void JobDeliveryFailed(ILogger logger, string job, string exceptionType) => JobDeliveryFailedHashed(logger, Hash(job), exceptionType);
+
+    public static void JobReportFailed(ILogger logger, string job, long delivery, string exceptionType) => JobReportFailedHashed(logger, Hash(job), delivery, exceptionType);
+
+    [LoggerMessage(1501, LogLevel.Information, "Job {JobHash} submitted: {Items} items from {Source} for {Model}:{Version}")]
+    private static partial void JobSubmittedHashed(ILogger logger, string jobHash, string model, string version, int items, string source);
+
+    [LoggerMessage(1502, LogLevel.Information, "Job {JobHash} is {State}: {Answered} of {Total} items answered")]
+    private static partial void JobEndedHashed(ILogger logger, string jobHash, JobState state, int answered, int total);
+
+    [LoggerMessage(1503, LogLevel.Warning, "Job {JobHash}: {Deliveries} deliveries were not answered in time and are sent again")]
+    private static partial void JobRedeliveredHashed(ILogger logger, string jobHash, int deliveries);
+
+    [LoggerMessage(1504, LogLevel.Warning, "Job {JobHash}: a delivery could not be sent ({ExceptionType}); its lease will resend it")]
+    private static partial void JobDeliveryFailedHashed(ILogger logger, string jobHash, string exceptionType);
+
+    [LoggerMessage(1505, LogLevel.Warning, "Job {JobHash}: delivery {Delivery} could not be reported ({ExceptionType}); its lease will resend it")]
+    private static partial void JobReportFailedHashed(ILogger logger, string jobHash, long delivery, string exceptionType);
 
     [LoggerMessage(1506, LogLevel.Warning, "Could not resume running jobs after a membership change")]
     public static partial void JobResumeFailed(ILogger logger, Exception exception);

@@ -157,20 +157,21 @@ public static class V2Codec
         var name = input.TryGetProperty("name", out var nameElement) && nameElement.ValueKind == JsonValueKind.String
             ? nameElement.GetString()!
             : throw MedServeException.Invalid($"inputs[{index}] needs a string 'name'", $"inputs[{index}].name");
-        var field = $"input '{name}'";
+        // The caller chose the name: it may carry anything, patient data included. Messages name the position instead.
+        var field = $"inputs[{index}]";
 
         if (!input.TryGetProperty("datatype", out var dtElement) || !TensorTypes.TryParse(dtElement.ValueKind == JsonValueKind.String ? dtElement.GetString() : null, out var datatype))
         {
-            throw MedServeException.Invalid($"{field}: 'datatype' must be one of BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP16, FP32, FP64", name);
+            throw MedServeException.Invalid($"{field}: 'datatype' must be one of BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP16, FP32, FP64", field);
         }
         if (datatype == TensorDatatype.BYTES)
         {
-            throw MedServeException.Invalid($"{field}: datatype BYTES is not supported by this server", name);
+            throw MedServeException.Invalid($"{field}: datatype BYTES is not supported by this server", field);
         }
 
         if (!input.TryGetProperty("shape", out var shapeElement) || shapeElement.ValueKind != JsonValueKind.Array)
         {
-            throw MedServeException.Invalid($"{field}: 'shape' must be an array of dimensions", name);
+            throw MedServeException.Invalid($"{field}: 'shape' must be an array of dimensions", field);
         }
         var shape = new long[shapeElement.GetArrayLength()];
         long elements = 1;
@@ -179,7 +180,7 @@ public static class V2Codec
         {
             if (dim.ValueKind != JsonValueKind.Number || !dim.TryGetInt64(out var value) || value < 1)
             {
-                throw MedServeException.Invalid($"{field}: shape dimension {d} must be a positive integer", name);
+                throw MedServeException.Invalid($"{field}: shape dimension {d} must be a positive integer", field);
             }
             shape[d++] = value;
             elements = value > long.MaxValue / elements ? long.MaxValue : elements * value;
@@ -188,11 +189,11 @@ public static class V2Codec
         {
             throw new MedServeException(ErrorKind.TooLarge, totalElements == 0
                 ? $"{field}: shape {ShapeText(shape)} has {ElementText(elements)} elements; the limit is {maxElements} per request (MedServe:Limits:MaxTensorElements)"
-                : $"{field}: shape {ShapeText(shape)} has {ElementText(elements)} elements, {ElementText(totalElements)} already in earlier inputs; the limit is {maxElements} per request (MedServe:Limits:MaxTensorElements)", name);
+                : $"{field}: shape {ShapeText(shape)} has {ElementText(elements)} elements, {ElementText(totalElements)} already in earlier inputs; the limit is {maxElements} per request (MedServe:Limits:MaxTensorElements)", field);
         }
         if (elements > int.MaxValue / 8)
         {
-            throw new MedServeException(ErrorKind.TooLarge, $"{field}: shape {ShapeText(shape)} is too large for one tensor", name);
+            throw new MedServeException(ErrorKind.TooLarge, $"{field}: shape {ShapeText(shape)} is too large for one tensor", field);
         }
         totalElements += elements;
 
@@ -204,15 +205,15 @@ public static class V2Codec
         {
             if (sizeElement.ValueKind != JsonValueKind.Number || !sizeElement.TryGetInt64(out var size) || size < 0)
             {
-                throw MedServeException.Invalid($"{field}: binary_data_size must be a non-negative integer", name);
+                throw MedServeException.Invalid($"{field}: binary_data_size must be a non-negative integer", field);
             }
             if (size != byteLength)
             {
-                throw MedServeException.Invalid($"{field}: binary_data_size is {size} bytes but shape {ShapeText(shape)} of {datatype} needs {byteLength}", name);
+                throw MedServeException.Invalid($"{field}: binary_data_size is {size} bytes but shape {ShapeText(shape)} of {datatype} needs {byteLength}", field);
             }
             if (binaryOffset + size > binary.Length)
             {
-                throw MedServeException.Invalid($"{field}: binary data is truncated: {size} bytes expected at offset {binaryOffset}, {Math.Max(0, binary.Length - binaryOffset)} present", name);
+                throw MedServeException.Invalid($"{field}: binary data is truncated: {size} bytes expected at offset {binaryOffset}, {Math.Max(0, binary.Length - binaryOffset)} present", field);
             }
             var bytes = binary.Slice(binaryOffset, (int)size).ToArray();
             binaryOffset += (int)size;
@@ -221,41 +222,41 @@ public static class V2Codec
 
         if (!input.TryGetProperty("data", out var data))
         {
-            throw MedServeException.Invalid($"{field}: needs 'data' (or parameters.binary_data_size with a binary body)", name);
+            throw MedServeException.Invalid($"{field}: needs 'data' (or parameters.binary_data_size with a binary body)", field);
         }
         if (elements > jsonBytes / 2 + 1)
         {
             // Every JSON element takes at least two bytes: refuse before allocating for a shape the body cannot fill.
-            throw MedServeException.Invalid($"{field}: shape {ShapeText(shape)} needs {elements} elements but the body is only {jsonBytes} bytes", name);
+            throw MedServeException.Invalid($"{field}: shape {ShapeText(shape)} needs {elements} elements but the body is only {jsonBytes} bytes", field);
         }
         var buffer = new byte[byteLength];
         var written = 0;
-        Fill(data, datatype, buffer, ref written, (int)elements, field, name);
+        Fill(data, datatype, buffer, ref written, (int)elements, field);
         if (written != elements)
         {
-            throw MedServeException.Invalid($"{field}: data has {written} elements but shape {ShapeText(shape)} needs {elements}", name);
+            throw MedServeException.Invalid($"{field}: data has {written} elements but shape {ShapeText(shape)} needs {elements}", field);
         }
         return new Tensor(name, datatype, shape, buffer);
     }
 
-    private static void Fill(JsonElement element, TensorDatatype datatype, byte[] buffer, ref int written, int capacity, string field, string name)
+    private static void Fill(JsonElement element, TensorDatatype datatype, byte[] buffer, ref int written, int capacity, string field)
     {
         if (element.ValueKind == JsonValueKind.Array)
         {
             foreach (var item in element.EnumerateArray())
             {
-                Fill(item, datatype, buffer, ref written, capacity, field, name);
+                Fill(item, datatype, buffer, ref written, capacity, field);
             }
             return;
         }
         if (written >= capacity)
         {
             // Count the rest for an honest message, without storing it.
-            throw MedServeException.Invalid($"{field}: data has more elements than its shape allows ({capacity})", name);
+            throw MedServeException.Invalid($"{field}: data has more elements than its shape allows ({capacity})", field);
         }
         if (!TryWrite(element, datatype, buffer, written))
         {
-            throw MedServeException.Invalid($"{field}: element {written} is not a valid {datatype} value", name);
+            throw MedServeException.Invalid($"{field}: element {written} is not a valid {datatype} value", field);
         }
         written++;
     }

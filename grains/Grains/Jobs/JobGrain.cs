@@ -150,7 +150,7 @@ internal sealed class JobGrain(
         {
             return record.State.ContentHash == hash
                 ? Info() // a retry of the same submit
-                : throw MedServeException.Conflict($"job '{JobId}' exists already with other content; submit under another id", "id");
+                : throw MedServeException.Conflict("a job with that id exists already with other content; submit under another id", "id");
         }
         if (submission.Items.Length == 0)
         {
@@ -171,7 +171,8 @@ internal sealed class JobGrain(
             }
             if (!ids.Add(item.Id))
             {
-                throw MedServeException.Invalid($"items[{i}]: the id '{item.Id}' is used twice; results are kept by item id", $"items[{i}].id");
+                // Item ids may be patient identifiers: name the position, never the id.
+                throw MedServeException.Invalid($"items[{i}]: its id is also an earlier item's; results are kept by item id", $"items[{i}].id");
             }
             if (item.Inputs.Length == 0)
             {
@@ -673,7 +674,7 @@ internal sealed class JobGrain(
     {
         if (!record.RecordExists)
         {
-            throw MedServeException.NotFound($"no job '{JobId}'");
+            throw MedServeException.NotFound("no such job");
         }
     }
 

@@ -140,11 +140,13 @@ public sealed class OnnxModel : IDisposable
             throw MedServeException.Invalid("the request has no inputs", "inputs");
         }
         var seen = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var t in request.Inputs)
+        for (var i = 0; i < request.Inputs.Length; i++)
         {
+            var t = request.Inputs[i];
             if (!_inputs.TryGetValue(t.Name, out var spec))
             {
-                throw MedServeException.Invalid($"unknown input '{t.Name}'; {Manifest.Name} takes {string.Join(", ", _inputs.Keys.Select(k => $"'{k}'"))}", t.Name);
+                // The caller's name may carry anything, patient data included: name its position, and the model's own inputs.
+                throw MedServeException.Invalid($"inputs[{i}] is not an input of {Manifest.Name}; it takes {string.Join(", ", _inputs.Keys.Select(k => $"'{k}'"))}", $"inputs[{i}]");
             }
             if (!seen.Add(t.Name))
             {
@@ -188,11 +190,11 @@ public sealed class OnnxModel : IDisposable
         }
         if (request.RequestedOutputs is { } requested)
         {
-            foreach (var name in requested)
+            for (var i = 0; i < requested.Length; i++)
             {
-                if (!_allOutputs.Contains(name, StringComparer.Ordinal))
+                if (!_allOutputs.Contains(requested[i], StringComparer.Ordinal))
                 {
-                    throw MedServeException.Invalid($"unknown output '{name}'; {Manifest.Name} gives {string.Join(", ", _allOutputs.Select(k => $"'{k}'"))}", name);
+                    throw MedServeException.Invalid($"outputs[{i}] is not an output of {Manifest.Name}; it gives {string.Join(", ", _allOutputs.Select(k => $"'{k}'"))}", $"outputs[{i}]");
                 }
             }
         }

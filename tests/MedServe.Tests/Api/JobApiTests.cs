@@ -212,7 +212,9 @@ public sealed class JobApiTests(NodeFixture node)
 
         var text = await Post($"?model=breast-cancer-logreg&columns={Uri.EscapeDataString(FeatureColumns)}", csv.Replace("\n17.99,", "\nabc,", StringComparison.Ordinal) + "\nabc" + new string(',', 32) + "\n", "text/csv");
         Assert.Equal(400, text.Status);
-        Assert.Equal("mean radius", text.Body!["field"]!.GetValue<string>());
+        // The header's names are the caller's text: the error names the line and the column's position.
+        Assert.Equal("line 3", text.Body!["field"]!.GetValue<string>());
+        Assert.Contains("column 1: not a number", text.Body!["detail"]!.GetValue<string>(), StringComparison.Ordinal);
 
         var noModel = await Post("", csv, "text/csv");
         Assert.Equal("model", noModel.Body!["field"]!.GetValue<string>());

@@ -84,7 +84,7 @@ public sealed class LimitsTests(SmallLimitsNode node) : IClassFixture<SmallLimit
         using var http = node.Client();
         using var response = await http.PostAsync("/v2/models/diabetes-linear/infer",
             Json("""{"inputs":[{"name":"input","datatype":"FP32","shape":[1000000,10],"data":[1]}]}"""));
-        await AssertTooLarge(response, "input 'input'", $"the limit is {SmallLimitsNode.MaxTensorElements}", "MaxTensorElements");
+        await AssertTooLarge(response, "inputs[0]", $"the limit is {SmallLimitsNode.MaxTensorElements}", "MaxTensorElements");
     }
 
     [Fact]
@@ -157,7 +157,7 @@ public sealed class LimitsTests(SmallLimitsNode node) : IClassFixture<SmallLimit
         using var http = node.Client();
         using var response = await http.PostAsync("/api/jobs",
             Json("""{"model":"diabetes-linear","items":[{"id":"big","inputs":[{"name":"input","datatype":"FP32","shape":[100000,10],"data":[1]}]}]}"""));
-        await AssertTooLarge(response, "items[0]", "input 'input'", "MaxTensorElements");
+        await AssertTooLarge(response, "items[0]: inputs[0]", "MaxTensorElements");
     }
 
     /// <summary>A zip of entries: given bytes, or that many zero bytes (a few hundred kilobytes that unpack to the size given).</summary>

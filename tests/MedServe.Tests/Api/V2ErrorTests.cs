@@ -22,9 +22,9 @@ public sealed class V2ErrorTests(NodeFixture node)
         { "unknown datatype", Row(30, "FLOAT"), 400, "'datatype' must be one of" },
         { "data shorter than shape", Row(29), 400, "data has 29 elements but shape [1,30] needs 30" },
         { "data longer than shape", Row(31), 400, "more elements than its shape allows" },
-        { "unknown input name", Row(30, name: "features"), 400, "unknown input 'features'" },
+        { "unknown input name", Row(30, name: "features"), 400, "inputs[0] is not an input of breast-cancer-logreg; it takes 'input'" },
         { "no inputs", new { inputs = Array.Empty<object>() }, 400, "'inputs' is empty" },
-        { "unknown output", new { inputs = ((dynamic)Row(30)).inputs, outputs = new[] { new { name = "risk" } } }, 400, "unknown output 'risk'" },
+        { "unknown output", new { inputs = ((dynamic)Row(30)).inputs, outputs = new[] { new { name = "risk" } } }, 400, "outputs[0] is not an output of breast-cancer-logreg; it gives" },
         { "string in data", new { inputs = new[] { new { name = "input", datatype = "FP32", shape = new[] { 1, 2 }, data = new object[] { 1, "x" } } } }, 400, "element 1 is not a valid FP32 value" },
         { "negative dimension", Row(30, shape: [-1, 30]), 400, "shape dimension 0 must be a positive integer" },
     };

@@ -244,7 +244,7 @@ public sealed class WebAppTests(NodeFixture node) : IAsyncLifetime
         await page.GotoAsync("/try/no-such-model");
         await Expect(page.Locator(".mud-alert")).ToContainTextAsync("unknown model 'no-such-model'");
         await page.GotoAsync("/jobs/0000000000000000");
-        await Expect(page.Locator(".mud-alert")).ToContainTextAsync("There is no job");
+        await Expect(page.Locator(".mud-alert")).ToContainTextAsync("There is no such job");
 
         // A CSV that lacks a feature: the error names it.
         await page.GotoAsync("/jobs?model=breast-cancer-logreg");

@@ -89,7 +89,7 @@ public sealed class V2CodecTests
         var e = Assert.Throws<MedServeException>(() => V2Codec.ParseRequest(
             Encoding.UTF8.GetBytes("""{"inputs":[{"name":"x","datatype":"FP32","shape":[1048576,1048576],"data":[1]}]}"""), null, maxElements: 1000));
         Assert.Equal(ErrorKind.TooLarge, e.Kind);
-        Assert.Contains("input 'x'", e.Message, StringComparison.Ordinal);
+        Assert.Contains("inputs[0]", e.Message, StringComparison.Ordinal);
         Assert.Contains("the limit is 1000", e.Message, StringComparison.Ordinal);
         Assert.Contains("MaxTensorElements", e.Message, StringComparison.Ordinal);
 
@@ -98,7 +98,7 @@ public sealed class V2CodecTests
         var two = Assert.Throws<MedServeException>(() => V2Codec.ParseRequest(Encoding.UTF8.GetBytes(
             $$"""{"inputs":[{"name":"a","datatype":"UINT8","shape":[600],"data":[{{data}}]},{"name":"b","datatype":"UINT8","shape":[600],"data":[{{data}}]}]}"""), null, maxElements: 1000));
         Assert.Equal(ErrorKind.TooLarge, two.Kind);
-        Assert.Contains("input 'b'", two.Message, StringComparison.Ordinal);
+        Assert.Contains("inputs[1]", two.Message, StringComparison.Ordinal);
         Assert.Contains("600 already in earlier inputs", two.Message, StringComparison.Ordinal);
     }
 }
