@@ -241,7 +241,7 @@ public sealed partial class MedServeCli
     private static async Task<JobInfo> OwnJobAsync(MedServeClient client, ApiKeyInfo me, string id)
     {
         var job = await client.GetJobAsync(id);
-        return MayRead(me, job) ? job : throw MedServeException.NotFound($"no job '{id}'");
+        return MayRead(me, job) ? job : throw MedServeException.NotFound("no such job");
     }
 
     private static string[]? Split(string? list) => string.IsNullOrWhiteSpace(list) ? null : list.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
