@@ -20,6 +20,8 @@ internal sealed record BenchOptions
     public int BatchDelayMicroseconds { get; init; } = 500;
     public string DataDir { get; init; } = "/work/shared/data";
     public string? Label { get; init; }
+    /// <summary>Extra arguments for the MedServe node (e.g. <c>--MedServe:AuditInference false</c> to measure what auditing costs).</summary>
+    public string[] NodeArgs { get; init; } = [];
 
     public static BenchOptions Parse(string[] args)
     {
@@ -41,6 +43,7 @@ internal sealed record BenchOptions
                 "--batch-delay-us" => o with { BatchDelayMicroseconds = int.Parse(Next(), CultureInfo.InvariantCulture) },
                 "--data-dir" => o with { DataDir = Next() },
                 "--label" => o with { Label = Next() },
+                "--node-args" => o with { NodeArgs = Next().Split(' ', StringSplitOptions.RemoveEmptyEntries) },
                 _ when a.StartsWith("--", StringComparison.Ordinal) => throw new ArgumentException($"unknown option {a}"),
                 _ when positional++ == 0 => o with { Seconds = D(a) },
                 _ when positional == 2 => o with { Concurrency = Ints(a) },

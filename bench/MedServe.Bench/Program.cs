@@ -68,7 +68,7 @@ foreach (var w in workloads)
          "--silo-port", ChildServer.FreePort().ToString(CultureInfo.InvariantCulture), "--gateway-port", gateway.ToString(CultureInfo.InvariantCulture),
          "--Logging:LogLevel:Default", "Warning",
          // One key at up to 128 connections measures the server, not the per-key rate limit (2000/s by default).
-         "--MedServe:Limits:InferPerSecond", "0"],
+         "--MedServe:Limits:InferPerSecond", "0", .. options.NodeArgs],
         port, Path.Combine(logDir, "medserve-node.log"), data);
     using var http = V2Http.NewClient(node.BaseAddress, maxC);
     await node.WaitReadyAsync(http, ["/v2/health/ready", .. workloads.Select(w => $"/v2/models/{w.Name}/ready")], TimeSpan.FromMinutes(3));

@@ -11,8 +11,11 @@ namespace MedServe.Dashboard.Security;
 /// request, not a storage write. A batch that cannot be written is retried; events wait in memory meanwhile (up to
 /// <see cref="Capacity"/>; beyond that they are counted and logged as lost, never blocking a request).
 /// </summary>
-public sealed partial class AuditWriter(IGrainFactory grains, TimeProvider clock, ILogger<AuditWriter> logger) : BackgroundService
+public sealed partial class AuditWriter(IGrainFactory grains, TimeProvider clock, ILogger<AuditWriter> logger, Microsoft.Extensions.Options.IOptions<SecurityOptions> security) : BackgroundService
 {
+    /// <summary>Whether inferences are audited (<see cref="SecurityOptions.AuditInference"/>; on unless a measurement turns it off).</summary>
+    public bool AuditsInference { get; } = security.Value.AuditInference;
+
     public const int Capacity = 200_000;
     private const int BatchSize = 2048;
 

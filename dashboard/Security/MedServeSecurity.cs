@@ -26,6 +26,9 @@ public sealed class SecurityOptions
     /// <summary>Whether <c>/metrics</c> answers without a key (Prometheus scrapers); false asks for the operate permission.</summary>
     public bool AnonymousMetrics { get; set; } = true;
 
+    /// <summary>Whether every inference is audited (default). Off only to measure what auditing costs (bench/).</summary>
+    public bool AuditInference { get; set; } = true;
+
     /// <summary>Whether people may sign in through the OpenID Connect provider (<c>MedServe:Oidc</c>); set from configuration.</summary>
     public bool OidcConfigured { get; set; }
 

@@ -96,9 +96,12 @@ public static partial class V2Endpoints
     private static async Task<IResult> InferAsync(string name, string? version, HttpContext context, ModelRouter router, NodeOptions options, AuditWriter audit, ILogger logger)
     {
         var started = Stopwatch.GetTimestamp();
-        var (result, outcome, served, inputHash) = await InferCoreAsync(name, version, context, router, options, logger);
+        var (result, outcome, served, inputHash) = await InferCoreAsync(name, version, context, router, options, audit.AuditsInference, logger);
         // Who ran which version on which input (its hash), batched into the audit trail off the request's path.
-        audit.Record(context, AuditActions.Infer, ModelNames.IsValidName(name) ? name : "(unknown)", served ?? version, inputHash, outcome == "success" ? "ok" : outcome);
+        if (audit.AuditsInference)
+        {
+            audit.Record(context, AuditActions.Infer, ModelNames.IsValidName(name) ? name : "(unknown)", served ?? version, inputHash, outcome == "success" ? "ok" : outcome);
+        }
         // Labels stay bounded: unknown names and versions do not each make a new series. A request that named no
         // version counts for the version that served it.
         var known = outcome != nameof(ErrorKind.NotFound) && ModelNames.IsValidName(name);
@@ -106,7 +109,7 @@ public static partial class V2Endpoints
         return result;
     }
 
-    private static async Task<(IResult Result, string Outcome, string? Served, string? InputHash)> InferCoreAsync(string name, string? version, HttpContext context, ModelRouter router, NodeOptions options, ILogger logger)
+    private static async Task<(IResult Result, string Outcome, string? Served, string? InputHash)> InferCoreAsync(string name, string? version, HttpContext context, ModelRouter router, NodeOptions options, bool hashInput, ILogger logger)
     {
         byte[]? rented = null;
         string? inputHash = null;
@@ -121,7 +124,7 @@ public static partial class V2Endpoints
             }
             var (buffer, length) = await ReadBodyAsync(context.Request, options.MaxInferBytes, context.RequestAborted);
             rented = buffer;
-            inputHash = AuditChain.InputHash(buffer.AsSpan(0, length));
+            inputHash = hashInput ? AuditChain.InputHash(buffer.AsSpan(0, length)) : null;
             var maxElements = context.RequestServices.GetRequiredService<Microsoft.Extensions.Options.IOptions<LimitsOptions>>().Value.MaxTensorElements;
             var (request, outputOptions) = V2Codec.ParseRequest(buffer.AsMemory(0, length), jsonLength, maxElements);
             ArrayPool<byte>.Shared.Return(rented, clearArray: true);
