@@ -11,7 +11,8 @@ namespace MedServe.Dashboard.Security;
 /// request, not a storage write. A batch that cannot be written is retried; events wait in memory meanwhile (up to
 /// <see cref="Capacity"/>; beyond that they are counted and logged as lost, never blocking a request).
 /// </summary>
-public sealed partial class AuditWriter(IGrainFactory grains, TimeProvider clock, ILogger<AuditWriter> logger, Microsoft.Extensions.Options.IOptions<SecurityOptions> security) : BackgroundService
+public sealed partial class AuditWriter(IGrainFactory grains, TimeProvider clock, ILogger<AuditWriter> logger, Microsoft.Extensions.Options.IOptions<SecurityOptions> security,
+    IHostApplicationLifetime lifetime) : BackgroundService
 {
     /// <summary>Whether inferences are audited (<see cref="SecurityOptions.AuditInference"/>; on unless a measurement turns it off).</summary>
     public bool AuditsInference { get; } = security.Value.AuditInference;
@@ -89,6 +90,18 @@ public sealed partial class AuditWriter(IGrainFactory grains, TimeProvider clock
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        // Stopping: write what is queued while the silo (or the client's connection) is still up; hosted services stop
+        // in reverse order, and the silo may stop before this service does.
+        lifetime.ApplicationStopping.Register(() =>
+        {
+            try
+            {
+                FlushAsync().Wait(TimeSpan.FromSeconds(5));
+            }
+            catch (AggregateException)
+            {
+            }
+        });
         var batch = new List<AuditEvent>(BatchSize);
         var delay = TimeSpan.FromMilliseconds(200);
         var stopRounds = 0;
