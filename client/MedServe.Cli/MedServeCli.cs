@@ -449,9 +449,10 @@ public sealed partial class MedServeCli
 
     private async Task<int> ScaleAsync(MedServeClient client, ApiKeyInfo me, string name, string version, int replicas, bool wait)
     {
-        if (!Roles.PermissionsOf(me.Role).Contains(Permissions.ManageModels) && (await client.GetDeploymentAsync(name, version)).State == DeploymentState.Unloaded)
+        if (!Roles.PermissionsOf(me.Role).Contains(Permissions.ManageModels))
         {
-            throw MedServeException.Forbidden("an operator may change the replicas of a running deployment; deploying a version is a model manager's");
+            var current = await client.GetDeploymentAsync(name, version);
+            DeploymentRules.ForOperator(current, current.Spec with { Replicas = replicas });
         }
         var info = await client.ScaleAsync(name, version, replicas, wait);
         return await ReportDeploymentAsync(client, info, wait);

@@ -22,7 +22,11 @@ public static class AuditEndpoints
     {
         var audit = app.MapGroup("/api/audit").AddEndpointFilter(ManagementEndpoints.RetryableErrors).RequireAuthorization(Permissions.Admin).RequireRateLimiting(Limits.ManagementPolicy);
         audit.MapGet("", SearchAsync);
-        audit.MapGet("/verify", async (IGrainFactory grains) => await VerifyAsync(grains));
+        audit.MapGet("/verify", async (IGrainFactory grains) =>
+        {
+            var (records, problem) = await VerifyChainAsync(grains);
+            return new { ok = problem is null, records, problem };
+        });
         return app;
     }
 
@@ -44,7 +48,8 @@ public static class AuditEndpoints
         }
     }
 
-    public static async Task<object> VerifyAsync(IGrainFactory grains)
+    /// <summary>Walks the whole trail against its head: the record count and the first problem, or null when the chain holds.</summary>
+    public static async Task<(long Records, string? Problem)> VerifyChainAsync(IGrainFactory grains)
     {
         var (count, last) = await grains.GetGrain<IAuditLogGrain>(0).HeadAsync();
         var records = new List<AuditRecord>();
@@ -52,8 +57,7 @@ public static class AuditEndpoints
         {
             records.Add(r);
         }
-        var problem = AuditChain.Verify(records, count, last);
-        return new { ok = problem is null, records = count, problem };
+        return (count, AuditChain.Verify(records, count, last));
     }
 
     private static async Task SearchAsync(HttpContext context, IGrainFactory grains, string? actor, string? action, string? model, DateTimeOffset? from, DateTimeOffset? to, string? format, int? limit)

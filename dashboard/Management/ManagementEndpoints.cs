@@ -230,17 +230,11 @@ public static class ManagementEndpoints
             }
         }
         var deployment = grains.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(name, version));
+        var before = await deployment.GetAsync();
         if (!request.HttpContext.User.Has(Permissions.ManageModels))
         {
-            // An operator scales what runs: replicas and batching, never which version runs or where.
-            var current = await deployment.GetAsync();
-            if (current.State == DeploymentState.Unloaded || (spec.Accelerator is not null && spec.Accelerator != current.Spec.Accelerator))
-            {
-                throw MedServeException.Forbidden("an operator may change the replicas and batching of a running deployment; deploying a version or changing its accelerator is a model manager's");
-            }
-            spec = spec with { Accelerator = current.Spec.Accelerator };
+            spec = DeploymentRules.ForOperator(before, spec);
         }
-        var before = await deployment.GetAsync();
         Audit.Note(request.HttpContext, detail: $"replicas={spec.Replicas} accelerator={spec.Accelerator ?? "manifest"}",
             action: before.State == DeploymentState.Unloaded ? AuditActions.Deploy : AuditActions.Scale);
         var info = await deployment.DeployAsync(spec);

@@ -91,10 +91,9 @@ public sealed class ClusterApi(IGrainFactory grains, ModelRouter router, Authent
         }
         var deployment = grains.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(name, version));
         var current = await Call(deployment.GetAsync);
-        if (!(await UserAsync()).Has(Permissions.ManageModels)
-            && (current.State == DeploymentState.Unloaded || (spec.Accelerator is not null && spec.Accelerator != current.Spec.Accelerator)))
+        if (!(await UserAsync()).Has(Permissions.ManageModels))
         {
-            throw MedServeException.Forbidden("an operator may change the replicas and batching of a running deployment; deploying a version or changing its accelerator is a model manager's");
+            spec = DeploymentRules.ForOperator(current, spec);
         }
         return await Audited(current.State == DeploymentState.Unloaded ? AuditActions.Deploy : AuditActions.Scale, name, version, null,
             $"replicas={spec.Replicas} accelerator={spec.Accelerator ?? "manifest"}", () => Call(() => deployment.DeployAsync(spec)));
@@ -216,13 +215,7 @@ public sealed class ClusterApi(IGrainFactory grains, ModelRouter router, Authent
     public async Task<(long Records, string? Problem)> VerifyAuditAsync()
     {
         await RequireAsync(Permissions.Admin);
-        var (count, last) = await Call(() => grains.GetGrain<IAuditLogGrain>(0).HeadAsync());
-        var records = new List<AuditRecord>();
-        await foreach (var r in Management.AuditEndpoints.ReadAllAsync(grains))
-        {
-            records.Add(r);
-        }
-        return (count, AuditChain.Verify(records, count, last));
+        return await Call(() => Management.AuditEndpoints.VerifyChainAsync(grains));
     }
 
     public async Task<JobItemResult[]> JobResultsAsync(string id)

@@ -150,3 +150,16 @@ public sealed record ModelInfo
     /// <summary>The version a call without a version goes to: the one set explicitly, else the highest deployed.</summary>
     [Id(2)] public string? DefaultVersion { get; init; }
 }
+
+/// <summary>Who may change a deployment how: one home for the rule the HTTP API, the web app and the CLI apply.</summary>
+public static class DeploymentRules
+{
+    /// <summary>
+    /// An operator (who may not manage models) re-scales what runs: replicas and batching of a running deployment, on the
+    /// accelerator it runs on. Answers the spec to apply (the current accelerator kept); anything else is Forbidden.
+    /// </summary>
+    public static DeploymentSpec ForOperator(DeploymentInfo current, DeploymentSpec spec) =>
+        current.State == DeploymentState.Unloaded || (spec.Accelerator is not null && spec.Accelerator != current.Spec.Accelerator)
+            ? throw MedServeException.Forbidden("an operator may change the replicas of a running deployment (and its batching); deploying a version or changing its accelerator is a model manager's")
+            : spec with { Accelerator = current.Spec.Accelerator };
+}

@@ -11,25 +11,7 @@ namespace MedServe.Tests.Api;
 /// </summary>
 public sealed class FuzzTests(SmallLimitsNode node) : IClassFixture<SmallLimitsNode>
 {
-    /// <summary>Every public endpoint (as SecurityTests lists them), with paths that change nothing that exists when a body is ignored.</summary>
-    private static readonly (string Method, string Path)[] Endpoints =
-    [
-        ("GET", "/v2/health/live"), ("GET", "/v2/health/ready"), ("GET", "/metrics"), ("GET", "/signin"), ("POST", "/signin"),
-        ("GET", "/v2"), ("GET", "/v2/models/diabetes-linear"), ("GET", "/v2/models/diabetes-linear/versions/1"),
-        ("GET", "/v2/models/diabetes-linear/ready"), ("GET", "/v2/models/diabetes-linear/versions/1/ready"),
-        ("POST", "/v2/models/diabetes-linear/infer"), ("POST", "/v2/models/diabetes-linear/versions/1/infer"), ("POST", "/v2/models/no-such-model/infer"),
-        ("GET", "/api/models"), ("POST", "/api/models"), ("POST", "/api/models?deploy=true"), ("GET", "/api/models/diabetes-linear"),
-        ("GET", "/api/models/diabetes-linear/versions/1"), ("DELETE", "/api/models/no-such-model/versions/1"),
-        ("PUT", "/api/models/diabetes-linear/default"), ("PUT", "/api/models/no-such-model/default"),
-        ("GET", "/api/deployments"), ("GET", "/api/deployments/diabetes-linear/1"), ("PUT", "/api/deployments/diabetes-linear/1"),
-        ("PUT", "/api/deployments/no-such-model/1"), ("DELETE", "/api/deployments/no-such-model/1"), ("GET", "/api/silos"),
-        ("GET", "/api/jobs"), ("POST", "/api/jobs"), ("POST", "/api/jobs?model=diabetes-linear"), ("GET", "/api/jobs/no-such-job"),
-        ("POST", "/api/jobs/no-such-job/cancel"), ("DELETE", "/api/jobs/no-such-job"), ("GET", "/api/jobs/no-such-job/results"),
-        ("GET", "/api/keys"), ("POST", "/api/keys"), ("DELETE", "/api/keys/000000000000"), ("GET", "/api/audit"), ("GET", "/api/audit/verify"),
-        ("GET", "/openapi/management.json"), ("GET", "/api-reference"), ("GET", "/orleans/"), ("GET", "/"),
-        ("GET", "/models/diabetes-linear/versions/1"), ("GET", "/cluster"), ("GET", "/latency"), ("GET", "/upload"), ("GET", "/try"),
-        ("GET", "/jobs"), ("GET", "/keys"),
-    ];
+    private static readonly (string Method, string Path)[] Endpoints = PublicEndpoints.All;
 
     /// <summary>A body; <paramref name="Header"/> an extra request header; not <paramref name="Hostile"/> when the body is valid JSON and only the header is wrong (an endpoint without that header may accept it).</summary>
     private sealed record Body(string Name, Func<HttpContent> Content, (string Header, string Value)? Header = null, bool Hostile = true);

@@ -35,25 +35,7 @@ public sealed class LeakTests
     /// <summary>What the node logs a job as: the first 12 hex digits of the SHA-256 of its id.</summary>
     private static string LogHash(string id) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(id)))[..12];
 
-    /// <summary>The public endpoints (as SecurityTests and FuzzTests list them), with paths that change nothing that exists.</summary>
-    private static readonly (string Method, string Path)[] Endpoints =
-    [
-        ("GET", "/v2/health/live"), ("GET", "/v2/health/ready"), ("GET", "/metrics"), ("GET", "/signin"), ("POST", "/signin"),
-        ("GET", "/v2"), ("GET", "/v2/models/diabetes-linear"), ("GET", "/v2/models/diabetes-linear/versions/1"),
-        ("GET", "/v2/models/diabetes-linear/ready"), ("GET", "/v2/models/diabetes-linear/versions/1/ready"),
-        ("POST", "/v2/models/diabetes-linear/infer"), ("POST", "/v2/models/diabetes-linear/versions/1/infer"), ("POST", "/v2/models/no-such-model/infer"),
-        ("GET", "/api/models"), ("POST", "/api/models"), ("POST", "/api/models?deploy=true"), ("GET", "/api/models/diabetes-linear"),
-        ("GET", "/api/models/diabetes-linear/versions/1"), ("DELETE", "/api/models/no-such-model/versions/1"),
-        ("PUT", "/api/models/diabetes-linear/default"), ("PUT", "/api/models/no-such-model/default"),
-        ("GET", "/api/deployments"), ("GET", "/api/deployments/diabetes-linear/1"), ("PUT", "/api/deployments/diabetes-linear/1"),
-        ("PUT", "/api/deployments/no-such-model/1"), ("DELETE", "/api/deployments/no-such-model/1"), ("GET", "/api/silos"),
-        ("GET", "/api/jobs"), ("POST", "/api/jobs"), ("POST", "/api/jobs?model=diabetes-linear"), ("POST", "/api/jobs?model=breast-cancer-logreg"),
-        ("GET", "/api/keys"), ("POST", "/api/keys"), ("DELETE", "/api/keys/000000000000"), ("GET", "/api/audit"), ("GET", "/api/audit/verify"),
-        ("GET", "/api/admin/data-protection/keys"),
-        ("GET", "/openapi/management.json"), ("GET", "/api-reference"), ("GET", "/orleans/"), ("GET", "/"),
-        ("GET", "/models/diabetes-linear/versions/1"), ("GET", "/cluster"), ("GET", "/latency"), ("GET", "/upload"), ("GET", "/try"),
-        ("GET", "/jobs"), ("GET", "/keys"),
-    ];
+    private static readonly (string Method, string Path)[] Endpoints = PublicEndpoints.All;
 
     /// <summary>An answer; <paramref name="Error"/> when its body is an error message (a failure, or a job's results that hold item errors).</summary>
     private sealed record Answer(string What, int Status, string Body)
