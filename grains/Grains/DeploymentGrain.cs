@@ -338,7 +338,7 @@ internal sealed class DeploymentGrain(
                 RequestContext.Set(ReplicaSpreadPlacementDirector.AvoidKey, string.Join(',', loaded.Take(i).Select(r => r.Silo)));
                 try
                 {
-                    loaded[i] = await replicas[i].LoadAsync(info.Manifest, info.Sha256, spec.Batching);
+                    loaded[i] = await LoadAsync(replicas[i], info, spec.Batching, Current);
                 }
                 finally
                 {
@@ -428,6 +428,33 @@ internal sealed class DeploymentGrain(
             // A newer rollout or an undeploy superseded this one; its outcome is theirs to report.
         }
     }
+
+    /// <summary>
+    /// Loads one replica. A silo that placement chose may be leaving right then (a graceful stop is in progress and
+    /// membership has not said so yet): the call fails with the silo unavailable. That is the cluster moving, not the
+    /// model failing, so it is tried again (placement then picks among the silos that remain) a few times.
+    /// </summary>
+    private async Task<ReplicaInfo> LoadAsync(IReplicaGrain replica, ModelVersionInfo info, BatchingPolicy batching, Func<bool> current)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return await replica.LoadAsync(info.Manifest, info.Sha256, batching);
+            }
+            catch (Exception e) when (attempt < LoadAttempts && IsSiloLeaving(e) && current())
+            {
+                Log.ReplicaLoadRetried(logger, replica.GetPrimaryKeyString(), e.GetType().Name, attempt);
+                await Task.Delay(TimeSpan.FromSeconds(attempt));
+            }
+        }
+    }
+
+    private const int LoadAttempts = 6;
+
+    private static bool IsSiloLeaving(Exception e) =>
+        e is SiloUnavailableException or OrleansMessageRejectionException
+        || e.InnerException is { } inner && IsSiloLeaving(inner);
 
     /// <summary>
     /// A re-spec of a serving deployment failed: free the replicas loaded for it, go on serving with the ones that

@@ -22,6 +22,9 @@ internal static partial class Log
     [LoggerMessage(1103, LogLevel.Warning, "Deployment {Deployment} could not free some replicas ({ExceptionType})")]
     public static partial void UnloadFailed(ILogger logger, string deployment, string exceptionType);
 
+    [LoggerMessage(1104, LogLevel.Information, "Replica {Replica} could not load because its silo was leaving ({ExceptionType}); try {Attempt} is placed again")]
+    public static partial void ReplicaLoadRetried(ILogger logger, string replica, string exceptionType, int attempt);
+
     [LoggerMessage(1201, LogLevel.Information, "Replica {Replica} loaded sha256 {Sha256} on {ExecutionProvider} in {Milliseconds:F0} ms")]
     public static partial void ReplicaLoaded(ILogger logger, string replica, string sha256, string executionProvider, double milliseconds);
 
