@@ -14,7 +14,8 @@ if [ ! -d ../shared/data ] && [ -z "${MEDSERVE_SHARED:-}" ]; then
 fi
 # Debian packages the suite needs, installed when missing: redis-server for the cluster tests
 # (real silo processes joined through Redis), chromium for the web app's browser tests (driven by
-# Playwright's bundled driver; no browser download).
+# Playwright's bundled driver; no browser download), libgdcm-cil for DICOM decoding (GDCM's C# bindings: no DICOM
+# package is served on NuGet), orthanc + orthanc-dicomweb as the real DICOMweb peer of the STOW-RS test.
 apt_install() {
   local missing=()
   for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
@@ -24,7 +25,7 @@ apt_install() {
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" \
     || { dpkg --configure -a; apt-get install -y -qq "${missing[@]}"; }
 }
-apt_install redis-server chromium
+apt_install redis-server chromium libgdcm-cil orthanc orthanc-dicomweb
 
 results="$(pwd)/TestResults"
 rm -rf "$results"

@@ -1,0 +1,9 @@
+namespace MedServe.Medical;
+
+/// <summary>The media types the medical front ends speak.</summary>
+public static class MedicalFormats
+{
+    public const string Dicom = "application/dicom";
+    public const string DicomJson = "application/dicom+json";
+    public const string FhirJson = "application/fhir+json";
+}
