@@ -35,6 +35,12 @@ public sealed class IdentityProviderOptions
 
     public string RoleClaim { get; set; } = "roles";
 
+    /// <summary>
+    /// Whether the authority must be https (default true). Turn off only for a provider on the same trusted host
+    /// (a development provider, the tests' one): tokens and the discovery document travel in clear otherwise.
+    /// </summary>
+    public bool RequireHttpsMetadata { get; set; } = true;
+
     public bool Configured => !string.IsNullOrEmpty(Authority) || !string.IsNullOrEmpty(SigningKey);
 }
 
@@ -82,6 +88,7 @@ public static class IdentityProviders
             auth.AddOpenIdConnect(OidcScheme, o =>
             {
                 o.Authority = oidc.Authority;
+                o.RequireHttpsMetadata = oidc.RequireHttpsMetadata;
                 o.ClientId = oidc.ClientId;
                 o.ClientSecret = oidc.ClientSecret;
                 o.ResponseType = "code";
@@ -95,6 +102,27 @@ public static class IdentityProviders
                     OnTokenValidated = context =>
                     {
                         context.Principal = Map(context.Principal!, oidc.RoleClaim, CookieAuthenticationDefaults.AuthenticationScheme);
+                        // Sign-in through the provider is audited like sign-in with a key: who (idp:{sub}), never the token.
+                        context.HttpContext.RequestServices.GetRequiredService<AuditWriter>().Record(new AuditEvent
+                        {
+                            Actor = context.Principal.FindFirst(MedServeClaims.KeyId)?.Value ?? "unknown",
+                            Action = AuditActions.SignIn,
+                            Outcome = "ok",
+                        });
+                        return Task.CompletedTask;
+                    },
+                    OnRemoteFailure = context =>
+                    {
+                        // A refused or broken answer from the provider: audited without anything it carried, and the
+                        // person sent back to the sign-in page with a message instead of an exception page.
+                        context.HttpContext.RequestServices.GetRequiredService<AuditWriter>().Record(new AuditEvent
+                        {
+                            Actor = "unknown",
+                            Action = AuditActions.SignIn,
+                            Outcome = "refused",
+                        });
+                        context.Response.Redirect(SignIn.Path + "?error=" + Uri.EscapeDataString("the identity provider did not sign you in; try again or use an API key"));
+                        context.HandleResponse();
                         return Task.CompletedTask;
                     },
                 };

@@ -207,7 +207,10 @@ public static class SecurityHosting
             {
                 o.Cookie.Name = SignIn.CookieName;
                 o.Cookie.HttpOnly = true;
-                o.Cookie.SameSite = SameSiteMode.Strict;
+                // Lax, not Strict: the sign-in through an identity provider ends with a redirect chain that starts on
+                // the provider's site, and a Strict cookie set there is not sent on its last hop (the person would land
+                // signed out). Cross-site POSTs still carry no session; forms carry antiforgery tokens.
+                o.Cookie.SameSite = SameSiteMode.Lax;
                 o.Cookie.SecurePolicy = CookieSecurePolicy.SameAsRequest;
                 o.ExpireTimeSpan = TimeSpan.FromHours(8);
                 o.SlidingExpiration = true;
