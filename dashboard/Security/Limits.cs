@@ -104,6 +104,7 @@ public static class Limits
             : post && path.Equals("/api/models", StringComparison.Ordinal)
                 ? (context.RequestServices.GetRequiredService<IOptions<ManagementOptions>>().Value.MaxUploadBytes, "MedServe:Management:MaxUploadBytes", "the upload")
             : post && path.Equals("/api/jobs", StringComparison.Ordinal) ? (limits.MaxJobBytes, $"{LimitsOptions.Section}:MaxJobBytes", "the job")
+            : post && path.StartsWithSegments("/dicomweb/studies") ? (limits.MaxStudyBytes, $"{LimitsOptions.Section}:MaxStudyBytes", "the study")
             : (limits.MaxRequestBytes, $"{LimitsOptions.Section}:MaxRequestBytes", "the request body");
         if (limit is not { } l)
         {

@@ -56,6 +56,7 @@ public static class AuditActions
     public const string JobCancel = "job.cancel";
     public const string JobDelete = "job.delete";
     public const string JobDownload = "job.download";
+    public const string StudyStore = "study.store";
 }
 
 /// <summary>The audit trail (singleton, key 0): appends in batches, chains each record to the one before, reads in pages.</summary>

@@ -21,6 +21,8 @@ public enum ErrorKind
     Timeout,
     /// <summary>The caller's role may not do this: 403.</summary>
     Forbidden,
+    /// <summary>The body's media type (or its encoding, such as a DICOM transfer syntax) is not one the endpoint takes: 415.</summary>
+    UnsupportedMediaType,
 }
 
 /// <summary>
@@ -66,6 +68,8 @@ public sealed class MedServeException : Exception
     public static MedServeException NotReady(string message) => new(ErrorKind.NotReady, message);
 
     public static MedServeException Forbidden(string message) => new(ErrorKind.Forbidden, message);
+
+    public static MedServeException Unsupported(string message, string? field = null) => new(ErrorKind.UnsupportedMediaType, message, field);
 
     public static MedServeException Overloaded(string message) => new(ErrorKind.Overloaded, message);
 

@@ -21,6 +21,9 @@ public sealed class LimitsOptions
     /// <summary>Largest job body (CSV or JSON) in bytes.</summary>
     public long MaxJobBytes { get; set; } = 512L * 1024 * 1024;
 
+    /// <summary>Largest body of one DICOMweb STOW-RS request (a study, or part of one), in bytes.</summary>
+    public long MaxStudyBytes { get; set; } = 1024L * 1024 * 1024;
+
     /// <summary>Largest body of every other request (management JSON, sign-in form, metadata calls) in bytes.</summary>
     public long MaxRequestBytes { get; set; } = 1024 * 1024;
 

@@ -20,6 +20,8 @@ public sealed record ModelManifest
     [Id(9)] public ValidationSpec? Validation { get; init; }
     /// <summary>The accelerator the model wants: <c>cpu</c>, <c>gpu</c> or <c>any</c>.</summary>
     [Id(10)] public string Accelerator { get; init; } = "any";
+    /// <summary>Which series of a study stored over DICOMweb start a job on this model (none: never).</summary>
+    [Id(11)] public DicomRoutingRule? DicomRouting { get; init; }
 }
 
 /// <summary>One input or output: name, datatype, shape (-1 for a dynamic dimension), optional labels.</summary>
