@@ -41,6 +41,27 @@ public static class CsvRecords
     /// </summary>
     public static JobItem[] ReadItems(byte[] csv, ModelManifest manifest, string[]? columns)
     {
+        var input = manifest.Inputs[0];
+        var items = new List<JobItem>();
+        foreach (var row in ReadRows(csv, manifest, columns))
+        {
+            var itemId = row.Id ?? (items.Count + 1).ToString(CultureInfo.InvariantCulture);
+            items.Add(row.Values is { } values
+                ? new JobItem(itemId, [TensorTypes.FromDoubles(input.Name, input.Datatype, [1, values.Length], values)])
+                : new JobItem(itemId, []) { Error = $"CSV line {row.Line}: {string.Join("; ", row.Errors.Select(e => e.Message))}" });
+        }
+        return [.. items];
+    }
+
+    /// <summary>One CSV record: its line (the header is line 1), its id column's text, and its values in the model's order or its errors.</summary>
+    public sealed record CsvRow(long Line, string? Id, double[]? Values, IReadOnlyList<FieldError> Errors);
+
+    /// <summary>
+    /// The records of a CSV in the model's order, each checked field by field (see <see cref="ReadItems"/>); a row that
+    /// fails carries its errors instead of values. Whole-file errors throw, naming the line or column.
+    /// </summary>
+    public static CsvRow[] ReadRows(byte[] csv, ModelManifest manifest, string[]? columns)
+    {
         if (manifest.Inputs is not [{ Shape: [-1, > 0] } input] || input.Datatype is not (TensorDatatype.FP32 or TensorDatatype.FP64))
         {
             throw MedServeException.Invalid($"{manifest.Name} does not take tabular records (one FP32 or FP64 input of shape [-1, n]); submit tensors as JSON", "content-type");
@@ -65,7 +86,7 @@ public static class CsvRecords
         {
             throw MedServeException.Invalid($"{manifest.Name} does not name its features, so its columns take no units", "columns");
         }
-        var items = new List<JobItem>();
+        var rows = new List<CsvRow>();
         while (!parser.EndOfData)
         {
             string[]? fields;
@@ -81,22 +102,20 @@ public static class CsvRecords
             {
                 continue;
             }
-            var line = parser.LineNumber < 0 ? items.Count + 2 : parser.LineNumber - 1;
+            var line = parser.LineNumber < 0 ? rows.Count + 2 : parser.LineNumber - 1;
             if (fields.Length != header.Length)
             {
                 throw MedServeException.Invalid($"CSV line {line} has {fields.Length} fields; the header has {header.Length}", $"line {line}");
             }
-            var itemId = idColumn >= 0 && fields[idColumn].Trim() is { Length: > 0 } given ? given : (items.Count + 1).ToString(CultureInfo.InvariantCulture);
-            var (values, error) = ReadRow(fields, featureColumns, units, named, width, line);
-            items.Add(values is not null
-                ? new JobItem(itemId, [TensorTypes.FromDoubles(input.Name, input.Datatype, [1, width], values)])
-                : new JobItem(itemId, []) { Error = error });
+            var id = idColumn >= 0 && fields[idColumn].Trim() is { Length: > 0 } given ? given : null;
+            var (values, errors) = ReadRow(fields, featureColumns, units, named, width);
+            rows.Add(new CsvRow(line, id, values, errors));
         }
-        return [.. items];
+        return [.. rows];
     }
 
-    /// <summary>One row's values in the model's order, or its error naming the CSV line and each bad feature (or column, for unnamed features).</summary>
-    private static (double[]? Values, string? Error) ReadRow(string[] fields, int[] featureColumns, string?[] units, FeatureValues? named, int width, long line)
+    /// <summary>One row's values in the model's order, or its errors naming each bad feature (or column, for unnamed features).</summary>
+    private static (double[]? Values, IReadOnlyList<FieldError> Errors) ReadRow(string[] fields, int[] featureColumns, string?[] units, FeatureValues? named, int width)
     {
         if (named is null)
         {
@@ -111,10 +130,11 @@ public static class CsvRecords
                 }
                 else if (!TryNumber(text, out values[k]))
                 {
-                    return (null, $"CSV line {line}, column {featureColumns[k] + 1}: not a number");
+                    var column = $"column {featureColumns[k] + 1}";
+                    return (null, [new FieldError(column, $"{column}: not a number")]);
                 }
             }
-            return (values, null);
+            return (values, []);
         }
         var row = named.Read(Enumerable.Range(0, width).Select(k =>
         {
@@ -123,7 +143,7 @@ public static class CsvRecords
                 : TryNumber(text, out var value) ? (k, value, units[k], false)
                 : (k, null, units[k], true);
         }));
-        return row.Ok ? (row.Values, null) : (null, $"CSV line {line}: {string.Join("; ", row.Errors.Select(e => e.Message))}");
+        return (row.Values, row.Errors);
     }
 
     private static bool TryNumber(string text, out double value) =>

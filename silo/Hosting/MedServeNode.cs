@@ -130,6 +130,8 @@ public static class MedServeNode
         });
         app.MapMedServeWebApp();
         app.MapV2Api();
+        app.MapRecordsApi();
+        app.MapFhirApi();
         // Prometheus scrapes without a key unless MedServe:AnonymousMetrics is false (then: operators only).
         var metrics = app.MapPrometheusScrapingEndpoint("/metrics");
         if (app.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<SecurityOptions>>().Value.AnonymousMetrics)
