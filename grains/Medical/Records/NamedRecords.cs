@@ -65,7 +65,7 @@ public static class NamedRecords
         var where = $"records[{i}]";
         if (record.ValueKind != JsonValueKind.Object)
         {
-            return new RecordRow(i, where, null, null, [new FieldError(where, $"{where} is not an object of feature names and values")]);
+            return new RecordRow(i, where, null, null, [new FieldError(where, $"{where}: not an object of feature names and values")]);
         }
         string? id = null;
         var fields = new List<(int, double?, string?, bool)>();
