@@ -194,7 +194,15 @@ public sealed class FhirPredictTests(NodeFixture node)
         await AssertOutcome("""{"resourceType": "SecretThing"}""", 400, "", null);
         await AssertOutcome(Serializer.SerializeToString(DiabetesBundle(row)), 415, "Bundle", "application/fhir+json", type: "text/plain");
         await AssertOutcome(Serializer.SerializeToString(DiabetesBundle(row)), 404, "", "unknown model", path: "/fhir/models/no-such-model/$predict");
-        // A RiskAssessment needs a subject.
+        // A RiskAssessment needs a subject: every feature given, none names one.
+        var labels = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(Paths.Samples, "breast-cancer-logreg", "manifest.json")))!["inputs"]![0]!["labels"]!.AsArray().Select(l => l!.GetValue<string>()).ToArray();
+        var features = TestData.BreastCancer()[0].Features;
+        var anonymous = new Parameters();
+        for (var k = 0; k < labels.Length; k++)
+        {
+            anonymous.Parameter.Add(new Parameters.ParameterComponent { Name = "observation", Resource = new Observation { Status = ObservationStatus.Final, Code = new CodeableConcept("urn:medserve:feature", labels[k]), Value = new Quantity { Value = (decimal)features[k] } } });
+        }
+        await AssertOutcome(Serializer.SerializeToString(anonymous), 422, "Observation.subject", "RiskAssessment.subject is required", path: "/fhir/models/breast-cancer-logreg/$predict");
         var noSubject = new Parameters();
         noSubject.Parameter.Add(new Parameters.ParameterComponent { Name = "observation", Resource = new Observation { Status = ObservationStatus.Final, Code = new CodeableConcept("urn:medserve:feature", "mean radius"), Value = new Quantity { Value = 12 } } });
         await AssertOutcome(Serializer.SerializeToString(noSubject), 422, "Parameters.parameter", "no Observation of feature 'mean texture'", path: "/fhir/models/breast-cancer-logreg/$predict");
