@@ -14,6 +14,51 @@ MODELS, DATA = os.path.join(SHARED, "models"), os.path.join(SHARED, "data")
 OUT = os.path.join(ROOT, "samples")
 
 tabular_metrics = json.load(open(os.path.join(MODELS, "tabular_metrics.json")))
+# Valid ranges per feature: training min x 0.75 .. max x 1.25 (samples/feature_ranges.py).
+feature_ranges = json.load(open(os.path.join(ROOT, "samples", "feature_ranges.json")))
+RANGE_NOTE = ("Feature ranges (min/max) are the training rows' min x 0.75 .. max x 1.25, rounded outwards to 3 "
+              "significant digits (samples/feature_ranges.py; a margin of 10% of the span left 3 of 143 held-out rows out); "
+              "values outside them are refused "
+              "by the records, CSV job and FHIR inputs (V2 tensors are not checked).")
+
+def ranged(kind, name, feature):
+    r = feature_ranges[kind]["features"][name]
+    out = {"name": name}
+    out.update(feature)
+    out.setdefault("min", r["min"])
+    out.setdefault("max", r["max"])
+    return out
+
+LOINC = "http://loinc.org"
+def loinc(code, display, **extra):
+    c = {"system": LOINC, "code": code, "display": display}
+    c.update(extra)
+    return c
+
+# Diabetes (Efron et al. 2004, scikit-learn's raw data): units as the data's documentation gives them; LOINC codes
+# for FHIR mapping; molar masses for mmol/L -> mg/dL (glucose 180.16: x18.016; cholesterol 386.7: x38.67, the factor
+# laboratories use; triglycerides 885.7: x88.57).
+DIABETES_FEATURES = [
+    ranged("diabetes", "age", {"unit": "a", "code": loinc("30525-0", "Age"), "description": "age in years"}),
+    ranged("diabetes", "sex", {"min": 1, "max": 2, "values": [1, 2], "description":
+        "sex coded 1 or 2, as in the source data, which does not say which number is which sex: give the study's code "
+        "(FHIR: an Observation coded urn:medserve:feature#sex; Patient.gender is not mapped)"}),
+    ranged("diabetes", "bmi", {"unit": "kg/m2", "code": loinc("39156-5", "Body mass index (BMI) [Ratio]"), "description": "body mass index"}),
+    ranged("diabetes", "bp", {"unit": "mm[Hg]", "code": loinc("8478-0", "Mean blood pressure"), "description": "average (mean arterial) blood pressure"}),
+    ranged("diabetes", "s1", {"unit": "mg/dL", "molar_mass": 386.7, "code": loinc("2093-3", "Cholesterol [Mass/volume] in Serum or Plasma"), "description": "total serum cholesterol (tc)"}),
+    ranged("diabetes", "s2", {"unit": "mg/dL", "molar_mass": 386.7, "code": loinc("2089-1", "Cholesterol in LDL [Mass/volume] in Serum or Plasma"), "description": "low-density lipoprotein cholesterol (ldl)"}),
+    ranged("diabetes", "s3", {"unit": "mg/dL", "molar_mass": 386.7, "code": loinc("2085-9", "Cholesterol in HDL [Mass/volume] in Serum or Plasma"), "description": "high-density lipoprotein cholesterol (hdl)"}),
+    ranged("diabetes", "s4", {"unit": "{ratio}", "code": loinc("9830-1", "Cholesterol.total/Cholesterol in HDL [Mass Ratio] in Serum or Plasma"), "description": "total cholesterol / HDL (tch)"}),
+    ranged("diabetes", "s5", {"molar_mass": 885.7,
+        "code": loinc("2571-8", "Triglyceride [Mass/volume] in Serum or Plasma", unit="mg/dL", transform="ln"),
+        "description": "natural logarithm of serum triglycerides in mg/dL (ltg). The source says 'possibly log of serum "
+                       "triglycerides level'; its training values 3.26-6.11 are ln of 26-449 mg/dL, plausible triglycerides, "
+                       "where log10 or mmol/L would not be, so MedServe maps LOINC 2571-8 as ln(mg/dL): an inference, not "
+                       "documented by the source. A plain number is taken as the logarithm; a value with a unit "
+                       "(s5 [mg/dL], {\"value\": 150, \"unit\": \"mg/dL\"}) is the triglyceride concentration"}),
+    ranged("diabetes", "s6", {"unit": "mg/dL", "molar_mass": 180.16, "code": loinc("2345-7", "Glucose [Mass/volume] in Serum or Plasma"), "description": "blood sugar level (glu)"}),
+]
+
 imaging_metrics = json.load(open(os.path.join(MODELS, "imaging_metrics.json")))
 
 def sha256(path):
@@ -51,7 +96,13 @@ for name, onnx_file, col, kind, acc, auc in [
         "description": f"Malignant vs benign breast mass from 30 cell-nucleus features of a fine-needle aspirate; {kind}.",
         "accelerator": "cpu",
         "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 30], "labels": features,
-                    "description": "Raw feature values in the column order of the Breast Cancer Wisconsin (Diagnostic) data set"}],
+                    "description": "Raw feature values in the column order of the Breast Cancer Wisconsin (Diagnostic) data set. "
+                                   "These features have no LOINC codes: FHIR Observations name them with the code system "
+                                   "urn:medserve:feature and the feature's name as the code. No units: radius, perimeter and "
+                                   "area are measured on the digitised image in units the data set does not state, the others "
+                                   "are dimensionless. " + RANGE_NOTE,
+                    "features": [ranged("breast_cancer", f, {"description": f"{f} of the cell nuclei in the digitised fine-needle aspirate image ({'mean' if f.startswith('mean') else 'standard error' if f.endswith('error') else 'mean of the three largest'})"})
+                                 for f in features]}],
         "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 2], "labels": ["malignant", "benign"]},
                     {"name": "logits", "datatype": "FP32", "shape": [-1, 2], "labels": ["malignant", "benign"]}],
         "intended_use": "Research and demonstration of model serving. Decision support for cytology review only, never a diagnosis.",
@@ -78,8 +129,10 @@ write("diabetes-linear", "diabetes_linear.onnx", {
     "description": "Quantitative measure of diabetes progression one year after baseline (ridge regression).",
     "accelerator": "cpu",
     "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 10], "labels": dfeat,
-                "description": "age (years), sex (1/2), bmi (kg/m2), bp (mean arterial pressure, mmHg), s1..s6 serum measurements, raw units"}],
-    "outputs": [{"name": "prediction", "datatype": "FP32", "shape": [-1, 1], "labels": ["progression"]}],
+                "description": "age (years), sex (1/2), bmi (kg/m2), bp (mean arterial pressure, mmHg), s1..s6 serum measurements, raw units. " + RANGE_NOTE,
+                "features": DIABETES_FEATURES}],
+    "outputs": [{"name": "prediction", "datatype": "FP32", "shape": [-1, 1], "labels": ["progression"],
+                 "description": "quantitative measure of disease progression one year after baseline (the data's target scale, no unit)"}],
     "intended_use": "Research and demonstration of regression serving.",
     "limitations": ["442 patients from one study (Efron et al., 2004); R2 about 0.49 on held-out data.", "Not a medical device."],
     "validation_metrics": {"r2": round(tabular_metrics["diabetes"]["ridge_r2"], 4), "n_test": tabular_metrics["diabetes"]["n_test"]},

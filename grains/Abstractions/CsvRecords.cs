@@ -33,21 +33,47 @@ public static class CsvRecords
     /// One item per CSV row for a model with one input of shape [-1, n]: n numeric columns per row. Which columns:
     /// <paramref name="columns"/> when given (header names, in the model's order); else, when the input names its
     /// features (<see cref="TensorSpec.Labels"/>), the header columns of those names in the labels' order, other
-    /// columns ignored; else every column but the id, in order.
+    /// columns ignored; else every column but the id, in order. A header may give a column's unit as <c>name [unit]</c>
+    /// (<c>s6 [mmol/L]</c>): its values are converted to the feature's unit. Each row is checked field by field against
+    /// the features (<see cref="FeatureValues"/>: a number, the unit, the range, missing or its default): a row that
+    /// fails becomes an item that carries its error (CSV line and feature, never the value) and is not run, while the
+    /// other rows run. Whole-file errors (no header, a missing feature column, a malformed or ragged line) refuse it all.
     /// </summary>
     public static JobItem[] ReadItems(byte[] csv, ModelManifest manifest, string[]? columns)
+    {
+        var input = manifest.Inputs[0];
+        var items = new List<JobItem>();
+        foreach (var row in ReadRows(csv, manifest, columns))
+        {
+            var itemId = row.Id ?? (items.Count + 1).ToString(CultureInfo.InvariantCulture);
+            items.Add(row.Values is { } values
+                ? new JobItem(itemId, [TensorTypes.FromDoubles(input.Name, input.Datatype, [1, values.Length], values)])
+                : new JobItem(itemId, []) { Error = $"CSV line {row.Line}: {string.Join("; ", row.Errors.Select(e => e.Message))}" });
+        }
+        return [.. items];
+    }
+
+    /// <summary>One CSV record: its line (the header is line 1), its id column's text, and its values in the model's order or its errors.</summary>
+    public sealed record CsvRow(long Line, string? Id, double[]? Values, IReadOnlyList<FieldError> Errors);
+
+    /// <summary>
+    /// The records of a CSV in the model's order, each checked field by field (see <see cref="ReadItems"/>); a row that
+    /// fails carries its errors instead of values. Whole-file errors throw, naming the line or column.
+    /// </summary>
+    public static CsvRow[] ReadRows(byte[] csv, ModelManifest manifest, string[]? columns)
     {
         if (manifest.Inputs is not [{ Shape: [-1, > 0] } input] || input.Datatype is not (TensorDatatype.FP32 or TensorDatatype.FP64))
         {
             throw MedServeException.Invalid($"{manifest.Name} does not take tabular records (one FP32 or FP64 input of shape [-1, n]); submit tensors as JSON", "content-type");
         }
         var width = (int)input.Shape[1];
+        var named = input.Labels is { } l && l.Length == width ? new FeatureValues(manifest) : null;
         using var parser = new TextFieldParser(new MemoryStream(csv), Encoding.UTF8) { TextFieldType = FieldType.Delimited, HasFieldsEnclosedInQuotes = true };
         parser.SetDelimiters(",");
         var header = parser.ReadFields() ?? throw MedServeException.Invalid("the CSV is empty", "body");
         var idColumn = Array.FindIndex(header, h => h.Trim().ToLowerInvariant() is "id" or "item_id");
         var featureColumns = columns is not null ? NamedColumns(header, columns)
-            : input.Labels is { } labels && labels.Length == width ? MatchedColumns(header, idColumn, labels, manifest.Name)
+            : named is not null ? MatchedColumns(header, idColumn, named, manifest.Name)
             : [.. Enumerable.Range(0, header.Length).Where(i => i != idColumn)];
         if (featureColumns.Length != width)
         {
@@ -55,7 +81,12 @@ public static class CsvRecords
                 $"{manifest.Name} takes {width} values per record ('{input.Name}' [-1, {width}]); the CSV gives {featureColumns.Length} columns besides the id. Name the ones to use, in order, with columns (HTTP ?columns=a,b,...; CLI --columns a,b,...)",
                 "columns");
         }
-        var items = new List<JobItem>();
+        var units = featureColumns.Select(c => FeatureValues.SplitHeader(header[c]).Unit).ToArray();
+        if (named is null && units.Any(u => u is not null))
+        {
+            throw MedServeException.Invalid($"{manifest.Name} does not name its features, so its columns take no units", "columns");
+        }
+        var rows = new List<CsvRow>();
         while (!parser.EndOfData)
         {
             string[]? fields;
@@ -71,25 +102,52 @@ public static class CsvRecords
             {
                 continue;
             }
-            var line = parser.LineNumber < 0 ? items.Count + 2 : parser.LineNumber - 1;
+            var line = parser.LineNumber < 0 ? rows.Count + 2 : parser.LineNumber - 1;
             if (fields.Length != header.Length)
             {
                 throw MedServeException.Invalid($"CSV line {line} has {fields.Length} fields; the header has {header.Length}", $"line {line}");
             }
+            var id = idColumn >= 0 && fields[idColumn].Trim() is { Length: > 0 } given ? given : null;
+            var (values, errors) = ReadRow(fields, featureColumns, units, named, width);
+            rows.Add(new CsvRow(line, id, values, errors));
+        }
+        return [.. rows];
+    }
+
+    /// <summary>One row's values in the model's order, or its errors naming each bad feature (or column, for unnamed features).</summary>
+    private static (double[]? Values, IReadOnlyList<FieldError> Errors) ReadRow(string[] fields, int[] featureColumns, string?[] units, FeatureValues? named, int width)
+    {
+        if (named is null)
+        {
+            // Unnamed features: numbers in order; an empty cell is NaN, which the model refuses unless its manifest allows it.
             var values = new double[width];
             for (var k = 0; k < width; k++)
             {
                 var text = fields[featureColumns[k]].Trim();
-                // An empty cell is a missing value: NaN, which the model refuses unless its manifest allows it.
-                values[k] = text.Length == 0 ? double.NaN
-                    : double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) ? value
-                    : throw MedServeException.Invalid($"CSV line {line}, column {featureColumns[k] + 1}: not a number", $"line {line}");
+                if (text.Length == 0)
+                {
+                    values[k] = double.NaN;
+                }
+                else if (!TryNumber(text, out values[k]))
+                {
+                    var column = $"column {featureColumns[k] + 1}";
+                    return (null, [new FieldError(column, $"{column}: not a number")]);
+                }
             }
-            var itemId = idColumn >= 0 && fields[idColumn].Trim() is { Length: > 0 } given ? given : (items.Count + 1).ToString(CultureInfo.InvariantCulture);
-            items.Add(new JobItem(itemId, [TensorTypes.FromDoubles(input.Name, input.Datatype, [1, width], values)]));
+            return (values, []);
         }
-        return [.. items];
+        var row = named.Read(Enumerable.Range(0, width).Select(k =>
+        {
+            var text = fields[featureColumns[k]].Trim();
+            return text.Length == 0 ? (k, (double?)null, units[k], false)
+                : TryNumber(text, out var value) ? (k, value, units[k], false)
+                : (k, null, units[k], true);
+        }));
+        return (row.Values, row.Errors);
     }
+
+    private static bool TryNumber(string text, out double value) =>
+        double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out value);
 
     /// <summary>
     /// The header index of each named column, in the order given. Header and column names are the caller's text (a
@@ -105,18 +163,14 @@ public static class CsvRecords
     /// ' ' (so <c>mean_radius</c> is <c>mean radius</c>). Columns that are no feature (a label, earlier scores) are
     /// ignored; a missing feature, or two columns for one feature, is refused naming it.
     /// </summary>
-    private static int[] MatchedColumns(string[] header, int idColumn, string[] labels, string model)
+    private static int[] MatchedColumns(string[] header, int idColumn, FeatureValues named, string model)
     {
-        var features = new Dictionary<string, int>(StringComparer.OrdinalIgnoreCase);
-        for (var k = 0; k < labels.Length; k++)
-        {
-            features.TryAdd(FeatureKey(labels[k]), k);
-        }
+        var labels = named.Features.Select(f => f.Name).ToArray();
         var found = new int[labels.Length];
         Array.Fill(found, -1);
         for (var i = 0; i < header.Length; i++)
         {
-            if (i == idColumn || !features.TryGetValue(FeatureKey(header[i]), out var k))
+            if (i == idColumn || named.IndexOf(FeatureValues.SplitHeader(header[i]).Name) is not (>= 0 and var k))
             {
                 continue;
             }
@@ -140,8 +194,6 @@ public static class CsvRecords
         }
         return found;
     }
-
-    private static string FeatureKey(string name) => name.Trim().Replace('_', ' ');
 
     /// <summary>One row per item: id, error, then every output element (<c>probabilities_0</c>, <c>probabilities_1</c>, ...).</summary>
     public static string WriteResults(JobItemResult[] results)

@@ -15,7 +15,14 @@ public enum JobState
 [GenerateSerializer, Immutable, Alias("medserve.job-item")]
 public sealed record JobItem(
     [property: Id(0)] string Id,
-    [property: Id(1)] Tensor[] Inputs);
+    [property: Id(1)] Tensor[] Inputs)
+{
+    /// <summary>
+    /// Set when the item could not be read (a CSV row with a bad field, named with its line): it has no inputs, is never
+    /// run, and is answered with this error, while the job's other items run.
+    /// </summary>
+    [Id(2)] public string? Error { get; init; }
+}
 
 /// <summary>The answer to one item: its outputs, or the error that item alone met.</summary>
 [GenerateSerializer, Immutable, Alias("medserve.job-item-result")]

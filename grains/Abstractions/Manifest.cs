@@ -37,6 +37,11 @@ public sealed record TensorSpec
     /// <summary>Whether NaN or infinity may be sent in this input; false unless the model handles missing values.</summary>
     [Id(5)] public bool AllowNonFinite { get; init; }
     [Id(6)] public string? Unit { get; init; }
+    /// <summary>
+    /// For a tabular input ([-1, n]): its n features in order (names equal to <see cref="Labels"/>), with unit, range,
+    /// required or default, and clinical code; records and FHIR inputs are checked against it.
+    /// </summary>
+    [Id(8)] public FeatureSchema[]? Features { get; init; }
 
     public string ShapeText => "[" + string.Join(",", Shape) + "]";
 }

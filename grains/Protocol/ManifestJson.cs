@@ -150,6 +150,102 @@ public static class ManifestJson
             {
                 throw MedServeException.Invalid($"{at}.labels has {labels.Length} entries but the last dimension is {s.Shape[^1]}", $"{at}.labels");
             }
+            if (s.Features is not null)
+            {
+                if (field != "inputs")
+                {
+                    throw MedServeException.Invalid($"{at}.features: only inputs declare features", $"{at}.features");
+                }
+                CheckFeatures(s, at);
+            }
+        }
+    }
+
+    /// <summary>
+    /// A tabular input's feature schema: one entry per column of its [-1, n] shape, named as its labels in order, with
+    /// sound ranges, defaults and codes. Errors name the field (<c>manifest.inputs[0].features[3].min</c>).
+    /// </summary>
+    private static void CheckFeatures(TensorSpec s, string at)
+    {
+        var features = s.Features!;
+        if (s.Shape is not [-1, > 0] && s.Shape is not [> 0, > 0])
+        {
+            throw MedServeException.Invalid($"{at}.features: only a tabular input (shape [-1, n]) declares features", $"{at}.features");
+        }
+        if (features.Length != s.Shape[^1])
+        {
+            throw MedServeException.Invalid($"{at}.features has {features.Length} entries but the input has {s.Shape[^1]} features", $"{at}.features");
+        }
+        if (s.Labels is not { } labels)
+        {
+            throw MedServeException.Invalid($"{at}.labels must name the features (in order) when features are declared", $"{at}.labels");
+        }
+        for (var k = 0; k < features.Length; k++)
+        {
+            var f = features[k];
+            var fat = $"{at}.features[{k}]";
+            if (f is null)
+            {
+                throw MedServeException.Invalid($"{fat} must be an object", fat);
+            }
+            if (f.Name != labels[k])
+            {
+                throw MedServeException.Invalid($"{fat}.name must equal {at}.labels[{k}] ('{labels[k]}'): features are in the labels' order", $"{fat}.name");
+            }
+            if (f.Unit is { } unit && string.IsNullOrWhiteSpace(unit))
+            {
+                throw MedServeException.Invalid($"{fat}.unit must be a UCUM code or left out", $"{fat}.unit");
+            }
+            if (f.Min is { } lo && !double.IsFinite(lo))
+            {
+                throw MedServeException.Invalid($"{fat}.min must be a finite number", $"{fat}.min");
+            }
+            if (f.Max is { } hi && !double.IsFinite(hi))
+            {
+                throw MedServeException.Invalid($"{fat}.max must be a finite number", $"{fat}.max");
+            }
+            if (f.Min > f.Max)
+            {
+                throw MedServeException.Invalid($"{fat}.min is above its max", $"{fat}.min");
+            }
+            if (f.Values is { } values && (values.Length == 0 || values.Any(v => !double.IsFinite(v) || v < f.Min || v > f.Max)))
+            {
+                throw MedServeException.Invalid($"{fat}.values must list finite numbers within min and max", $"{fat}.values");
+            }
+            if (f.Required && f.Default is not null)
+            {
+                throw MedServeException.Invalid($"{fat}.default is for an optional feature (required: false)", $"{fat}.default");
+            }
+            if (!f.Required)
+            {
+                if (f.Default is null && !s.AllowNonFinite)
+                {
+                    throw MedServeException.Invalid($"{fat}.default is needed: the feature is optional and the input does not allow NaN to stand in (allow_non_finite)", $"{fat}.default");
+                }
+                if (f.Default is { } d && (double.IsNaN(d) ? !s.AllowNonFinite : !double.IsFinite(d) || d < f.Min || d > f.Max))
+                {
+                    throw MedServeException.Invalid($"{fat}.default must be within min and max (NaN only where the input allows non-finite values)", $"{fat}.default");
+                }
+            }
+            if (f.MolarMass is { } mm && !(mm > 0 && double.IsFinite(mm)))
+            {
+                throw MedServeException.Invalid($"{fat}.molar_mass must be a positive number (g/mol)", $"{fat}.molar_mass");
+            }
+            if (f.Code is { } code)
+            {
+                if (string.IsNullOrWhiteSpace(code.System) || string.IsNullOrWhiteSpace(code.Code))
+                {
+                    throw MedServeException.Invalid($"{fat}.code needs a system and a code", $"{fat}.code");
+                }
+                if (code.Transform is not (null or "ln"))
+                {
+                    throw MedServeException.Invalid($"{fat}.code.transform must be ln or left out", $"{fat}.code.transform");
+                }
+                if (code.Transform is not null && code.Unit is null)
+                {
+                    throw MedServeException.Invalid($"{fat}.code.unit must name the unit the coded quantity is taken in before its transform", $"{fat}.code.unit");
+                }
+            }
         }
     }
 

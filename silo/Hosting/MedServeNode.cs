@@ -130,6 +130,8 @@ public static class MedServeNode
         });
         app.MapMedServeWebApp();
         app.MapV2Api();
+        app.MapRecordsApi();
+        app.MapFhirApi();
         app.MapDicomWeb();
         // Prometheus scrapes without a key unless MedServe:AnonymousMetrics is false (then: operators only).
         var metrics = app.MapPrometheusScrapingEndpoint("/metrics");

@@ -174,7 +174,7 @@ internal sealed class JobGrain(
                 // Item ids may be patient identifiers: name the position, never the id.
                 throw MedServeException.Invalid($"items[{i}]: its id is also an earlier item's; results are kept by item id", $"items[{i}].id");
             }
-            if (item.Inputs.Length == 0)
+            if (item.Inputs.Length == 0 && item.Error is null)
             {
                 throw MedServeException.Invalid($"items[{i}] has no inputs", $"items[{i}].inputs");
             }
@@ -183,7 +183,7 @@ internal sealed class JobGrain(
         var route = await new ModelRouter(GrainFactory).ResolveAsync(submission.Model, submission.Version);
         var batching = (await GrainFactory.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(route.Model, route.Version)).GetAsync()).Spec.Batching;
 
-        var itemBytes = Math.Max(1, submission.Items[0].Inputs.Sum(t => (long)t.Data.Length) + 64);
+        var itemBytes = Math.Max(1, (submission.Items.FirstOrDefault(i => i.Error is null) ?? submission.Items[0]).Inputs.Sum(t => (long)t.Data.Length) + 64);
         var chunkSize = (int)Math.Clamp(ChunkBytes / itemBytes, 1, 4096);
         for (var c = 0; c * chunkSize < submission.Items.Length; c++)
         {
@@ -659,6 +659,10 @@ internal sealed class JobGrain(
         foreach (var item in submission.Items)
         {
             Text(item.Id);
+            if (item.Error is not null)
+            {
+                Text(item.Error);
+            }
             foreach (var tensor in item.Inputs)
             {
                 Text(tensor.Name);

@@ -104,6 +104,10 @@ internal sealed class JobWorkerGrain(ILogger<JobWorkerGrain> logger) : Grain, IJ
 
     private static long RowsOf(JobItem item)
     {
+        if (item.Error is not null || item.Inputs.Length == 0)
+        {
+            return -1; // answered with its own error, never stacked
+        }
         var first = item.Inputs[0].Shape;
         if (first.Length == 0 || first[0] < 1)
         {
@@ -204,6 +208,10 @@ internal sealed class JobWorkerGrain(ILogger<JobWorkerGrain> logger) : Grain, IJ
 
     private async Task<JobItemResult> RunItemAsync(JobWork work, JobItem item)
     {
+        if (item.Error is { } unreadable)
+        {
+            return new JobItemResult(item.Id, null, unreadable);
+        }
         var request = new InferenceRequest(item.Inputs, work.Outputs, item.Id) { Priority = RequestPriority.Job };
         var started = Stopwatch.GetTimestamp();
         var backoff = TimeSpan.FromMilliseconds(20);

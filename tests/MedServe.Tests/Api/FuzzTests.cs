@@ -69,6 +69,12 @@ public sealed class FuzzTests(SmallLimitsNode node) : IClassFixture<SmallLimitsN
             new("a zip bomb as a package part", () => new MultipartFormDataContent { { Bytes(bomb, "application/zip"), "package", "package.zip" } }),
             new("a random zip", () => Bytes([.. "PK\u0003\u0004"u8, .. garbage], "application/zip")),
             new("a fake DICOM file", () => Bytes(dicom, "application/dicom")),
+            // FHIR: truncated JSON, resources of the wrong type, an Observation whose value FHIR allows but no model takes.
+            new("truncated FHIR JSON", () => Bytes("""{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation","valueQuantity":{"value":"""u8.ToArray(), "application/fhir+json")),
+            new("FHIR JSON that breaks the FHIR rules", () => Bytes("""{"resourceType":"Bundle","entry":{"resource":[1,2]},"type":7,"unknownElement":{"resourceType":"Nothing"}}"""u8.ToArray(), "application/fhir+json"), Hostile: false),
+            new("a FHIR Patient", () => Bytes("""{"resourceType":"Patient","id":"p1","gender":"female"}"""u8.ToArray(), "application/fhir+json"), Hostile: false),
+            new("a FHIR resource type that does not exist", () => Bytes("""{"resourceType":"NoSuchResource","id":"x"}"""u8.ToArray(), "application/fhir+json"), Hostile: false),
+            new("a Bundle whose Observation has a string value", () => Bytes("""{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"2345-7"}]},"valueString":"high"}}]}"""u8.ToArray(), "application/fhir+json"), Hostile: false),
         ];
     }
 

@@ -16,8 +16,9 @@ namespace MedServe.Tests.Api;
 [Collection(NodeCollection.Name)]
 public sealed partial class JobEncryptionTests(NodeFixture node)
 {
-    private const float Marker = 987654.321f;
-    private const string MarkerText = "987654";
+    // Within the range the model's manifest declares for 'mean radius' (5.23-35.2): CSV jobs refuse values outside it.
+    private const float Marker = 27.18281f;
+    private const string MarkerText = "27.1828";
 
     private static string[] Lines => File.ReadAllLines(Paths.Data("tabular", "breast_cancer_test.csv")).Where(l => l.Length > 0).ToArray();
 
@@ -91,7 +92,7 @@ public sealed partial class JobEncryptionTests(NodeFixture node)
     internal static string MarkedRecord(int row)
     {
         var cells = Lines[1 + row].Split(',');
-        cells[0] = "987654.321";
+        cells[0] = "27.18281";
         return string.Join(',', cells);
     }
 

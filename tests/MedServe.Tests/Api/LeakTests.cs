@@ -137,6 +137,47 @@ public sealed class LeakTests
         markerLength.Headers.TryAddWithoutValidation("Inference-Header-Content-Length", Marker("v2-header-length"));
         await Send("v2 binary, marker length", "POST", "/v2/models/diabetes-linear/infer", markerLength);
 
+        // Named records: a success whose record id is a marker (echoed in that answer and nowhere else), then records whose
+        // values, units, field names and header are markers, and a body that is not JSON.
+        var recordId = Marker("records-id");
+        var goodRecord = $"\"age\":61,\"sex\":1,\"bmi\":25.8,\"bp\":90,\"s1\":280,\"s2\":195.4,\"s3\":55,\"s4\":5,\"s5\":4.9972";
+        var okRecords = await Send("records", "POST", "/v2/models/diabetes-linear/records", Json($"{{\"records\":[{{\"id\":\"{recordId}\",{goodRecord},\"s6\":90}}]}}"));
+        Assert.True(okRecords.Status == 200, okRecords.Body);
+        Assert.Contains(recordId, okRecords.Body, StringComparison.Ordinal);
+        answers.Remove(okRecords);
+        var badRecords = await Send("bad records", "POST", "/v2/models/diabetes-linear/records", Json(
+            $"{{\"records\":[{{{goodRecord},\"s6\":{mv}}},{{{goodRecord},\"s6\":{{\"value\":{mv},\"unit\":\"{Marker("records-unit")}\"}}}},{{{goodRecord},\"s6\":\"{Marker("records-string-value")}\",\"{Marker("records-field-name")}\":{mv}}},\"{Marker("records-not-an-object")}\"]}}"));
+        answers[^1] = badRecords with { Error = true }; // a 422 whose per-record errors must name no value
+        await Send("records csv", "POST", "/v2/models/diabetes-linear/records",
+            Csv($"age,sex,bmi,bp,s1,s2,s3,s4,s5,s6 [{Marker("records-csv-unit")}],{Marker("records-csv-header")}\n61,1,25.8,90,280,195.4,55,5,4.9972,{mv},{Marker("records-csv-cell")}\n61,1,25.8,{Marker("records-csv-bad-cell")},280,195.4,55,5,4.9972,90,x\n"));
+        answers[^1] = answers[^1] with { Error = true };
+        await Send("records not json", "POST", "/v2/models/diabetes-linear/records", Json($"{{\"records\":[{{\"{Marker("records-truncated")}\":{mv}"));
+        await Send("records, no such model", "POST", "/v2/models/no-such-model/records", Json($"{{\"records\":[{{\"s6\":{mv}}}]}}"));
+
+        // FHIR: a success whose subject (reference and display) is a marker (echoed in the answer by design), then
+        // Bundles whose Observation ids, texts, subject, unit code and values are markers, and malformed FHIR.
+        string Observation(string loinc, string value, string unit, string subject) =>
+            $$$"""{"resource":{"resourceType":"Observation","id":"{{{Marker("fhir-observation-id-" + loinc)}}}","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"{{{loinc}}}"}],"text":"{{{Marker("fhir-code-text-" + loinc)}}}"},"subject":{{{subject}}},"valueQuantity":{"value":{{{value}}},"unit":"{{{Marker("fhir-unit-text-" + loinc)}}}","system":"http://unitsofmeasure.org","code":"{{{unit}}}"}""" + "}}";
+        string Bundle(string subject, string glucose, string glucoseUnit) =>
+            $$$"""{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient","id":"{{{Marker("fhir-patient-id")}}}","name":[{"text":"{{{Marker("fhir-patient-name")}}}"}]}},""" +
+            string.Join(',', Observation("30525-0", "61", "a", subject), Observation("39156-5", "25.8", "kg/m2", subject), Observation("8478-0", "90", "mm[Hg]", subject),
+                Observation("2093-3", "280", "mg/dL", subject), Observation("2089-1", "195.4", "mg/dL", subject), Observation("2085-9", "55", "mg/dL", subject),
+                Observation("9830-1", "5", "{ratio}", subject), Observation("2571-8", "148", "mg/dL", subject), Observation("2345-7", glucose, glucoseUnit, subject),
+                $$$"""{"resource":{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"urn:medserve:feature","code":"sex"}]},"subject":{{{subject}}},"valueInteger":1}}""") + "]}";
+        static StringContent Fhir(string json) => new(json, Encoding.UTF8, "application/fhir+json");
+        var echoedSubject = $$"""{"reference":"Patient/{{Marker("fhir-subject-reference")}}","display":"{{Marker("fhir-subject-display")}}"}""";
+        var okFhir = await Send("fhir", "POST", "/fhir/models/diabetes-linear/$predict", Fhir(Bundle(echoedSubject, "90", "mg/dL")));
+        Assert.True(okFhir.Status == 200, okFhir.Body);
+        answers.Remove(okFhir);
+        var hiddenSubject = $$"""{"reference":"Patient/{{Marker("fhir-bad-subject-reference")}}","display":"{{Marker("fhir-bad-subject-display")}}"}""";
+        Assert.Equal(422, (await Send("fhir out of range", "POST", "/fhir/models/diabetes-linear/$predict", Fhir(Bundle(hiddenSubject, mv, "mg/dL")))).Status);
+        Assert.Equal(422, (await Send("fhir unknown unit", "POST", "/fhir/models/diabetes-linear/versions/1/$predict", Fhir(Bundle(hiddenSubject, "90", Marker("fhir-unit-code"))))).Status);
+        Assert.Equal(400, (await Send("fhir invalid value", "POST", "/fhir/models/diabetes-linear/$predict", Fhir(Bundle(hiddenSubject, $"\"{Marker("fhir-value-string")}\"", "mg/dL")))).Status);
+        await Send("fhir truncated", "POST", "/fhir/models/diabetes-linear/$predict", Fhir(Bundle(hiddenSubject, "90", "mg/dL")[..600]));
+        await Send("fhir wrong resource", "POST", "/fhir/models/diabetes-linear/$predict", Fhir($$"""{"resourceType":"Patient","id":"{{Marker("fhir-wrong-resource-id")}}"}"""));
+        await Send("fhir no such model", "POST", "/fhir/models/no-such-model/$predict", Fhir(Bundle(hiddenSubject, "90", "mg/dL")));
+        await Send("fhir no such resource type", "POST", "/fhir/models/breast-cancer-logreg/$predict", Fhir($$"""{"resourceType":"{{Marker("fhir-resource-type")}}"}"""));
+
         // Jobs: a CSV job whose id, item ids and cells are markers (and a header column that is no feature), run to the end.
         var csvJob = Marker("csv-job-id");
         var csv = new StringBuilder("id,age,sex,bmi,bp,s1,s2,s3,s4,s5,s6," + Marker("csv-extra-header") + "\n");

@@ -88,6 +88,10 @@ public sealed class SecurityTests : IAsyncLifetime
         ("GET", "/v2/models/diabetes-linear", null, Permissions.View),
         ("GET", "/v2/models/diabetes-linear/ready", null, Permissions.View),
         ("POST", "/v2/models/diabetes-linear/infer", """{"inputs":[{"name":"input","datatype":"FP32","shape":[1,10],"data":[61,1,25.8,90,280,195.4,55,5,4.9972,90]}]}""", Permissions.Infer),
+        ("POST", "/v2/models/diabetes-linear/records", """{"records":[{"age":61,"sex":1,"bmi":25.8,"bp":90,"s1":280,"s2":195.4,"s3":55,"s4":5,"s5":4.9972,"s6":90}]}""", Permissions.Infer),
+        ("POST", "/v2/models/breast-cancer-logreg/versions/1/records", """{"records":[{"mean radius":12}]}""", Permissions.Infer),
+        ("POST", "/fhir/models/diabetes-linear/$predict", """{"resourceType":"Bundle","type":"collection","entry":[]}""", Permissions.Infer),
+        ("POST", "/fhir/models/breast-cancer-logreg/versions/1/$predict", """{"resourceType":"Parameters"}""", Permissions.Infer),
         ("GET", "/api/models", null, Permissions.View),
         ("GET", "/api/models/diabetes-linear", null, Permissions.View),
         ("GET", "/api/models/diabetes-linear/versions/1", null, Permissions.View),
@@ -122,7 +126,7 @@ public sealed class SecurityTests : IAsyncLifetime
 
     /// <summary>Pages people open in a browser (the app's, the API reference, the Orleans Dashboard): without a key they send you to sign in.</summary>
     private static bool IsPage(string path) => path is "/api-reference" or "/orleans/"
-        || (!path.StartsWith("/api", StringComparison.Ordinal) && !path.StartsWith("/v2", StringComparison.Ordinal)
+        || (!path.StartsWith("/api", StringComparison.Ordinal) && !path.StartsWith("/v2", StringComparison.Ordinal) && !path.StartsWith("/fhir", StringComparison.Ordinal)
             && !path.StartsWith("/openapi", StringComparison.Ordinal) && path is not "/metrics" and not "/signin");
 
     private static async Task<HttpResponseMessage> SendAsync(HttpClient http, string method, string path, string? body)

@@ -27,5 +27,9 @@ public static class PublicEndpoints
         ("GET", "/models/diabetes-linear/versions/1"), ("GET", "/cluster"), ("GET", "/latency"), ("GET", "/upload"),
         ("GET", "/try"), ("GET", "/jobs"), ("GET", "/keys"), ("POST", "/api/jobs?model=breast-cancer-logreg"),
         ("GET", "/api/admin/data-protection/keys"),
+        ("POST", "/v2/models/diabetes-linear/records"), ("POST", "/v2/models/diabetes-linear/versions/1/records"),
+        ("POST", "/v2/models/breast-cancer-logreg/records"), ("POST", "/v2/models/no-such-model/records"),
+        ("POST", "/fhir/models/diabetes-linear/$predict"), ("POST", "/fhir/models/diabetes-linear/versions/1/$predict"),
+        ("POST", "/fhir/models/breast-cancer-logreg/$predict"), ("POST", "/fhir/models/no-such-model/$predict"),
     ];
 }
