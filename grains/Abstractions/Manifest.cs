@@ -35,6 +35,8 @@ public sealed record TensorSpec
     /// <summary>Whether NaN or infinity may be sent in this input; false unless the model handles missing values.</summary>
     [Id(5)] public bool AllowNonFinite { get; init; }
     [Id(6)] public string? Unit { get; init; }
+    /// <summary>For an image input: how a DICOM file or series becomes this tensor (see <see cref="ImageSchema"/>); null when the input takes no DICOM.</summary>
+    [Id(7)] public ImageSchema? Image { get; init; }
 
     public string ShapeText => "[" + string.Join(",", Shape) + "]";
 }

@@ -73,6 +73,7 @@ public static class ManifestJson
         }
         CheckSpecs(m.Inputs, "inputs");
         CheckSpecs(m.Outputs, "outputs");
+        ImageSchemaCheck.Check(m);
         if (m.Validation is { } v)
         {
             if (v.Samples is null || v.Samples.Any(x => x is null || x.Inputs is null || x.ExpectedOutputs is null
