@@ -21,6 +21,8 @@ public enum ErrorKind
     Timeout,
     /// <summary>The caller's role may not do this: 403.</summary>
     Forbidden,
+    /// <summary>The body's format, or an encoding inside it (a DICOM transfer syntax), is one this endpoint or model does not take: 415.</summary>
+    UnsupportedMediaType,
 }
 
 /// <summary>
@@ -70,6 +72,8 @@ public sealed class MedServeException : Exception
     public static MedServeException Overloaded(string message) => new(ErrorKind.Overloaded, message);
 
     public static MedServeException TimedOut(string message) => new(ErrorKind.Timeout, message);
+
+    public static MedServeException Unsupported(string message, string? field = null) => new(ErrorKind.UnsupportedMediaType, message, field);
 
     /// <summary>Worth retrying later (the same request may succeed): not ready, overloaded.</summary>
     public bool IsRetryable => Kind is ErrorKind.NotReady or ErrorKind.Overloaded;
