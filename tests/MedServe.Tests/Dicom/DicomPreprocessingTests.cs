@@ -255,6 +255,18 @@ public sealed class DicomPreprocessingTests(DicomDecoderFixture decoder) : IClas
     }
 
     [Fact]
+    public async Task A_compressed_file_whose_header_lies_about_its_size_is_refused_and_the_decoder_recovers()
+    {
+        // JPEG-LS fragments of a 64x64 slice under a header that says 1024x1024: well-formed, under the size limit, so it
+        // reaches GDCM, whose JPEG-LS codec (GDCM 3.0, CharLS) takes the worker process down with it. Found by FuzzTests.
+        var lying = DicomTestFiles.Editor.Open("MR_small_jpeg_ls_lossless.dcm").SetUs(0x0028, 0x0010, 1024).SetUs(0x0028, 0x0011, 1024).Write();
+        var e = await Assert.ThrowsAsync<MedServeException>(() => BuildAsync(ClassifierInput, lying));
+        Assert.Equal(ErrorKind.InvalidInput, e.Kind);
+        Assert.Contains("JPEG-LS Lossless pixel data could not be decoded", e.Message, StringComparison.Ordinal);
+        Assert.Equal(DicomTestFiles.Reference("MR_small.dcm"), Floats(await BuildAsync(ClassifierInput, DicomTestFiles.Bytes("MR_small_jpeg_ls_lossless.dcm"))));
+    }
+
+    [Fact]
     public async Task A_decoder_that_crashes_or_hangs_costs_its_request_a_400_and_nothing_else()
     {
         var header = DicomParser.Parse(DicomTestFiles.Bytes("MR_small.dcm"), 1 << 20);

@@ -33,13 +33,13 @@ public static class DicomTestFiles
 
     public static long[] ReferenceShape(string name) => Index[name]!["shape"]!.AsArray().Select(v => v!.GetValue<long>()).ToArray();
 
-    /// <summary>An element of a data set: tag, VR and value bytes (defined length).</summary>
-    public sealed record Element(ushort Group, ushort Number, string Vr, byte[] Value)
+    /// <summary>An element of a data set: tag, VR and value bytes; <paramref name="Undefined"/> for encapsulated pixel data (its items and delimiter as they are).</summary>
+    public sealed record Element(ushort Group, ushort Number, string Vr, byte[] Value, bool Undefined = false)
     {
         public uint Tag => (uint)Group << 16 | Number;
     }
 
-    /// <summary>An explicit VR little endian Part 10 file as its elements; every length defined (a sequence stays opaque bytes).</summary>
+    /// <summary>An explicit VR little endian Part 10 file as its elements; lengths defined (a sequence stays opaque bytes) but for encapsulated pixel data.</summary>
     public sealed class Editor
     {
         private static readonly HashSet<string> LongVrs = ["OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"];
@@ -72,7 +72,20 @@ public static class DicomTestFiles
                 }
                 if (length == uint.MaxValue)
                 {
-                    throw new NotSupportedException("the test editor reads defined lengths only");
+                    if (group != 0x7FE0 || number != 0x0010)
+                    {
+                        throw new NotSupportedException("the test editor reads undefined lengths only in encapsulated pixel data");
+                    }
+                    // Fragments up to and with the sequence delimiter (FFFE,E0DD), kept as bytes.
+                    var end = pos + header;
+                    while (BinaryPrimitives.ReadUInt32LittleEndian(file.AsSpan(end)) != 0xE0DDFFFE)
+                    {
+                        end += 8 + (int)BinaryPrimitives.ReadUInt32LittleEndian(file.AsSpan(end + 4));
+                    }
+                    end += 8;
+                    editor.DataSet.Add(new Element(group, number, vr, file.AsSpan(pos + header, end - pos - header).ToArray(), Undefined: true));
+                    pos = end;
+                    continue;
                 }
                 var element = new Element(group, number, vr, file.AsSpan(pos + header, (int)length).ToArray());
                 (group == 2 ? editor.Meta : editor.DataSet).Add(element);
@@ -172,7 +185,7 @@ public static class DicomTestFiles
                 if (LongVrs.Contains(e.Vr))
                 {
                     head[6] = head[7] = 0;
-                    BinaryPrimitives.WriteUInt32LittleEndian(head[8..], (uint)e.Value.Length);
+                    BinaryPrimitives.WriteUInt32LittleEndian(head[8..], e.Undefined ? uint.MaxValue : (uint)e.Value.Length);
                     stream.Write(head);
                 }
                 else
