@@ -44,8 +44,9 @@ public sealed record DicomWorkerCommand(string FileName, IReadOnlyList<string> A
 }
 
 /// <summary>
-/// Decodes DICOM pixel data in worker processes (<see cref="DicomDecoderWorker"/>), so that GDCM, native code that aborts
-/// on some malformed input, can never take the server down: a worker that crashes, breaks the protocol or runs past
+/// Runs GDCM in worker processes (<see cref="DicomDecoderWorker"/>): decoding pixel data (<see cref="DecodeAsync"/>) and
+/// de-identifying files (<see cref="DeidentifyAsync"/>), so that GDCM, native code that aborts on some malformed input
+/// (and on some of its own writes), can never take the server down: a worker that crashes, breaks the protocol or runs past
 /// the time limit is killed and replaced, and its request gets a 400. Workers start on first use and are kept for the
 /// next request; at most <see cref="DicomOptions.EffectiveWorkers"/> decode at once (others wait their turn).
 /// Workers get no environment beyond what the runtime needs (no keys).
@@ -74,6 +75,35 @@ public sealed class DicomDecoderPool : IAsyncDisposable
     /// <summary>Decodes a file whose header <see cref="DicomParser"/> checked; decoder failures are 400 naming what failed.</summary>
     public async Task<DecodedPixels> DecodeAsync(ReadOnlyMemory<byte> file, DicomHeader header, CancellationToken cancellationToken)
     {
+        var (pixels, failure) = await OnWorkerAsync((worker, ct) => worker.DecodeAsync(file, header.DecodedBytes, ct), cancellationToken);
+        return pixels ?? throw Failed(failure, header.TransferSyntax);
+    }
+
+    /// <summary>
+    /// De-identifies a Part 10 file (<see cref="DicomDeidentifier"/>) in a worker, after checking its structure here;
+    /// UIDs are hashed with <paramref name="key"/> (at least 16 bytes; the same key maps a UID the same way).
+    /// </summary>
+    public async Task<byte[]> DeidentifyAsync(ReadOnlyMemory<byte> file, ReadOnlyMemory<byte> key, long maxInflatedBytes, CancellationToken cancellationToken)
+    {
+        if (key.Length is < DicomDeidentifier.MinKeyBytes or > 1024)
+        {
+            throw new ArgumentException($"the de-identification key needs {DicomDeidentifier.MinKeyBytes} to 1024 bytes", nameof(key));
+        }
+        var syntax = DicomParser.CheckStructure(file, maxInflatedBytes);
+        var (result, failure) = await OnWorkerAsync((worker, ct) => worker.DeidentifyAsync(file, key, ct), cancellationToken);
+        return result ?? throw failure switch
+        {
+            DecodeFailure.BurnedInAnnotation => MedServeException.Invalid("Burned In Annotation (0028,0301) is YES: text in the pixel data may identify the patient, so the file is not de-identified", "(0028,0301)"),
+            DecodeFailure.WriteFailed => MedServeException.Invalid("the de-identified file could not be written (GDCM)", "dicom"),
+            DecodeFailure.Unreadable => MedServeException.Invalid("GDCM could not read the file", "dicom"),
+            _ => Failed(failure, syntax),
+        };
+    }
+
+    /// <summary>Runs one request on an idle (or new) worker; a worker that crashes, breaks the protocol or times out is killed.</summary>
+    private async Task<(T? Result, DecodeFailure Failure)> OnWorkerAsync<T>(Func<Worker, CancellationToken, Task<(T? Result, DecodeFailure Failure)>> work, CancellationToken cancellationToken)
+        where T : class
+    {
         ObjectDisposedException.ThrowIf(_disposed, this);
         await _slots.WaitAsync(cancellationToken);
         Worker? worker = null;
@@ -91,24 +121,23 @@ public sealed class DicomDecoderPool : IAsyncDisposable
             worker ??= Start();
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(_timeout);
-            DecodedPixels? pixels;
-            DecodeFailure failure;
+            (T? Result, DecodeFailure Failure) answer;
             try
             {
-                (pixels, failure) = await worker.DecodeAsync(file, header.DecodedBytes, timeout.Token);
+                answer = await work(worker, timeout.Token);
             }
             catch (Exception e) when (e is OperationCanceledException or IOException or InvalidDataException or ObjectDisposedException or InvalidOperationException
                 && !cancellationToken.IsCancellationRequested)
             {
                 // The worker died (EOF), broke the protocol, or was killed at the time limit.
-                (pixels, failure) = (null, timeout.IsCancellationRequested ? DecodeFailure.TimedOut : DecodeFailure.Crashed);
+                answer = (null, timeout.IsCancellationRequested ? DecodeFailure.TimedOut : DecodeFailure.Crashed);
             }
-            if (failure is DecodeFailure.None or DecodeFailure.Unreadable or DecodeFailure.Inconsistent or DecodeFailure.CodecFailed && !_disposed)
+            if (answer.Failure is not (DecodeFailure.Crashed or DecodeFailure.TimedOut) && !_disposed)
             {
                 _idle.Add(worker);
                 worker = null;
             }
-            return pixels ?? throw Failed(failure, header);
+            return answer;
         }
         finally
         {
@@ -120,13 +149,13 @@ public sealed class DicomDecoderPool : IAsyncDisposable
         }
     }
 
-    private MedServeException Failed(DecodeFailure failure, DicomHeader header) => failure switch
+    private MedServeException Failed(DecodeFailure failure, TransferSyntax syntax) => failure switch
     {
         DecodeFailure.Unreadable => MedServeException.Invalid("GDCM could not read the file as an image", "(7FE0,0010)"),
         DecodeFailure.Inconsistent => MedServeException.Invalid("the decoded image does not match its header (Rows, Columns, Number of Frames, Samples per Pixel or Bits Allocated)", "(7FE0,0010)"),
-        DecodeFailure.TimedOut => MedServeException.Invalid($"decoding the {header.TransferSyntax.Name} pixel data took longer than {_timeout.TotalSeconds:0.#} s (MedServe:Dicom:DecodeTimeoutSeconds)", "(7FE0,0010)"),
-        DecodeFailure.Crashed => MedServeException.Invalid($"the {header.TransferSyntax.Name} pixel data could not be decoded: the decoder failed on it (corrupt or unsupported data)", "(7FE0,0010)"),
-        _ => MedServeException.Invalid($"the {header.TransferSyntax.Name} pixel data could not be decoded (corrupt or unsupported data)", "(7FE0,0010)"),
+        DecodeFailure.TimedOut => MedServeException.Invalid($"decoding the {syntax.Name} pixel data took longer than {_timeout.TotalSeconds:0.#} s (MedServe:Dicom:DecodeTimeoutSeconds)", "(7FE0,0010)"),
+        DecodeFailure.Crashed => MedServeException.Invalid($"the {syntax.Name} pixel data could not be decoded: the decoder failed on it (corrupt or unsupported data)", "(7FE0,0010)"),
+        _ => MedServeException.Invalid($"the {syntax.Name} pixel data could not be decoded (corrupt or unsupported data)", "(7FE0,0010)"),
     };
 
     private Worker Start()
@@ -246,6 +275,41 @@ public sealed class DicomDecoderPool : IAsyncDisposable
             var buffer = GC.AllocateUninitializedArray<byte>(checked((int)expectedBytes));
             await ReadAsync(output, buffer, ct);
             return (new DecodedPixels(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], Encoding.ASCII.GetString(photometric), buffer), DecodeFailure.None);
+        }
+
+        public async Task<(byte[]? File, DecodeFailure Failure)> DeidentifyAsync(ReadOnlyMemory<byte> file, ReadOnlyMemory<byte> key, CancellationToken ct)
+        {
+            using var kill = ct.Register(Kill);
+            var input = process.StandardInput.BaseStream;
+            var output = process.StandardOutput.BaseStream;
+            var header = new byte[16];
+            BinaryPrimitives.WriteUInt32LittleEndian(header, DicomDecoderWorker.DeidentifyMagic);
+            BinaryPrimitives.WriteInt64LittleEndian(header.AsSpan(4), key.Length);
+            BinaryPrimitives.WriteInt32LittleEndian(header.AsSpan(12), file.Length);
+            await input.WriteAsync(header, ct);
+            await input.WriteAsync(key, ct);
+            await input.WriteAsync(file, ct);
+            await input.FlushAsync(ct);
+            var status = new byte[1];
+            await ReadAsync(output, status, ct);
+            var failure = (DecodeFailure)status[0];
+            if (failure != DecodeFailure.None)
+            {
+                return failure is DecodeFailure.Unreadable or DecodeFailure.BurnedInAnnotation or DecodeFailure.WriteFailed
+                    ? (null, failure)
+                    : throw new InvalidDataException("unknown answer");
+            }
+            var size = new byte[8];
+            await ReadAsync(output, size, ct);
+            var length = BinaryPrimitives.ReadInt64LittleEndian(size);
+            // The profile removes far more than it adds: never take an answer much larger than the file.
+            if (length < 132 || length > file.Length + 64 * 1024)
+            {
+                throw new InvalidDataException("bad answer");
+            }
+            var result = new byte[length];
+            await ReadAsync(output, result, ct);
+            return (result, DecodeFailure.None);
         }
 
         private static async Task ReadAsync(Stream stream, Memory<byte> buffer, CancellationToken ct)

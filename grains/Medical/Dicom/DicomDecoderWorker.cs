@@ -4,8 +4,9 @@ using System.Text;
 namespace MedServe.Medical.Dicom;
 
 /// <summary>
-/// The decoder worker process: reads requests (a Part 10 file and the pixel bytes its checked header declares) from
-/// stdin, decodes each with GDCM (<see cref="GdcmDecoder"/>) and writes the answer to stdout, until stdin closes. A crash
+/// The decoder worker process: reads requests (a Part 10 file and the pixel bytes its checked header declares, or a file
+/// and a key to de-identify it with) from stdin, runs GDCM on each (<see cref="GdcmDecoder"/>,
+/// <see cref="DicomDeidentifier"/>) and writes the answer to stdout, until stdin closes. A crash
 /// here (GDCM aborts on some malformed input) ends this process, not the server. The host program runs it when started
 /// with <see cref="Switch"/> as its only argument.
 /// </summary>
@@ -14,7 +15,8 @@ public static class DicomDecoderWorker
     /// <summary>The command-line switch that turns the host program into a decoder worker.</summary>
     public const string Switch = "--dicom-decoder-worker";
 
-    internal const uint Magic = 0x5744534D; // "MSDW"
+    internal const uint Magic = 0x5744534D; // "MSDW": decode
+    internal const uint DeidentifyMagic = 0x4944534D; // "MSDI": de-identify (the 8-byte field is the key's length, the key precedes the file)
 
     /// <summary>Serves requests until <paramref name="input"/> ends; returns the process exit code.</summary>
     public static int Run(Stream input, Stream output)
@@ -29,6 +31,14 @@ public static class DicomDecoderWorker
             var magic = BinaryPrimitives.ReadUInt32LittleEndian(header);
             var expected = BinaryPrimitives.ReadInt64LittleEndian(header.AsSpan(4));
             var length = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(12));
+            if (magic == DeidentifyMagic && length >= 0 && expected is >= DicomDeidentifier.MinKeyBytes and <= 1024)
+            {
+                if (!Deidentify(input, output, (int)expected, length))
+                {
+                    return 2;
+                }
+                continue;
+            }
             if (magic != Magic || length < 0 || expected < 0)
             {
                 return 2;
@@ -56,6 +66,45 @@ public static class DicomDecoderWorker
                 Array.Clear(pixels.Buffer);
             }
         }
+    }
+
+    private static bool Deidentify(Stream input, Stream output, int keyLength, int length)
+    {
+        var key = new byte[keyLength];
+        var file = GC.AllocateUninitializedArray<byte>(length);
+        if (!ReadExactly(input, key) || !ReadExactly(input, file))
+        {
+            return false;
+        }
+        byte[]? result;
+        DicomDeidentifier.Refusal refusal;
+        try
+        {
+            (result, refusal) = DicomDeidentifier.Deidentify(file, key);
+        }
+        catch (Exception e) when (e is ApplicationException or SystemException)
+        {
+            (result, refusal) = (null, DicomDeidentifier.Refusal.Unreadable);
+        }
+        Array.Clear(file);
+        Array.Clear(key);
+        var status = refusal switch
+        {
+            DicomDeidentifier.Refusal.None => DecodeFailure.None,
+            DicomDeidentifier.Refusal.BurnedInAnnotation => DecodeFailure.BurnedInAnnotation,
+            DicomDeidentifier.Refusal.WriteFailed => DecodeFailure.WriteFailed,
+            _ => DecodeFailure.Unreadable,
+        };
+        output.WriteByte((byte)status);
+        if (result is not null)
+        {
+            var size = new byte[8];
+            BinaryPrimitives.WriteInt64LittleEndian(size, result.LongLength);
+            output.Write(size);
+            output.Write(result);
+        }
+        output.Flush();
+        return true;
     }
 
     private static void WriteAnswer(Stream output, DecodedPixels? pixels, DecodeFailure failure)

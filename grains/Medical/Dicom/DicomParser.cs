@@ -38,7 +38,15 @@ public static class DicomParser
     /// Parses and checks <paramref name="file"/>; <paramref name="maxPixelBytes"/> caps the decoded pixel data its header
     /// may declare (and a deflated data set's inflated size), as 413.
     /// </summary>
-    public static DicomHeader Parse(ReadOnlyMemory<byte> file, long maxPixelBytes)
+    public static DicomHeader Parse(ReadOnlyMemory<byte> file, long maxPixelBytes) => Walk(file, maxPixelBytes).Header(maxPixelBytes);
+
+    /// <summary>
+    /// Checks the structure of any Part 10 file, image or not (preamble, meta information, a transfer syntax MedServe
+    /// decodes, every element inside the file), as <see cref="Parse"/> does before it reads the image attributes.
+    /// </summary>
+    public static TransferSyntax CheckStructure(ReadOnlyMemory<byte> file, long maxInflatedBytes) => Walk(file, maxInflatedBytes).Syntax;
+
+    private static Walker Walk(ReadOnlyMemory<byte> file, long maxPixelBytes)
     {
         var bytes = file.Span;
         if (bytes.Length < 132 || !bytes.Slice(128, 4).SequenceEqual("DICM"u8))
@@ -60,7 +68,7 @@ public static class DicomParser
         {
             walker.Walk(file[dataStart..]);
         }
-        return walker.Header(maxPixelBytes);
+        return walker;
     }
 
     private static (string Uid, int DataStart) ReadMeta(ReadOnlySpan<byte> bytes)
@@ -149,6 +157,8 @@ public static class DicomParser
         private bool _pixelFound;
         private bool _encapsulated;
         private int _fragments;
+
+        public TransferSyntax Syntax => syntax;
 
         private bool BigEndian => syntax.BigEndian;
 

@@ -22,6 +22,10 @@ public enum DecodeFailure : byte
     Crashed = 4,
     /// <summary>The decoder took longer than its time limit.</summary>
     TimedOut = 5,
+    /// <summary>De-identification refused: Burned In Annotation (0028,0301) is YES.</summary>
+    BurnedInAnnotation = 6,
+    /// <summary>De-identification: GDCM could not write the file.</summary>
+    WriteFailed = 7,
 }
 
 /// <summary>
@@ -71,7 +75,7 @@ public static partial class GdcmDecoder
     }
 
     /// <summary>GDCM's warnings and errors go to stderr and may quote the file: off.</summary>
-    private static void Quiet()
+    internal static void Quiet()
     {
         lock (Once)
         {
@@ -86,7 +90,7 @@ public static partial class GdcmDecoder
     }
 
     /// <summary>An anonymous in-memory file (Linux <c>memfd_create</c>) holding the bytes, readable by name through /proc.</summary>
-    private sealed partial class MemoryFile : IDisposable
+    internal sealed partial class MemoryFile : IDisposable
     {
         private const uint CloseOnExec = 1;
         private readonly SafeFileHandle _handle;
@@ -117,6 +121,24 @@ public static partial class GdcmDecoder
                 throw;
             }
             return new MemoryFile(handle, $"/proc/self/fd/{fd}");
+        }
+
+        /// <summary>The file's whole content as it is now (after a writer wrote it).</summary>
+        public byte[] ReadAll()
+        {
+            var length = RandomAccess.GetLength(_handle);
+            var bytes = new byte[checked((int)length)];
+            var read = 0;
+            while (read < bytes.Length)
+            {
+                var n = RandomAccess.Read(_handle, bytes.AsSpan(read), read);
+                if (n == 0)
+                {
+                    break;
+                }
+                read += n;
+            }
+            return read == bytes.Length ? bytes : bytes[..read];
         }
 
         public void Dispose() => _handle.Dispose();
