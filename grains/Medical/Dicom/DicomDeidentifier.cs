@@ -224,8 +224,8 @@ public static class DicomDeidentifier
     }
 
     /// <summary>
-    /// An element of odd length (the standard wants even ones; SC_rgb_small_odd.dcm's pixel data is 27 bytes) gets its
-    /// padding byte: GDCM's writer asserts (and aborts) on an odd value length.
+    /// An element of odd length (the standard wants even ones, some writers do not) gets its padding byte before GDCM
+    /// writes the file, so the written length and the value agree.
     /// </summary>
     private static void PadOddLength(gdcm.DataSet dataSet, gdcm.DataElement element, gdcm.Tag tag, gdcm.VR.VRType vr)
     {
