@@ -84,7 +84,8 @@ public static class MedServeNode
         builder.Services.AddSingleton<ModelRouter>();
         // DICOM on the V2 infer endpoint: GDCM decodes in worker processes started from this program (see Program.cs).
         var dicom = builder.Configuration.GetSection(DicomOptions.Section).Get<DicomOptions>() ?? new DicomOptions();
-        builder.Services.AddSingleton(sp => new DicomDecoderPool(DicomWorkerCommand.ForAssembly(typeof(MedServeNode).Assembly.Location), dicom));
+        builder.Services.AddSingleton(sp => new DicomDecoderPool(DicomWorkerCommand.ForAssembly(typeof(MedServeNode).Assembly.Location), dicom,
+            sp.GetRequiredService<ILogger<DicomDecoderPool>>()));
         builder.Services.AddSingleton<DicomImageInput>();
         builder.Services.AddSingleton<NodeReadiness>();
         // Graceful stop: drain, then Kestrel lets in-flight requests finish, then the silo leaves (see ShutdownDrain).

@@ -3,6 +3,8 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace MedServe.Medical.Dicom;
 
@@ -28,7 +30,9 @@ public sealed record DicomWorkerCommand(string FileName, IReadOnlyList<string> A
     /// with the dotnet host that runs this process: <c>dotnet exec program.dll --dicom-decoder-worker</c>.
     /// </summary>
     public static DicomWorkerCommand ForAssembly(string assemblyPath) =>
-        new(DotnetHost(), ["exec", assemblyPath, DicomDecoderWorker.Switch]);
+        string.IsNullOrEmpty(assemblyPath) && Environment.ProcessPath is { } program
+            ? new(program, [DicomDecoderWorker.Switch]) // a single-file program has no assembly path: run the program itself
+            : new(DotnetHost(), ["exec", assemblyPath, DicomDecoderWorker.Switch]);
 
     private static string DotnetHost()
     {
@@ -51,10 +55,11 @@ public sealed record DicomWorkerCommand(string FileName, IReadOnlyList<string> A
 /// next request; at most <see cref="DicomOptions.EffectiveWorkers"/> decode at once (others wait their turn).
 /// Workers get no environment beyond what the runtime needs (no keys).
 /// </summary>
-public sealed class DicomDecoderPool : IAsyncDisposable
+public sealed partial class DicomDecoderPool : IAsyncDisposable
 {
     private static readonly string[] KeptEnvironment = ["PATH", "DOTNET_ROOT", "LD_LIBRARY_PATH", "TMPDIR", "HOME", "LANG"];
 
+    private readonly ILogger _logger;
     private readonly DicomWorkerCommand _command;
     private readonly TimeSpan _timeout;
     private readonly SemaphoreSlim _slots;
@@ -62,8 +67,9 @@ public sealed class DicomDecoderPool : IAsyncDisposable
     private readonly ConcurrentDictionary<Worker, byte> _all = new();
     private volatile bool _disposed;
 
-    public DicomDecoderPool(DicomWorkerCommand command, DicomOptions options)
+    public DicomDecoderPool(DicomWorkerCommand command, DicomOptions options, ILogger<DicomDecoderPool>? logger = null)
     {
+        _logger = logger ?? (ILogger)NullLogger.Instance;
         _command = command;
         _timeout = TimeSpan.FromSeconds(options.DecodeTimeoutSeconds > 0 ? options.DecodeTimeoutSeconds : 30);
         _slots = new SemaphoreSlim(options.EffectiveWorkers, options.EffectiveWorkers);
@@ -131,6 +137,7 @@ public sealed class DicomDecoderPool : IAsyncDisposable
             {
                 // The worker died (EOF), broke the protocol, or was killed at the time limit.
                 answer = (null, timeout.IsCancellationRequested ? DecodeFailure.TimedOut : DecodeFailure.Crashed);
+                WorkerLost(_logger, answer.Failure, worker.ExitCode);
             }
             if (answer.Failure is not (DecodeFailure.Crashed or DecodeFailure.TimedOut) && !_disposed)
             {
@@ -212,9 +219,28 @@ public sealed class DicomDecoderPool : IAsyncDisposable
         await Task.CompletedTask;
     }
 
+    [LoggerMessage(4001, LogLevel.Warning, "A DICOM decoder worker was lost ({Failure}, exit code {ExitCode}); its request got a 400 and a new worker takes the next one")]
+    private static partial void WorkerLost(ILogger logger, DecodeFailure failure, int? exitCode);
+
     /// <summary>One worker process and its pipes.</summary>
     private sealed class Worker(Process process)
     {
+        /// <summary>The exit code once the process has ended (a signal shows as 128 + its number), else null.</summary>
+        public int? ExitCode
+        {
+            get
+            {
+                try
+                {
+                    return process.WaitForExit(200) ? process.ExitCode : null;
+                }
+                catch (InvalidOperationException)
+                {
+                    return null;
+                }
+            }
+        }
+
         public bool HasExited
         {
             get
