@@ -33,7 +33,7 @@ public static class ExitCodes
     /// <summary>The exit code of a MedServe error kind.</summary>
     public static int Of(ErrorKind kind) => kind switch
     {
-        ErrorKind.InvalidInput or ErrorKind.TooLarge => Usage,
+        ErrorKind.InvalidInput or ErrorKind.TooLarge or ErrorKind.UnsupportedMediaType => Usage,
         ErrorKind.NotFound => NotFound,
         ErrorKind.Conflict => Conflict,
         ErrorKind.NotReady or ErrorKind.Overloaded or ErrorKind.Timeout => Unavailable,

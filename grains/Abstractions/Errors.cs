@@ -21,7 +21,7 @@ public enum ErrorKind
     Timeout,
     /// <summary>The caller's role may not do this: 403.</summary>
     Forbidden,
-    /// <summary>The body's media type (or its encoding, such as a DICOM transfer syntax) is not one the endpoint takes: 415.</summary>
+    /// <summary>The body's format, or an encoding inside it (a DICOM transfer syntax), is one this endpoint or model does not take: 415.</summary>
     UnsupportedMediaType,
 }
 
@@ -69,11 +69,11 @@ public sealed class MedServeException : Exception
 
     public static MedServeException Forbidden(string message) => new(ErrorKind.Forbidden, message);
 
-    public static MedServeException Unsupported(string message, string? field = null) => new(ErrorKind.UnsupportedMediaType, message, field);
-
     public static MedServeException Overloaded(string message) => new(ErrorKind.Overloaded, message);
 
     public static MedServeException TimedOut(string message) => new(ErrorKind.Timeout, message);
+
+    public static MedServeException Unsupported(string message, string? field = null) => new(ErrorKind.UnsupportedMediaType, message, field);
 
     /// <summary>Worth retrying later (the same request may succeed): not ready, overloaded.</summary>
     public bool IsRetryable => Kind is ErrorKind.NotReady or ErrorKind.Overloaded;

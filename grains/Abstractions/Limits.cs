@@ -24,6 +24,15 @@ public sealed class LimitsOptions
     /// <summary>Largest body of one DICOMweb STOW-RS request (a study, or part of one), in bytes.</summary>
     public long MaxStudyBytes { get; set; } = 1024L * 1024 * 1024;
 
+    /// <summary>Largest V2 infer body carrying DICOM (<c>application/dicom</c>, or a <c>multipart/related</c> series), in bytes.</summary>
+    public long MaxDicomBytes { get; set; } = 256L * 1024 * 1024;
+
+    /// <summary>
+    /// Largest decoded pixel data of one DICOM file (Rows x Columns x frames x samples x bytes per sample, as its header
+    /// declares them), in bytes: checked before anything is decoded, so a compressed file that claims huge frames is refused.
+    /// </summary>
+    public long MaxDicomPixelBytes { get; set; } = 512L * 1024 * 1024;
+
     /// <summary>Largest body of every other request (management JSON, sign-in form, metadata calls) in bytes.</summary>
     public long MaxRequestBytes { get; set; } = 1024 * 1024;
 

@@ -42,6 +42,8 @@ public sealed record TensorSpec
     /// required or default, and clinical code; records and FHIR inputs are checked against it.
     /// </summary>
     [Id(8)] public FeatureSchema[]? Features { get; init; }
+    /// <summary>For an image input: how a DICOM file or series becomes this tensor (see <see cref="ImageSchema"/>); null when the input takes no DICOM.</summary>
+    [Id(7)] public ImageSchema? Image { get; init; }
 
     public string ShapeText => "[" + string.Join(",", Shape) + "]";
 }

@@ -30,7 +30,7 @@ public static class ErrorStatus
         ErrorKind.Overloaded => "Too many requests",
         ErrorKind.Timeout => "Timed out",
         ErrorKind.Forbidden => "Forbidden",
-        ErrorKind.UnsupportedMediaType => "Unsupported Media Type",
+        ErrorKind.UnsupportedMediaType => "Unsupported media type",
         _ => "Server error",
     };
 }

@@ -73,6 +73,29 @@ public static class ManifestJson
         }
         CheckSpecs(m.Inputs, "inputs");
         CheckSpecs(m.Outputs, "outputs");
+        ImageSchemaCheck.Check(m);
+        if (m.DicomRouting is { } routing)
+        {
+            if (m.Inputs is not [{ Image: not null }])
+            {
+                throw MedServeException.Invalid("manifest.dicom_routing needs exactly one input, with an image schema: a stored study becomes that input", "manifest.dicom_routing");
+            }
+            if (routing.Modalities is null || routing.BodyParts is null)
+            {
+                throw MedServeException.Invalid("manifest.dicom_routing.modalities and body_parts may not be null", "manifest.dicom_routing");
+            }
+            if (routing.SeriesDescription is { } pattern)
+            {
+                try
+                {
+                    _ = new System.Text.RegularExpressions.Regex(pattern, System.Text.RegularExpressions.RegexOptions.None, TimeSpan.FromMilliseconds(100));
+                }
+                catch (ArgumentException)
+                {
+                    throw MedServeException.Invalid("manifest.dicom_routing.series_description is not a valid regular expression", "manifest.dicom_routing.series_description");
+                }
+            }
+        }
         if (m.Validation is { } v)
         {
             if (v.Samples is null || v.Samples.Any(x => x is null || x.Inputs is null || x.ExpectedOutputs is null

@@ -5,6 +5,7 @@ using MedServe.Dashboard.Security;
 using MedServe.Medical;
 using MedServe.Medical.Dicom;
 using Microsoft.AspNetCore.WebUtilities;
+using Microsoft.Extensions.Options;
 using Microsoft.Net.Http.Headers;
 
 namespace MedServe.Silo.Api;
@@ -26,9 +27,9 @@ public static class DicomWebEndpoints
     public static IEndpointRouteBuilder MapDicomWeb(this IEndpointRouteBuilder app)
     {
         var web = app.MapGroup("/dicomweb").RequireRateLimiting(Limits.InferPolicy);
-        web.MapPost("/studies", (HttpContext context, IGrainFactory grains) => StoreAsync(context, null, grains))
+        web.MapPost("/studies", (HttpContext context, IGrainFactory grains, DicomDecoderPool pool, DicomStudyJobs jobs, IOptions<LimitsOptions> limits) => StoreAsync(context, null, grains, pool, jobs, limits.Value))
             .RequireAuthorization(Permissions.Infer).DisableAntiforgery().Audited(AuditActions.StudyStore);
-        web.MapPost("/studies/{study}", (string study, HttpContext context, IGrainFactory grains) => StoreAsync(context, study, grains))
+        web.MapPost("/studies/{study}", (string study, HttpContext context, IGrainFactory grains, DicomDecoderPool pool, DicomStudyJobs jobs, IOptions<LimitsOptions> limits) => StoreAsync(context, study, grains, pool, jobs, limits.Value))
             .RequireAuthorization(Permissions.Infer).DisableAntiforgery().Audited(AuditActions.StudyStore);
 
         var api = app.MapGroup("/api/studies").AddEndpointFilter(ManagementEndpoints.RetryableErrors).RequireAuthorization(Permissions.Infer).RequireRateLimiting(Limits.ManagementPolicy);
@@ -51,7 +52,7 @@ public static class DicomWebEndpoints
 
     private static bool IsUid(string uid) => uid.Length is > 0 and <= 64 && uid.All(c => char.IsAsciiDigit(c) || c == '.');
 
-    private static async Task<IResult> StoreAsync(HttpContext context, string? pathStudy, IGrainFactory grains)
+    private static async Task<IResult> StoreAsync(HttpContext context, string? pathStudy, IGrainFactory grains, DicomDecoderPool pool, DicomStudyJobs jobs, LimitsOptions limits)
     {
         var request = context.Request;
         if (!MediaTypeHeaderValue.TryParse(request.ContentType, out var type) || !type.MediaType.Equals("multipart/related", StringComparison.OrdinalIgnoreCase))
@@ -69,9 +70,9 @@ public static class DicomWebEndpoints
             return Problem(MedServeException.Invalid("the multipart/related body has no boundary (Content-Type boundary)", "Content-Type"));
         }
 
-        var deidentifier = new DicomDeidentifier(await grains.GetGrain<IPseudonymKeyGrain>(0).GetKeyAsync());
-        var wantedStudy = pathStudy is null ? null : deidentifier.MapUid(pathStudy);
-        var stored = new List<(DeidentifiedInstance Instance, StudyInstance Info)>();
+        var key = await grains.GetGrain<IPseudonymKeyGrain>(0).GetKeyAsync();
+        var wantedStudy = pathStudy is null ? null : DicomDeidentifier.HashUid(pathStudy, key);
+        var stored = new List<(StoredInstance Instance, StudyInstance Info)>();
         var failed = new List<(string? SopClass, string? Sop, int Reason)>();
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         var reader = new MultipartReader(boundary, request.Body) { BodyLengthLimit = null };
@@ -87,15 +88,28 @@ public static class DicomWebEndpoints
                 }
                 using var part = new MemoryStream();
                 await ReadPartAsync(section, part, context.RequestAborted);
-                var bytes = part.GetBuffer().AsMemory(0, (int)part.Length);
-                hash.AppendData(bytes.Span);
-                DeidentifiedInstance instance;
+                var bytes = part.ToArray();
+                hash.AppendData(bytes);
+                StoredInstance instance;
                 try
                 {
-                    instance = deidentifier.Deidentify(bytes.Span);
+                    // The managed parser checks the file and reads what routing needs; GDCM de-identifies it in a worker
+                    // process (it aborts on some malformed input, never in the server's).
+                    var header = DicomParser.Parse(bytes, limits.MaxDicomPixelBytes);
+                    if (header.SopInstanceUid is null || header.SopClassUid is null)
+                    {
+                        throw MedServeException.Invalid("the file has no SOP Instance UID (0008,0018) or SOP Class UID (0008,0016)", "(0008,0018)");
+                    }
+                    var deidentified = await pool.DeidentifyAsync(bytes, key, limits.MaxDicomPixelBytes, context.RequestAborted);
+                    instance = new StoredInstance(deidentified,
+                        DicomDeidentifier.HashUid(header.StudyInstanceUid ?? "study-of-" + header.SopInstanceUid, key),
+                        DicomDeidentifier.HashUid(header.SeriesInstanceUid ?? "series-of-" + header.SopInstanceUid, key),
+                        DicomDeidentifier.HashUid(header.SopInstanceUid, key), header.SopClassUid, header.InstanceNumber,
+                        header.Modality, header.BodyPartExamined, header.SeriesDescription);
                 }
-                catch (DicomInputException)
+                catch (MedServeException e)
                 {
+                    DicomStudyJobs.Log.InstanceRefused(context.RequestServices.GetRequiredService<ILogger<DicomStudyJobs>>(), e.Kind, e.Field ?? "dicom");
                     failed.Add((null, null, CannotUnderstand));
                     continue;
                 }
@@ -114,7 +128,7 @@ public static class DicomWebEndpoints
                     InstanceNumber = instance.InstanceNumber,
                     Sha256 = Convert.ToHexStringLower(SHA256.HashData(instance.Bytes)),
                     Bytes = instance.Bytes.Length,
-                    Modality = instance.Facts.Modality,
+                    Modality = instance.Modality,
                 }));
             }
         }
@@ -130,6 +144,11 @@ public static class DicomWebEndpoints
             var studyUid = stored[0].Instance.StudyUid;
             Audit.Note(context, detail: studyUid);
             info = await grains.GetGrain<IStudyGrain>(studyUid).AddInstancesAsync([.. stored.Select(s => s.Info)], context.User.KeyIdOf());
+            var started = await jobs.StartAsync(info, [.. stored.Select(s => s.Instance)], context.User.KeyIdOf(), context.RequestAborted);
+            if (started.Length > 0)
+            {
+                info = await grains.GetGrain<IStudyGrain>(studyUid).AddJobsAsync(started);
+            }
         }
         var baseUrl = $"{request.Scheme}://{request.Host}{request.PathBase}/dicomweb/studies";
         var body = new JsonObject();

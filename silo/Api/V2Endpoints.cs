@@ -16,6 +16,9 @@ namespace MedServe.Silo.Api;
 /// </summary>
 public static partial class V2Endpoints
 {
+    /// <summary>On a DICOM series answer: the part (1-based, in the order sent) each output row came from.</summary>
+    public const string DicomRowPartsHeader = "Dicom-Row-Parts";
+
     public const string HeaderLength = "Inference-Header-Content-Length";
 
     private static readonly string ServerVersion =
@@ -113,6 +116,7 @@ public static partial class V2Endpoints
     {
         byte[]? rented = null;
         string? inputHash = null;
+        (long Max, string Setting) bodyLimit = (options.MaxInferBytes, "MedServe:MaxInferBytes, --max-infer-bytes");
         try
         {
             int? jsonLength = null;
@@ -122,15 +126,39 @@ public static partial class V2Endpoints
                     ? n
                     : throw MedServeException.Invalid($"{HeaderLength} must be a non-negative integer", HeaderLength);
             }
-            var (buffer, length) = await ReadBodyAsync(context.Request, options.MaxInferBytes, context.RequestAborted);
+            var limits = context.RequestServices.GetRequiredService<Microsoft.Extensions.Options.IOptions<LimitsOptions>>().Value;
+            var dicom = DicomContent.Classify(context.Request.ContentType, out var boundary);
+            if (dicom != DicomContent.Kind.None)
+            {
+                // DICOM (one Part 10 file, or a series as multipart/related): its own, larger body limit.
+                bodyLimit = (limits.MaxDicomBytes, $"{LimitsOptions.Section}:MaxDicomBytes");
+                if (context.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } size)
+                {
+                    size.MaxRequestBodySize = limits.MaxDicomBytes + 1;
+                }
+            }
+            var (buffer, length) = await ReadBodyAsync(context.Request, bodyLimit.Max, bodyLimit.Setting, context.RequestAborted);
             rented = buffer;
             inputHash = hashInput ? AuditChain.InputHash(buffer.AsSpan(0, length)) : null;
-            var maxElements = context.RequestServices.GetRequiredService<Microsoft.Extensions.Options.IOptions<LimitsOptions>>().Value.MaxTensorElements;
-            var (request, outputOptions) = V2Codec.ParseRequest(buffer.AsMemory(0, length), jsonLength, maxElements);
-            ArrayPool<byte>.Shared.Return(rented, clearArray: true);
-            rented = null;
-
-            var response = await router.InferAsync(name, version, request);
+            InferenceResponse response;
+            V2OutputOptions outputOptions;
+            if (dicom != DicomContent.Kind.None)
+            {
+                (response, var rowParts) = await InferDicomAsync(name, version, dicom, boundary, buffer.AsMemory(0, length), context, router, limits);
+                outputOptions = new V2OutputOptions(false, new HashSet<string>());
+                if (rowParts is not null)
+                {
+                    context.Response.Headers[DicomRowPartsHeader] = rowParts;
+                }
+            }
+            else
+            {
+                InferenceRequest request;
+                (request, outputOptions) = V2Codec.ParseRequest(buffer.AsMemory(0, length), jsonLength, limits.MaxTensorElements);
+                ArrayPool<byte>.Shared.Return(rented, clearArray: true);
+                rented = null;
+                response = await router.InferAsync(name, version, request);
+            }
             var writer = new ArrayBufferWriter<byte>(4096);
             var headerLength = V2Codec.WriteResponse(response, outputOptions, writer);
             if (headerLength is { } h)
@@ -146,7 +174,7 @@ public static partial class V2Endpoints
         }
         catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
-            return (Error(new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {options.MaxInferBytes} bytes (MedServe:MaxInferBytes, --max-infer-bytes)")), nameof(ErrorKind.TooLarge), null, inputHash);
+            return (Error(new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {bodyLimit.Max} bytes ({bodyLimit.Setting})")), nameof(ErrorKind.TooLarge), null, inputHash);
         }
         catch (Exception e) when (e is TimeoutException or OrleansException)
         {
@@ -170,11 +198,11 @@ public static partial class V2Endpoints
     }
 
     /// <summary>Reads the body into a pooled buffer; over <paramref name="max"/> bytes is 413, however it is sent.</summary>
-    private static async Task<(byte[] Buffer, int Length)> ReadBodyAsync(HttpRequest request, long max, CancellationToken ct)
+    private static async Task<(byte[] Buffer, int Length)> ReadBodyAsync(HttpRequest request, long max, string setting, CancellationToken ct)
     {
         if (request.ContentLength is { } declared && declared > max)
         {
-            throw new MedServeException(ErrorKind.TooLarge, $"request body is {declared} bytes; the limit is {max} (MedServe:MaxInferBytes, --max-infer-bytes)");
+            throw new MedServeException(ErrorKind.TooLarge, $"request body is {declared} bytes; the limit is {max} ({setting})");
         }
         // Start small whatever Content-Length claims; grow as bytes really arrive.
         var buffer = ArrayPool<byte>.Shared.Rent((int)Math.Min((request.ContentLength ?? 16 * 1024) + 1, 1024 * 1024));
@@ -185,11 +213,11 @@ public static partial class V2Endpoints
             {
                 if (length == buffer.Length)
                 {
-                    if (length >= max)
+                    if (length >= max || buffer.Length >= Array.MaxLength)
                     {
-                        throw new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {max} bytes (MedServe:MaxInferBytes, --max-infer-bytes)");
+                        throw new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {max} bytes ({setting})");
                     }
-                    var bigger = ArrayPool<byte>.Shared.Rent((int)Math.Min((long)buffer.Length * 2, max + 1));
+                    var bigger = ArrayPool<byte>.Shared.Rent((int)Math.Min(Math.Min((long)buffer.Length * 2, max + 1), Array.MaxLength));
                     buffer.AsSpan(0, length).CopyTo(bigger);
                     ArrayPool<byte>.Shared.Return(buffer, clearArray: true);
                     buffer = bigger;
@@ -202,7 +230,7 @@ public static partial class V2Endpoints
                 length += read;
                 if (length > max)
                 {
-                    throw new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {max} bytes (MedServe:MaxInferBytes, --max-infer-bytes)");
+                    throw new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {max} bytes ({setting})");
                 }
             }
             return (buffer, length);

@@ -5,6 +5,7 @@ using MedServe.Grains;
 using MedServe.Inference.Packages;
 using MedServe.Inference.Runtime;
 using MedServe.Routing;
+using MedServe.Medical.Dicom;
 using MedServe.Silo.Api;
 using MedServe.Dashboard.Security;
 using System.Net;
@@ -81,6 +82,12 @@ public static class MedServeNode
             .AddMeter(InferenceMetrics.MeterName, "Microsoft.Orleans", "Microsoft.AspNetCore.Hosting")
             .AddPrometheusExporter());
         builder.Services.AddSingleton<ModelRouter>();
+        // DICOM on the V2 infer endpoint: GDCM decodes in worker processes started from this program (see Program.cs).
+        var dicom = builder.Configuration.GetSection(DicomOptions.Section).Get<DicomOptions>() ?? new DicomOptions();
+        builder.Services.AddSingleton(sp => new DicomDecoderPool(DicomWorkerCommand.ForAssembly(typeof(MedServeNode).Assembly.Location), dicom,
+            sp.GetRequiredService<ILogger<DicomDecoderPool>>()));
+        builder.Services.AddSingleton<DicomImageInput>();
+        builder.Services.AddSingleton<MedServe.Silo.Api.DicomStudyJobs>();
         builder.Services.AddSingleton<NodeReadiness>();
         // Graceful stop: drain, then Kestrel lets in-flight requests finish, then the silo leaves (see ShutdownDrain).
         builder.Services.AddHostedService<ShutdownDrain>();

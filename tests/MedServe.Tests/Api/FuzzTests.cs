@@ -1,15 +1,35 @@
 using System.Net.Http.Headers;
 using System.Text;
+using MedServe.Tests.Dicom;
 using MedServe.Tests.Support;
 
 namespace MedServe.Tests.Api;
 
+/// <summary>A node with an image model (ct-mr-classifier) beside diabetes-linear, small DICOM limits and no rate limits: DICOM fuzz reaches the decoder.</summary>
+public sealed class DicomFuzzNode : LimitedNode
+{
+    public const int MaxDicomBytes = 2 * 1024 * 1024;
+    public const int MaxDicomPixelBytes = 8 * 1024 * 1024;
+
+    protected override string Import => $"{Path.Combine(Paths.Samples, "diabetes-linear")},{Path.Combine(Paths.Samples, "ct-mr-classifier")}";
+
+    protected override string[] Settings =>
+    [
+        "--MedServe:Limits:MaxDicomBytes", $"{MaxDicomBytes}",
+        "--MedServe:Limits:MaxDicomPixelBytes", $"{MaxDicomPixelBytes}",
+        "--MedServe:Dicom:DecoderWorkers", "2",
+        "--MedServe:Limits:InferPerSecond", "0",
+        "--MedServe:Limits:ManagementPerSecond", "0",
+    ];
+}
+
 /// <summary>
 /// Hostile input at every public endpoint: malformed JSON, invalid UTF-8, random binary, wrong content types, a
-/// multipart of garbage, zip bombs and a fake DICOM file. Only 4xx answers (never 5xx, never a dropped connection), and
-/// the node still serves afterwards. The bodies come from a fixed seed, so a failure repeats.
+/// multipart of garbage, zip bombs and fake, truncated and oversized DICOM files and series. Only 4xx answers (never 5xx,
+/// never a dropped connection), and the node still serves afterwards; hostile DICOM also goes to an image model's
+/// infer, where it reaches the parser and the decoder. The bodies come from a fixed seed, so a failure repeats.
 /// </summary>
-public sealed class FuzzTests(SmallLimitsNode node) : IClassFixture<SmallLimitsNode>
+public sealed class FuzzTests(SmallLimitsNode node, DicomFuzzNode imaging) : IClassFixture<SmallLimitsNode>, IClassFixture<DicomFuzzNode>
 {
     private static readonly (string Method, string Path)[] Endpoints = PublicEndpoints.All;
 
@@ -75,7 +95,19 @@ public sealed class FuzzTests(SmallLimitsNode node) : IClassFixture<SmallLimitsN
             new("a FHIR Patient", () => Bytes("""{"resourceType":"Patient","id":"p1","gender":"female"}"""u8.ToArray(), "application/fhir+json"), Hostile: false),
             new("a FHIR resource type that does not exist", () => Bytes("""{"resourceType":"NoSuchResource","id":"x"}"""u8.ToArray(), "application/fhir+json"), Hostile: false),
             new("a Bundle whose Observation has a string value", () => Bytes("""{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"2345-7"}]},"valueString":"high"}}]}"""u8.ToArray(), "application/fhir+json"), Hostile: false),
+            new("a truncated DICOM file", () => Bytes(DicomTestFiles.Bytes("MR_truncated.dcm"), "application/dicom")),
+            new("a DICOM file declaring huge frames", () => Bytes(HugeDimensions("MR_small_RLE.dcm"), "application/dicom")),
+            new("a DICOM series of garbage", () => Bytes([.. "--s\r\nContent-Type: application/dicom\r\n\r\n"u8, .. dicom, .. "\r\n--s\r\nContent-Type: application/dicom\r\n\r\n"u8, .. garbage, .. "\r\n--s--\r\n"u8],
+                "multipart/related; type=\"application/dicom\"; boundary=s")),
         ];
+    }
+
+    /// <summary>A real file whose header declares 65535 x 65535 pixels and 65535 frames (about 560 TB decoded).</summary>
+    private static byte[] HugeDimensions(string file)
+    {
+        var editor = DicomTestFiles.Editor.Open(file);
+        editor.SetUs(0x0028, 0x0010, 65535).SetUs(0x0028, 0x0011, 65535).Set(0x0028, 0x0008, "IS", "65535");
+        return editor.Write();
     }
 
     [Fact]
@@ -115,5 +147,94 @@ public sealed class FuzzTests(SmallLimitsNode node) : IClassFixture<SmallLimitsN
         }
         Assert.True(failures.Count == 0, $"{failures.Count} of {sent} answers were not 4xx:\n" + string.Join('\n', failures));
         await node.AssertServingAsync();
+    }
+    /// <summary>Hostile DICOM: (name, body, content type, must it be refused, or may a still-valid file be served).</summary>
+    private static List<(string Name, byte[] Body, string Type, bool MustRefuse)> DicomBodies()
+    {
+        const string file = "application/dicom";
+        const string series = "multipart/related; type=\"application/dicom\"; boundary=fz";
+        var random = new Random(20261208);
+        var cases = new List<(string, byte[], string, bool)>();
+        foreach (var name in DicomTestFiles.All)
+        {
+            var bytes = DicomTestFiles.Bytes(name);
+            // Cut short at 12 points, from nothing to one byte short (compressed files end inside a fragment).
+            for (var k = 0; k < 12; k++)
+            {
+                var cut = k == 11 ? bytes.Length - 1 : (int)((long)bytes.Length * k / 11);
+                cases.Add(($"{name} cut at {cut}", bytes[..cut], file, true));
+            }
+            // Bytes changed at random: anywhere (header), or in the last 40% (pixel data, compressed fragments).
+            for (var k = 0; k < 24; k++)
+            {
+                var copy = (byte[])bytes.Clone();
+                var from = k % 2 == 0 ? 0 : (int)(bytes.Length * 0.6);
+                for (var n = random.Next(1, 24); n > 0; n--)
+                {
+                    copy[random.Next(from, copy.Length)] = (byte)random.Next(256);
+                }
+                cases.Add(($"{name} with bytes changed ({k})", copy, file, false));
+            }
+        }
+        // Headers that declare far more pixels than the data holds: over the decoded-size limit (413), or under it with
+        // fragments for a 64x64 image (the decoder must fail, not write past its buffer).
+        foreach (var name in new[] { "MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm" })
+        {
+            cases.Add(($"{name} declaring 65535^3", HugeDimensions(name), file, true));
+            var larger = DicomTestFiles.Editor.Open(name).SetUs(0x0028, 0x0010, 1024).SetUs(0x0028, 0x0011, 1024).Write();
+            cases.Add(($"{name} declaring 1024x1024", larger, file, name == "MR_small.dcm"));
+            var frames = DicomTestFiles.Editor.Open(name).Set(0x0028, 0x0008, "IS", "7").Write();
+            cases.Add(($"{name} declaring 7 frames", frames, file, name == "MR_small.dcm"));
+        }
+        var garbage = new byte[4096];
+        random.NextBytes(garbage);
+        cases.Add(("garbage after DICM", [.. new byte[128], .. "DICM"u8, .. garbage], file, true));
+        var meta = DicomTestFiles.Bytes("MR_small.dcm")[..400];
+        cases.Add(("a real meta header, then garbage", [.. meta, .. garbage], file, true));
+        cases.Add(("a series of garbage", [.. "--fz\r\nContent-Type: application/dicom\r\n\r\n"u8, .. garbage, .. "\r\n--fz--\r\n"u8], series, true));
+        cases.Add(("a series that never ends", [.. "--fz\r\nContent-Type: application/dicom\r\n\r\n"u8, .. DicomTestFiles.Bytes("MR_small.dcm")], series, true));
+        cases.Add(("a series of 500 empty parts", [.. Enumerable.Range(0, 500).SelectMany(_ => "--fz\r\nContent-Type: application/dicom\r\n\r\n\r\n"u8.ToArray()), .. "--fz--\r\n"u8], series, true));
+        cases.Add(("a series without its type", [.. "--fz\r\n\r\n"u8, .. DicomTestFiles.Bytes("MR_small.dcm"), .. "\r\n--fz--\r\n"u8], "multipart/related; boundary=fz", true));
+        cases.Add(("over the DICOM body limit", new byte[DicomFuzzNode.MaxDicomBytes + 1], file, true));
+        return cases;
+    }
+
+    [Fact]
+    public async Task Hostile_DICOM_at_an_image_models_infer_gets_4xx_and_the_node_keeps_serving()
+    {
+        using var http = imaging.Client();
+        var failures = new List<string>();
+        var statuses = new Dictionary<int, int>();
+        var bodies = DicomBodies();
+        foreach (var (name, body, type, mustRefuse) in bodies)
+        {
+            foreach (var path in new[] { "/v2/models/ct-mr-classifier/infer", "/v2/models/ct-mr-classifier/versions/1/infer" })
+            {
+                using var content = new ByteArrayContent(body);
+                content.Headers.TryAddWithoutValidation("Content-Type", type);
+                try
+                {
+                    using var response = await http.PostAsync(path, content);
+                    var status = (int)response.StatusCode;
+                    statuses[status] = statuses.GetValueOrDefault(status) + 1;
+                    if (status >= 500 || (mustRefuse && status is < 400 or >= 500) || (status >= 400 && !(await response.Content.ReadAsStringAsync()).StartsWith("{\"error\":", StringComparison.Ordinal)))
+                    {
+                        var text = await response.Content.ReadAsStringAsync();
+                        failures.Add($"{name} -> {path}: {status} {text[..Math.Min(200, text.Length)]}");
+                    }
+                }
+                catch (HttpRequestException e)
+                {
+                    failures.Add($"{name} -> {path}: connection failed ({e.Message})");
+                }
+            }
+        }
+        Assert.True(failures.Count == 0, $"{failures.Count} of {bodies.Count * 2} answers were wrong (statuses: {string.Join(", ", statuses.Select(kv => $"{kv.Key} x{kv.Value}"))}):\n" + string.Join('\n', failures));
+        // The node serves, DICOM included: the decoder workers that died were replaced.
+        await imaging.AssertServingAsync();
+        using var good = new ByteArrayContent(DicomTestFiles.Bytes("MR_small_jp2klossless.dcm"));
+        good.Headers.ContentType = new MediaTypeHeaderValue("application/dicom");
+        using var ok = await http.PostAsync("/v2/models/ct-mr-classifier/infer", good);
+        Assert.True(ok.IsSuccessStatusCode, await ok.Content.ReadAsStringAsync());
     }
 }

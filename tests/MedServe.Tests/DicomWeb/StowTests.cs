@@ -49,6 +49,23 @@ public sealed class StowTests : IAsyncLifetime
         var instance = Assert.Single(detail["study"]!["instances"]!.AsArray())!;
         Assert.Equal("CT", instance["modality"]!.GetValue<string>());
 
+        // A CT series matches both imaging samples' routing rules: one job each, and their answers are those of the
+        // same file sent to V2 infer (where DICOM preprocessing is proven against the training pipeline's tensors).
+        var jobs = detail["study"]!["jobs"]!.AsArray().Select(j => (Model: j!["model"]!.GetValue<string>(), Id: j["job_id"]!.GetValue<string>())).ToArray();
+        Assert.Equal(["ct-bone-segmenter", "ct-mr-classifier"], jobs.Select(j => j.Model).Order(StringComparer.Ordinal));
+        var classifierJob = jobs.Single(j => j.Model == "ct-mr-classifier").Id;
+        await WaitForJobAsync(classifierJob, "Completed");
+        await WaitForJobAsync(jobs.Single(j => j.Model == "ct-bone-segmenter").Id, "Completed");
+        var results = await _http.GetStringAsync($"/api/jobs/{classifierJob}/results?format=json");
+        var item = Assert.Single(JsonNode.Parse(results)!["results"]!.AsArray())!;
+        var jobLogits = item["outputs"]!.AsArray().Single(o => o!["name"]!.GetValue<string>() == "logits")!["data"]!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
+        using var direct = await _http.PostAsync("/v2/models/ct-mr-classifier/infer", new ByteArrayContent(files[0]) { Headers = { ContentType = new MediaTypeHeaderValue("application/dicom") } });
+        var directBody = JsonNode.Parse(await direct.Content.ReadAsStringAsync())!;
+        var directLogits = directBody["outputs"]!.AsArray().Single(o => o!["name"]!.GetValue<string>() == "logits")!["data"]!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
+        Assert.Equal(directLogits.Length, jobLogits.Length);
+        Assert.All(directLogits.Zip(jobLogits), p => Assert.Equal(p.First, p.Second, 1e-5));
+        Assert.True(jobLogits[0] > jobLogits[1], "the CT slice is classified CT");
+
         // Sent by hand: a series of two files; one part that is not DICOM fails alone (202, FailedSOPSequence).
         using var multipart = new MultipartContent("related", "medserve-test-boundary");
         multipart.Headers.ContentType!.Parameters.Add(new NameValueHeaderValue("type", "\"application/dicom\""));
@@ -74,11 +91,26 @@ public sealed class StowTests : IAsyncLifetime
         var audit = await AuditedAsync("study.store");
         Assert.Contains("study.store", audit, StringComparison.Ordinal);
         var stored = Directory.GetFiles(_data, "*", SearchOption.AllDirectories).Select(f => Encoding.Latin1.GetString(File.ReadAllBytes(f)));
-        var seen = string.Join("\n", [.. stored, _node.Output, body, answer.ToJsonString(), detail.ToJsonString(), audit]);
+        var seen = string.Join("\n", [.. stored, _node.Output, body, answer.ToJsonString(), detail.ToJsonString(), audit, results]);
         foreach (var identity in identities)
         {
             Assert.DoesNotContain(identity, seen, StringComparison.Ordinal);
         }
+    }
+
+    private async Task WaitForJobAsync(string id, string state)
+    {
+        JsonNode? job = null;
+        for (var i = 0; i < 600; i++)
+        {
+            job = JsonNode.Parse(await _http.GetStringAsync($"/api/jobs/{id}"))!;
+            if (job["state"]!.GetValue<string>() == state)
+            {
+                return;
+            }
+            await Task.Delay(100);
+        }
+        throw new Xunit.Sdk.XunitException($"job {id} did not reach {state}: {job}");
     }
 
     /// <summary>The audit trail once it holds <paramref name="action"/> (the node appends in batches, within a second).</summary>

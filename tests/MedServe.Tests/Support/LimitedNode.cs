@@ -7,7 +7,7 @@ using Microsoft.Extensions.DependencyInjection;
 namespace MedServe.Tests.Support;
 
 /// <summary>
-/// An embedded node of a test class's own (diabetes-linear imported), started with extra settings (small limits), so
+/// An embedded node of a test class's own (diabetes-linear imported, unless <see cref="Import"/> says more), started with extra settings (small limits), so
 /// crossing a limit is cheap and never spends the shared <see cref="NodeFixture"/>'s budget.
 /// </summary>
 public abstract class LimitedNode : IAsyncLifetime
@@ -20,9 +20,12 @@ public abstract class LimitedNode : IAsyncLifetime
     /// <summary>Settings as command-line pairs (<c>--MedServe:Limits:MaxJobItems 3</c>).</summary>
     protected abstract string[] Settings { get; }
 
+    /// <summary>The package directories the node imports (comma-separated); diabetes-linear unless a node says otherwise.</summary>
+    protected virtual string Import => Path.Combine(Paths.Samples, "diabetes-linear");
+
     public async Task InitializeAsync()
     {
-        (_app, var address) = await InProcessNode.StartAsync(_data, Path.Combine(Paths.Samples, "diabetes-linear"), NodeProcess.FreePort(), Settings);
+        (_app, var address) = await InProcessNode.StartAsync(_data, Import, NodeProcess.FreePort(), Settings);
         BaseAddress = address;
     }
 
