@@ -21,6 +21,11 @@ public enum ErrorKind
     Timeout,
     /// <summary>The caller's role may not do this: 403.</summary>
     Forbidden,
+    /// <summary>
+    /// The replica could not run the request just now, through no fault of the input (out of memory, an execution
+    /// provider error, a failed session): 503 with Retry-After. The same request may succeed later.
+    /// </summary>
+    Unavailable,
 }
 
 /// <summary>
@@ -71,6 +76,8 @@ public sealed class MedServeException : Exception
 
     public static MedServeException TimedOut(string message) => new(ErrorKind.Timeout, message);
 
-    /// <summary>Worth retrying later (the same request may succeed): not ready, overloaded.</summary>
-    public bool IsRetryable => Kind is ErrorKind.NotReady or ErrorKind.Overloaded;
+    public static MedServeException Unavailable(string message) => new(ErrorKind.Unavailable, message);
+
+    /// <summary>Worth retrying later (the same request may succeed): not ready, overloaded, unavailable.</summary>
+    public bool IsRetryable => Kind is ErrorKind.NotReady or ErrorKind.Overloaded or ErrorKind.Unavailable;
 }

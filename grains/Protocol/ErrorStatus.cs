@@ -16,6 +16,7 @@ public static class ErrorStatus
         ErrorKind.Overloaded => 429,
         ErrorKind.Timeout => 504,
         ErrorKind.Forbidden => 403,
+        ErrorKind.Unavailable => 503,
         _ => 500,
     };
 
@@ -29,6 +30,7 @@ public static class ErrorStatus
         ErrorKind.Overloaded => "Too many requests",
         ErrorKind.Timeout => "Timed out",
         ErrorKind.Forbidden => "Forbidden",
+        ErrorKind.Unavailable => "Service unavailable",
         _ => "Server error",
     };
 }
