@@ -32,7 +32,7 @@ public sealed record GraphTensor(string Name, TensorDatatype Datatype, long[] Sh
 /// graph's real inputs (names, datatypes, ranks, fixed dimensions) and the manifest (non-finite values), so
 /// bad input answers with a message instead of a native error. Thread-safe: ONNX Runtime sessions are.
 /// </summary>
-public sealed class OnnxModel : IDisposable
+public sealed class OnnxModel : IModelRunner
 {
     private readonly InferenceSession _session;
     private readonly RunOptions _runOptions = new() { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
