@@ -130,7 +130,8 @@ public static partial class V2Endpoints
             ArrayPool<byte>.Shared.Return(rented, clearArray: true);
             rented = null;
 
-            var response = await router.InferAsync(name, version, request);
+            // A client that goes away gives up its request: the replica skips it if it has not run yet.
+            var response = await router.InferAsync(name, version, request, context.RequestAborted);
             var writer = new ArrayBufferWriter<byte>(4096);
             var headerLength = V2Codec.WriteResponse(response, outputOptions, writer);
             if (headerLength is { } h)
