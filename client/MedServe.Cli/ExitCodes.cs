@@ -36,7 +36,7 @@ public static class ExitCodes
         ErrorKind.InvalidInput or ErrorKind.TooLarge or ErrorKind.UnsupportedMediaType => Usage,
         ErrorKind.NotFound => NotFound,
         ErrorKind.Conflict => Conflict,
-        ErrorKind.NotReady or ErrorKind.Overloaded or ErrorKind.Timeout => Unavailable,
+        ErrorKind.NotReady or ErrorKind.Overloaded or ErrorKind.Timeout or ErrorKind.Unavailable => Unavailable,
         ErrorKind.Forbidden => Forbidden,
         _ => Unexpected,
     };

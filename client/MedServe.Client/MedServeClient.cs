@@ -130,6 +130,8 @@ public sealed class MedServeClient : IAsyncDisposable
             o.ClusterId = options.EffectiveClusterId;
             o.ServiceId = options.ServiceId;
         });
+        // A call that times out tells its grain: a replica then skips the request instead of running it for nobody.
+        client.Configure<ClientMessagingOptions>(o => o.CancelRequestOnTimeout = true);
         return client;
     }
 

@@ -58,12 +58,25 @@ public sealed record BatchingPolicy
     /// <summary>Timeout applied to requests that carry none, in microseconds; 0 means none.</summary>
     [Id(4)] public long DefaultTimeoutMicroseconds { get; init; }
 
+    /// <summary>
+    /// Bytes of input tensors a replica holds queued (not yet running) before it answers 429, as for a full queue: a
+    /// thousand CT volumes are not a thousand tabular rows. An empty queue takes one request of any size (the body
+    /// limits bound it). 256 MiB by default.
+    /// </summary>
+    [Id(5)] public long MaxQueueBytes { get; init; } = DefaultMaxQueueBytes;
+
+    /// <summary>The default of <see cref="MaxQueueBytes"/>: 256 MiB.</summary>
+    public const long DefaultMaxQueueBytes = 256L << 20;
+
+    /// <summary>Largest <see cref="MaxQueueBytes"/> a policy may ask for: 64 GiB.</summary>
+    public const long MaxQueueBytesLimit = 64L << 30;
+
     public bool Equals(BatchingPolicy? other) =>
         other is not null && MaxBatchSize == other.MaxBatchSize && MaxQueueDelayMicroseconds == other.MaxQueueDelayMicroseconds
         && (PreferredBatchSizes ?? []).SequenceEqual(other.PreferredBatchSizes ?? []) && MaxQueueSize == other.MaxQueueSize
-        && DefaultTimeoutMicroseconds == other.DefaultTimeoutMicroseconds;
+        && DefaultTimeoutMicroseconds == other.DefaultTimeoutMicroseconds && MaxQueueBytes == other.MaxQueueBytes;
 
-    public override int GetHashCode() => HashCode.Combine(MaxBatchSize, MaxQueueDelayMicroseconds, PreferredBatchSizes?.Length ?? 0, MaxQueueSize, DefaultTimeoutMicroseconds);
+    public override int GetHashCode() => HashCode.Combine(MaxBatchSize, MaxQueueDelayMicroseconds, PreferredBatchSizes?.Length ?? 0, MaxQueueSize, DefaultTimeoutMicroseconds, MaxQueueBytes);
 
     /// <summary>Longest timeout a request or policy may ask for: one hour.</summary>
     public const long MaxTimeoutMicroseconds = 3_600_000_000;
@@ -76,6 +89,7 @@ public sealed record BatchingPolicy
         : PreferredBatchSizes.Any(s => s < 1 || s > MaxBatchSize) ? ("batching.preferred_batch_sizes", "each must be between 1 and max_batch_size")
         : MaxQueueSize is < 1 or > 1_000_000 ? ("batching.max_queue_size", "must be between 1 and 1000000")
         : DefaultTimeoutMicroseconds is < 0 or > MaxTimeoutMicroseconds ? ("batching.default_timeout_microseconds", "must be 0 (none) or up to 3600000000 (one hour)")
+        : MaxQueueBytes is < 1 or > MaxQueueBytesLimit ? ("batching.max_queue_bytes", "must be between 1 and 68719476736 (64 GiB)")
         : null;
 }
 

@@ -23,6 +23,11 @@ public enum ErrorKind
     Forbidden,
     /// <summary>The body's format, or an encoding inside it (a DICOM transfer syntax), is one this endpoint or model does not take: 415.</summary>
     UnsupportedMediaType,
+    /// <summary>
+    /// The replica could not run the request just now, through no fault of the input (out of memory, an execution
+    /// provider error, a failed session): 503 with Retry-After. The same request may succeed later.
+    /// </summary>
+    Unavailable,
 }
 
 /// <summary>
@@ -75,6 +80,8 @@ public sealed class MedServeException : Exception
 
     public static MedServeException Unsupported(string message, string? field = null) => new(ErrorKind.UnsupportedMediaType, message, field);
 
-    /// <summary>Worth retrying later (the same request may succeed): not ready, overloaded.</summary>
-    public bool IsRetryable => Kind is ErrorKind.NotReady or ErrorKind.Overloaded;
+    public static MedServeException Unavailable(string message) => new(ErrorKind.Unavailable, message);
+
+    /// <summary>Worth retrying later (the same request may succeed): not ready, overloaded, unavailable.</summary>
+    public bool IsRetryable => Kind is ErrorKind.NotReady or ErrorKind.Overloaded or ErrorKind.Unavailable;
 }

@@ -95,9 +95,12 @@ public interface IReplicaGrain : IGrainWithStringKey
     [AlwaysInterleave]
     Task<ReplicaStatus> GetStatusAsync();
 
-    /// <summary>Runs one request. Interleaves: ONNX Runtime sessions are thread-safe.</summary>
+    /// <summary>
+    /// Runs one request. Interleaves: ONNX Runtime sessions are thread-safe. A request whose call is cancelled before it
+    /// runs (the caller cancelled, or its call timed out: silos and clients cancel on timeout) is never run.
+    /// </summary>
     [AlwaysInterleave]
-    Task<InferenceResponse> InferAsync(InferenceRequest request);
+    Task<InferenceResponse> InferAsync(InferenceRequest request, CancellationToken cancellationToken = default);
 }
 
 /// <summary>

@@ -107,8 +107,12 @@ public interface IJobGrain : IGrainWithStringKey
     [ResponseTimeout("00:02:00")]
     Task<JobItemResult[]> GetResultsAsync(int offset, int count);
 
-    /// <summary>Answers from a worker for one delivery (items by position); an item answered before is ignored.</summary>
-    Task ReportAsync(long delivery, int[] indexes, JobItemResult[] results);
+    /// <summary>
+    /// Answers from a worker for one delivery (items by position); an item answered before is ignored. Items in
+    /// <paramref name="retryLater"/> were not run for a reason not their own (the runtime failed): they are sent again
+    /// later, up to the job's attempt limit, instead of getting an error.
+    /// </summary>
+    Task ReportAsync(long delivery, int[] indexes, JobItemResult[] results, JobRetry? retryLater = null);
 
     /// <summary>A worker still has the delivery's items waiting (a full queue): its lease starts again. False when it is no longer open.</summary>
     Task<bool> RenewAsync(long delivery);
@@ -154,6 +158,12 @@ public static class JobStreams
     /// <summary>Stream namespace; the stream key is the job id, which is also the worker grain's key.</summary>
     public const string Namespace = "medserve.job-items";
 }
+
+/// <summary>Items of a delivery that could not run for a reason not their own (out of memory, an execution provider error), by position.</summary>
+[GenerateSerializer, Immutable, Alias("medserve.job-retry")]
+public sealed record JobRetry(
+    [property: Id(0)] int[] Indexes,
+    [property: Id(1)] string Reason);
 
 /// <summary>A delivery of items through the job stream.</summary>
 [GenerateSerializer, Immutable, Alias("medserve.job-work")]

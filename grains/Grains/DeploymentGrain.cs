@@ -363,7 +363,7 @@ internal sealed class DeploymentGrain(
             {
                 // Every new replica validates: replicas on other silos may run other execution providers. (Those
                 // already serving were validated when they loaded, and their queues are busy with traffic.)
-                report = await ValidationRunner.RunAsync(info.Manifest, replica.InferAsync);
+                report = await ValidationRunner.RunAsync(info.Manifest, request => replica.InferAsync(request));
                 if (!Current())
                 {
                     return;

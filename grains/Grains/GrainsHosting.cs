@@ -53,6 +53,9 @@ public static class GrainsHosting
     {
         silo.Services.AddSingleton(new ArtifactSharing(shareArtifacts));
         silo.Services.TryAddSingleton(TimeProvider.System);
+        // A call that times out tells its grain (Orleans cancels the callee's token): a replica then skips the request
+        // instead of running it for a caller that has given up (IReplicaGrain.InferAsync).
+        silo.Configure<Orleans.Configuration.SiloMessagingOptions>(o => o.CancelRequestOnTimeout = true);
         silo.AddCapabilities(capability, labels);
         var runtime = new RuntimeOptions
         {

@@ -31,6 +31,7 @@ internal sealed class ReplicaGrain(
     ArtifactStore artifacts,
     IOptions<RuntimeOptions> runtime,
     ILocalSiloDetails silo,
+    TimeProvider time,
     ILogger<ReplicaGrain> logger) : Grain, IReplicaGrain
 {
     private IBatcher? _batcher;
@@ -103,8 +104,8 @@ internal sealed class ReplicaGrain(
     public Task<ReplicaStatus> GetStatusAsync() =>
         Task.FromResult(new ReplicaStatus(Key, silo.SiloAddress.ToParsableString(), _info is not null, _info?.ExecutionProvider));
 
-    public Task<InferenceResponse> InferAsync(InferenceRequest request) =>
-        _batcher?.EnqueueAsync(request)
+    public Task<InferenceResponse> InferAsync(InferenceRequest request, CancellationToken cancellationToken = default) =>
+        _batcher?.EnqueueAsync(request, cancellationToken)
         ?? Task.FromException<InferenceResponse>(MedServeException.NotReady($"replica {Key} has no loaded session"));
 
     private async Task<ReplicaInfo> LoadSessionAsync(ModelManifest manifest, string sha256)
@@ -122,7 +123,7 @@ internal sealed class ReplicaGrain(
         var options = runtime.Value;
         // Session creation is CPU-bound native work: keep it off the grain scheduler.
         var model = await Task.Run(() => OnnxModel.Load(bytes, manifest, options));
-        _batcher = new DynamicBatcher(model, state.State.Batching, options.Executors, Key);
+        _batcher = new DynamicBatcher(model, state.State.Batching, options.Executors, Key, time);
         _info = new ReplicaInfo(Key, silo.SiloAddress.ToParsableString(), model.ExecutionProvider, DateTimeOffset.UtcNow);
         Log.ReplicaLoaded(logger, Key, sha256, model.ExecutionProvider, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
         return _info;

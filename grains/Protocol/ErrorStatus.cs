@@ -17,6 +17,7 @@ public static class ErrorStatus
         ErrorKind.Timeout => 504,
         ErrorKind.Forbidden => 403,
         ErrorKind.UnsupportedMediaType => 415,
+        ErrorKind.Unavailable => 503,
         _ => 500,
     };
 
@@ -31,6 +32,7 @@ public static class ErrorStatus
         ErrorKind.Timeout => "Timed out",
         ErrorKind.Forbidden => "Forbidden",
         ErrorKind.UnsupportedMediaType => "Unsupported media type",
+        ErrorKind.Unavailable => "Service unavailable",
         _ => "Server error",
     };
 }

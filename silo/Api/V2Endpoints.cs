@@ -157,7 +157,8 @@ public static partial class V2Endpoints
                 (request, outputOptions) = V2Codec.ParseRequest(buffer.AsMemory(0, length), jsonLength, limits.MaxTensorElements);
                 ArrayPool<byte>.Shared.Return(rented, clearArray: true);
                 rented = null;
-                response = await router.InferAsync(name, version, request);
+                // A client that goes away gives up its request: the replica skips it if it has not run yet.
+                response = await router.InferAsync(name, version, request, context.RequestAborted);
             }
             var writer = new ArrayBufferWriter<byte>(4096);
             var headerLength = V2Codec.WriteResponse(response, outputOptions, writer);

@@ -16,7 +16,11 @@ public sealed class ModelRouter(IGrainFactory grains)
     private readonly ConcurrentDictionary<(string Model, string? Version), (InferenceRoute Route, long Expires)> _routes = new();
     private readonly ConcurrentDictionary<string, StrongBox<int>> _outstanding = new(StringComparer.Ordinal);
 
-    public async Task<InferenceResponse> InferAsync(string model, string? version, InferenceRequest request)
+    /// <summary>
+    /// Runs a request on a ready replica. <paramref name="cancellationToken"/> is the caller giving up (an HTTP client
+    /// that went away): the replica then skips the request if it has not run yet.
+    /// </summary>
+    public async Task<InferenceResponse> InferAsync(string model, string? version, InferenceRequest request, CancellationToken cancellationToken = default)
     {
         string? failed = null;
         for (var attempt = 0; ; attempt++)
@@ -31,7 +35,7 @@ public sealed class ModelRouter(IGrainFactory grains)
             Interlocked.Increment(ref outstanding.Value);
             try
             {
-                return await grains.GetGrain<IReplicaGrain>(key).InferAsync(request);
+                return await grains.GetGrain<IReplicaGrain>(key).InferAsync(request, cancellationToken);
             }
             catch (MedServeException e) when (e.Kind == ErrorKind.NotReady && attempt == 0)
             {

@@ -67,7 +67,9 @@ public sealed class JobResultPart
 /// through the job stream in deliveries sized to the model's batching, at most <see cref="DeliveriesInFlight"/> at a
 /// time. Answers come back through <see cref="ReportAsync"/> and are kept by item position, so an item delivered
 /// twice still has one result. A delivery not answered or renewed within <see cref="Lease"/> is sent again (at most
-/// <see cref="MaxAttempts"/> sends per item); so is every open delivery when the job wakes after a silo loss. A crash
+/// <see cref="MaxAttempts"/> sends per item); so is every open delivery when the job wakes after a silo loss. Items a
+/// worker could not run through no fault of their own (the runtime failed: <see cref="JobRetry"/>) are sent again after
+/// a pause that grows with each send, within the same <see cref="MaxAttempts"/>; only then is that failure their error. A crash
 /// can repeat up to a second of work, never lose an answered item or keep two answers for one. Chunks hold their
 /// items and results encrypted (<see cref="ProtectionPurpose"/>, then the job id); positions and counters stay clear.
 /// </summary>
@@ -87,6 +89,9 @@ internal sealed class JobGrain(
     private static readonly TimeSpan Lease = TimeSpan.FromSeconds(20);
     private static readonly TimeSpan FlushEvery = TimeSpan.FromSeconds(1);
 
+    /// <summary>Pause before an item the runtime failed is sent again, times the sends it has had (1 s, 2 s, 3 s, 4 s).</summary>
+    private static readonly TimeSpan RetryLaterStep = TimeSpan.FromSeconds(1);
+
     private IGrainStorage? _storage;
     private IDataProtector? _protector;
     private BitArray _answered = new(0);
@@ -94,6 +99,7 @@ internal sealed class JobGrain(
     private readonly List<(int Index, JobItemResult Result)> _unwritten = [];
     private int _cursor; // next item position not yet sent
     private readonly Queue<int> _retry = new(); // positions to send again
+    private readonly List<(int Index, long Due)> _later = []; // positions to send again once Due (a Stopwatch timestamp) passes
     private readonly Dictionary<long, (int[] Items, long SentAt)> _open = [];
     private readonly Dictionary<int, JobItem[]> _itemCache = [];
     private long _nextDelivery;
@@ -307,7 +313,7 @@ internal sealed class JobGrain(
         return [.. found.Values];
     }
 
-    public async Task ReportAsync(long delivery, int[] indexes, JobItemResult[] answers)
+    public async Task ReportAsync(long delivery, int[] indexes, JobItemResult[] answers, JobRetry? retryLater = null)
     {
         if (!record.RecordExists || record.State.State != JobState.Running)
         {
@@ -317,6 +323,10 @@ internal sealed class JobGrain(
         for (var k = 0; k < answers.Length && k < indexes.Length; k++)
         {
             Answer(indexes[k], answers[k]);
+        }
+        foreach (var index in retryLater?.Indexes ?? [])
+        {
+            RetryLater(index, retryLater!.Reason);
         }
         SampleRate();
         if (Answered >= record.State.Total)
@@ -378,6 +388,40 @@ internal sealed class JobGrain(
         }
     }
 
+    /// <summary>
+    /// An item a worker could not run through no fault of its own (the runtime failed): sent again after a pause that
+    /// grows with its sends; once it has been sent <see cref="MaxAttempts"/> times, that failure is its error.
+    /// </summary>
+    private void RetryLater(int index, string reason)
+    {
+        if (index < 0 || index >= _answered.Length || _answered[index])
+        {
+            return;
+        }
+        var sends = record.State.Attempts.GetValueOrDefault(index, 1);
+        if (sends >= MaxAttempts)
+        {
+            Answer(index, new JobItemResult(ItemIdOf(index), null, $"not run after {sends} attempts: {reason}"));
+            record.State.Attempts.Remove(index);
+            return;
+        }
+        _later.Add((index, Stopwatch.GetTimestamp() + (long)(RetryLaterStep.TotalSeconds * sends * Stopwatch.Frequency)));
+    }
+
+    /// <summary>Items whose pause is over join those to send again.</summary>
+    private void QueueDueRetries()
+    {
+        var now = Stopwatch.GetTimestamp();
+        for (var k = _later.Count - 1; k >= 0; k--)
+        {
+            if (_later[k].Due <= now)
+            {
+                _retry.Enqueue(_later[k].Index);
+                _later.RemoveAt(k);
+            }
+        }
+    }
+
     /// <summary>Rebuilds the answered bits and counters from the stored result parts (after a crash or a restart).</summary>
     private async Task LoadAnsweredAsync()
     {
@@ -412,6 +456,7 @@ internal sealed class JobGrain(
     private void Start()
     {
         _retry.Clear();
+        _later.Clear();
         _open.Clear();
         _cursor = 0;
         _stream = this.GetStreamProvider(JobStreams.Provider).GetStream<JobWork>(StreamId.Create(JobStreams.Namespace, JobId));
@@ -424,6 +469,7 @@ internal sealed class JobGrain(
         _timer?.Dispose();
         _timer = null;
         _retry.Clear();
+        _later.Clear();
         _open.Clear();
         _itemCache.Clear();
     }
@@ -439,6 +485,7 @@ internal sealed class JobGrain(
         {
             Redeliver(expired);
         }
+        QueueDueRetries();
         if (Answered >= record.State.Total)
         {
             await CompleteAsync();

@@ -16,13 +16,19 @@ public interface IJobWorkerGrain : IGrainWithStringKey;
 /// run) and the outputs split back per item; a stacked request the model refuses is run item by item, so a bad item
 /// fails alone. A delivery is acknowledged to the stream at once and runs in the background; while it waits (a full
 /// queue, 429, or a replica moving, 503, retried with backoff) its lease is renewed every few seconds, so it is not
-/// sent again meanwhile. Any other error is that item's own answer.
+/// sent again meanwhile. A runtime failure that is not the items' fault (503 <see cref="ErrorKind.Unavailable"/>: out
+/// of memory, an execution provider error) is tried <see cref="RuntimeFailureTries"/> times, then its items go back to
+/// the job, which sends them again later (<see cref="JobRetry"/>): it never becomes their error at once. Any other
+/// error is that item's own answer.
 /// </summary>
 [ImplicitStreamSubscription(JobStreams.Namespace)]
 internal sealed class JobWorkerGrain(ILogger<JobWorkerGrain> logger) : Grain, IJobWorkerGrain, IStreamSubscriptionObserver, IAsyncObserver<JobWork>
 {
     private static readonly TimeSpan RetryFor = TimeSpan.FromMinutes(2);
     private static readonly TimeSpan RenewEvery = TimeSpan.FromSeconds(5);
+
+    /// <summary>Tries of a request the runtime fails (Unavailable) before its items go back to the job for later.</summary>
+    private const int RuntimeFailureTries = 3;
 
     private ModelRouter? _router;
 
@@ -49,11 +55,15 @@ internal sealed class JobWorkerGrain(ILogger<JobWorkerGrain> logger) : Grain, IJ
         var renewing = RenewAsync(job, work.Delivery, done.Token);
         try
         {
-            var answers = new JobItemResult[work.Items.Length];
-            await Task.WhenAll(Groups(work).Select(g => RunGroupAsync(work, g.Start, g.Count, answers)));
+            var answers = new JobItemResult?[work.Items.Length];
+            var later = new string?[work.Items.Length];
+            await Task.WhenAll(Groups(work).Select(g => RunGroupAsync(work, g.Start, g.Count, answers, later)));
             await done.CancelAsync();
             await renewing;
-            await job.ReportAsync(work.Delivery, work.Indexes, answers);
+            var answered = Enumerable.Range(0, answers.Length).Where(i => answers[i] is not null).ToArray();
+            var deferred = Enumerable.Range(0, later.Length).Where(i => later[i] is not null).ToArray();
+            await job.ReportAsync(work.Delivery, [.. answered.Select(i => work.Indexes[i])], [.. answered.Select(i => answers[i]!)],
+                deferred.Length == 0 ? null : new JobRetry([.. deferred.Select(i => work.Indexes[i])], later[deferred[0]]!));
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
@@ -133,7 +143,8 @@ internal sealed class JobWorkerGrain(ILogger<JobWorkerGrain> logger) : Grain, IJ
         return true;
     }
 
-    private async Task RunGroupAsync(JobWork work, int start, int count, JobItemResult[] answers)
+    /// <summary>Runs items [start, start + count): each gets an answer, or a reason to be sent again later.</summary>
+    private async Task RunGroupAsync(JobWork work, int start, int count, JobItemResult?[] answers, string?[] later)
     {
         if (count > 1)
         {
@@ -155,8 +166,14 @@ internal sealed class JobWorkerGrain(ILogger<JobWorkerGrain> logger) : Grain, IJ
                 shape[0] = total;
                 stacked[k] = new Tensor(first.Name, first.Datatype, shape, data);
             }
-            var outputs = await InferAsync(work, new InferenceRequest(stacked, work.Outputs, $"{items[0].Id}+{count - 1}") { Priority = RequestPriority.Job });
-            if (outputs is not null && outputs.All(o => o.Shape.Length > 0 && o.Shape[0] == total))
+            var outcome = await SendAsync(work, new InferenceRequest(stacked, work.Outputs, $"{items[0].Id}+{count - 1}") { Priority = RequestPriority.Job });
+            if (outcome.Later is { } reason)
+            {
+                // The runtime failed, not the items: running them one by one would only fail again. Later, all of them.
+                Array.Fill(later, reason, start, count);
+                return;
+            }
+            if (outcome.Outputs is { } outputs && outputs.All(o => o.Shape.Length > 0 && o.Shape[0] == total))
             {
                 long row = 0;
                 for (var i = 0; i < count; i++)
@@ -171,7 +188,21 @@ internal sealed class JobWorkerGrain(ILogger<JobWorkerGrain> logger) : Grain, IJ
         await Task.WhenAll(Enumerable.Range(start, count).Select(async i =>
         {
             var item = work.Items[i];
-            answers[i] = await RunItemAsync(work, item);
+            if (item.Error is { } unreadable)
+            {
+                // A row that could not become a request (a bad CSV field) is answered with its error, never run.
+                answers[i] = new JobItemResult(item.Id, null, unreadable);
+                return;
+            }
+            var outcome = await SendAsync(work, new InferenceRequest(item.Inputs, work.Outputs, item.Id) { Priority = RequestPriority.Job });
+            if (outcome.Later is { } reason)
+            {
+                later[i] = reason;
+            }
+            else
+            {
+                answers[i] = outcome.Outputs is { } outputs ? new JobItemResult(item.Id, outputs) : new JobItemResult(item.Id, null, outcome.Refused!.Message);
+            }
         }));
     }
 
@@ -183,44 +214,33 @@ internal sealed class JobWorkerGrain(ILogger<JobWorkerGrain> logger) : Grain, IJ
         return new Tensor(output.Name, output.Datatype, shape, output.Data.AsSpan((int)(row * rowBytes), (int)(rows * rowBytes)).ToArray());
     }
 
-    /// <summary>The outputs of a stacked request, or null when the model refused it.</summary>
-    private async Task<Tensor[]?> InferAsync(JobWork work, InferenceRequest request)
-    {
-        var started = Stopwatch.GetTimestamp();
-        var backoff = TimeSpan.FromMilliseconds(20);
-        while (true)
-        {
-            try
-            {
-                return (await _router!.InferAsync(work.Model, work.Version, request)).Outputs;
-            }
-            catch (Exception e) when (IsRetryable(e) && Stopwatch.GetElapsedTime(started) < RetryFor)
-            {
-                await Task.Delay(backoff);
-                backoff = TimeSpan.FromMilliseconds(Math.Min(backoff.TotalMilliseconds * 2, 1000));
-            }
-            catch (MedServeException)
-            {
-                return null;
-            }
-        }
-    }
+    /// <summary>What one request came to: its outputs, the model's refusal (the items' own error), or a reason to try later.</summary>
+    private readonly record struct Outcome(Tensor[]? Outputs, MedServeException? Refused, string? Later);
 
-    private async Task<JobItemResult> RunItemAsync(JobWork work, JobItem item)
+    /// <summary>
+    /// Sends one request, retrying what may pass: a full queue, a replica moving or a timeout for up to
+    /// <see cref="RetryFor"/>; a runtime failure (Unavailable) <see cref="RuntimeFailureTries"/> times, then "later".
+    /// </summary>
+    private async Task<Outcome> SendAsync(JobWork work, InferenceRequest request)
     {
-        if (item.Error is { } unreadable)
-        {
-            return new JobItemResult(item.Id, null, unreadable);
-        }
-        var request = new InferenceRequest(item.Inputs, work.Outputs, item.Id) { Priority = RequestPriority.Job };
         var started = Stopwatch.GetTimestamp();
         var backoff = TimeSpan.FromMilliseconds(20);
+        var runtimeBackoff = TimeSpan.FromMilliseconds(100);
+        var runtimeFailures = 0;
         while (true)
         {
             try
             {
-                var response = await _router!.InferAsync(work.Model, work.Version, request);
-                return new JobItemResult(item.Id, response.Outputs);
+                return new((await _router!.InferAsync(work.Model, work.Version, request)).Outputs, null, null);
+            }
+            catch (MedServeException e) when (e.Kind == ErrorKind.Unavailable)
+            {
+                if (++runtimeFailures >= RuntimeFailureTries)
+                {
+                    return new(null, null, e.Message);
+                }
+                await Task.Delay(runtimeBackoff);
+                runtimeBackoff *= 2;
             }
             catch (Exception e) when (IsRetryable(e) && Stopwatch.GetElapsedTime(started) < RetryFor)
             {
@@ -229,7 +249,7 @@ internal sealed class JobWorkerGrain(ILogger<JobWorkerGrain> logger) : Grain, IJ
             }
             catch (MedServeException e)
             {
-                return new JobItemResult(item.Id, null, e.Message);
+                return new(null, e, null);
             }
         }
     }

@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Diagnostics;
 using System.Threading.Channels;
 
 namespace MedServe.Inference.Runtime;
@@ -17,18 +16,26 @@ namespace MedServe.Inference.Runtime;
 /// others were queued or running, more often than the delay left. A lone request (a closed loop of one caller,
 /// or low load) runs at once, so low traffic pays no fixed delay.</item>
 /// <item>A request's timeout runs from its arrival; one that expires in the queue is answered with a timeout
-/// error at that moment and never runs.</item>
-/// <item>The queue is bounded; job items may fill only half of it, so online requests still find room.</item>
-/// <item>An ONNX Runtime error in a batch splits it in halves until the requests that cause it are alone: only
-/// they fail.</item>
+/// error at that moment and never runs. A request whose caller has given up (its cancellation token: the HTTP client
+/// went away, or the grain call timed out and Orleans cancelled it) is skipped at dispatch, never run.</item>
+/// <item>The queue is bounded by requests (<c>max_queue_size</c>) and by the bytes of their inputs
+/// (<c>max_queue_bytes</c>); job items may fill only half of either, so online requests still find room. Over a
+/// bound: 429. Requests nobody waits for any more are dropped before a new one is refused.</item>
+/// <item>A batch the model refuses as input (<see cref="ErrorKind.InvalidInput"/>) is split in halves until the
+/// requests that cause it are alone: only they fail. A runtime failure that is not the input's fault (out of memory,
+/// an execution provider error: <see cref="ErrorKind.Unavailable"/>, 503) fails every request of the batch at once,
+/// unsplit: splitting would only run the failing session again and blame nobody.</item>
 /// <item>Stopping drains: queued and running requests finish; then the session is freed.</item>
+/// <item>Time comes from a <see cref="TimeProvider"/> (the system's in production), so tests drive the queue delay
+/// and timeouts on a clock of their own.</item>
 /// </list>
 /// </summary>
 public sealed class DynamicBatcher : IBatcher
 {
     private static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(30);
 
-    private readonly OnnxModel _model;
+    private readonly IModelRunner _model;
+    private readonly TimeProvider _time;
 
     /// <summary>The replica this batcher serves (its grain key), named in every response.</summary>
     private readonly string? _replica;
@@ -41,16 +48,18 @@ public sealed class DynamicBatcher : IBatcher
     private volatile BatchingPolicy _policy;
     private volatile bool _unsplittable; // an output turned out not to follow the batch dimension
     private int _queued;  // guarded by _gate
-    private int _withDeadline; // guarded by _gate: queued requests that carry a timeout
+    private long _queuedBytes; // guarded by _gate: input bytes of the queued requests
+    private int _watched; // guarded by _gate: queued requests that carry a timeout or a cancellation token
     private int _running; // guarded by _gate
     private bool _stopping; // guarded by _gate
     private long _lastCompanyArrival; // guarded by _gate: last arrival that found others queued or running
     private double _companyGap = double.MaxValue; // guarded by _gate: smoothed gap between such arrivals (ticks)
     private int _disposed;
 
-    public DynamicBatcher(OnnxModel model, BatchingPolicy policy, int executors, string? replica = null)
+    public DynamicBatcher(IModelRunner model, BatchingPolicy policy, int executors, string? replica = null, TimeProvider? time = null)
     {
         _model = model;
+        _time = time ?? TimeProvider.System;
         _replica = replica;
         _policy = policy;
         _executors = Math.Max(1, executors);
@@ -81,13 +90,29 @@ public sealed class DynamicBatcher : IBatcher
         }
     }
 
+    /// <summary>Input bytes of the requests waiting.</summary>
+    public long QueuedBytes
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _queuedBytes;
+            }
+        }
+    }
+
     public void UpdatePolicy(BatchingPolicy policy)
     {
         _policy = policy;
         _wake.Writer.TryWrite(true);
     }
 
-    public Task<InferenceResponse> EnqueueAsync(InferenceRequest request)
+    /// <summary>
+    /// Queues a request. <paramref name="cancellationToken"/> says the caller has given up (its HTTP connection closed,
+    /// its grain call timed out): a request cancelled before it runs is never run, and its task is cancelled.
+    /// </summary>
+    public Task<InferenceResponse> EnqueueAsync(InferenceRequest request, CancellationToken cancellationToken = default)
     {
         try
         {
@@ -97,40 +122,53 @@ public sealed class DynamicBatcher : IBatcher
         {
             return Task.FromException<InferenceResponse>(e);
         }
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return Task.FromCanceled<InferenceResponse>(cancellationToken);
+        }
         var policy = _policy;
-        var now = Stopwatch.GetTimestamp();
+        var now = _time.GetTimestamp();
         var timeout = Math.Min(request.TimeoutMicroseconds > 0 ? request.TimeoutMicroseconds : policy.DefaultTimeoutMicroseconds, BatchingPolicy.MaxTimeoutMicroseconds);
-        var item = new Item(request, GroupOf(request), RowsOf(request), now, timeout);
+        var deadline = timeout > 0 ? now + (long)(timeout * (_time.TimestampFrequency / 1_000_000.0)) : 0;
+        var item = new Item(request, GroupOf(request), RowsOf(request), BytesOf(request), now, timeout, deadline, cancellationToken);
+        MedServeException? refused;
+        List<Item>? dropped = null;
         lock (_gate)
         {
-            if (_stopping)
+            refused = _stopping ? MedServeException.NotReady($"{Name} is unloading on this replica") : Refusal(item, policy);
+            if (refused is { Kind: ErrorKind.Overloaded } && _watched > 0)
             {
-                return Task.FromException<InferenceResponse>(MedServeException.NotReady($"{Name} is unloading on this replica"));
+                // Make room first: requests nobody waits for any more never keep a live one out.
+                dropped = TakeGivenUp(now);
+                refused = dropped is null ? refused : Refusal(item, policy);
             }
-            var limit = request.Priority == RequestPriority.Job ? Math.Max(1, policy.MaxQueueSize / 2) : policy.MaxQueueSize;
-            if (_queued >= limit)
+            if (refused is null)
             {
-                return Task.FromException<InferenceResponse>(MedServeException.Overloaded(
-                    $"{Name}: the queue is full ({_queued} waiting, max_queue_size {policy.MaxQueueSize}{(request.Priority == RequestPriority.Job ? ", job items may use half" : "")}); retry shortly"));
-            }
-            if (_queued + _running > 0)
-            {
-                if (_lastCompanyArrival != 0)
+                if (_queued + _running > 0)
                 {
-                    var gap = now - _lastCompanyArrival;
-                    _companyGap = _companyGap == double.MaxValue ? gap : (0.8 * _companyGap) + (0.2 * gap);
+                    if (_lastCompanyArrival != 0)
+                    {
+                        var gap = now - _lastCompanyArrival;
+                        _companyGap = _companyGap == double.MaxValue ? gap : (0.8 * _companyGap) + (0.2 * gap);
+                    }
+                    _lastCompanyArrival = now;
                 }
-                _lastCompanyArrival = now;
+                item.Node = _queues[(int)request.Priority].AddLast(item);
+                _queued++;
+                _queuedBytes += item.Bytes;
+                _watched += item.Watched ? 1 : 0;
             }
-            item.Node = _queues[(int)request.Priority].AddLast(item);
-            _queued++;
-            _withDeadline += item.Deadline != 0 ? 1 : 0;
+        }
+        Fail(dropped);
+        if (refused is not null)
+        {
+            return Task.FromException<InferenceResponse>(refused);
         }
         if (timeout > 0)
         {
             // Outside the lock: a timer that fires at once runs Expire, which takes the lock. A timer started after
             // the request was already taken to run finds it gone and does nothing.
-            item.StartTimer(TimeSpan.FromMicroseconds(timeout), Expire);
+            item.StartTimer(TimeSpan.FromMicroseconds(timeout), _time, Expire);
             lock (_gate)
             {
                 if (item.Node is null)
@@ -144,6 +182,40 @@ public sealed class DynamicBatcher : IBatcher
     }
 
     private string Name => $"{_model.Manifest.Name}:{_model.Manifest.Version}";
+
+    /// <summary>
+    /// Under the lock: why this request may not be queued now (429), or null. Job items may use half of each bound.
+    /// An empty queue takes one request of any size: the byte bound must never refuse a request forever.
+    /// </summary>
+    private MedServeException? Refusal(Item item, BatchingPolicy policy)
+    {
+        var job = item.Request.Priority == RequestPriority.Job;
+        var half = job ? ", job items may use half" : "";
+        var limit = job ? Math.Max(1, policy.MaxQueueSize / 2) : policy.MaxQueueSize;
+        if (_queued >= limit)
+        {
+            return MedServeException.Overloaded(
+                $"{Name}: the queue is full ({_queued} waiting, max_queue_size {policy.MaxQueueSize}{half}); retry shortly");
+        }
+        var maxBytes = policy.MaxQueueBytes > 0 ? policy.MaxQueueBytes : BatchingPolicy.DefaultMaxQueueBytes;
+        var byteLimit = job ? Math.Max(1, maxBytes / 2) : maxBytes;
+        if (_queued > 0 && _queuedBytes + item.Bytes > byteLimit)
+        {
+            return MedServeException.Overloaded(
+                $"{Name}: the queue is full by size ({_queuedBytes} bytes waiting, this request {item.Bytes}, max_queue_bytes {maxBytes}{half}); retry shortly");
+        }
+        return null;
+    }
+
+    private static long BytesOf(InferenceRequest request)
+    {
+        long bytes = 0;
+        foreach (var t in request.Inputs)
+        {
+            bytes += t.Data.Length;
+        }
+        return bytes;
+    }
 
     private int RowsOf(InferenceRequest request)
     {
@@ -190,13 +262,14 @@ public sealed class DynamicBatcher : IBatcher
     }
 
     /// <summary>
-    /// Dispatch path, under the lock: requests whose timeout has passed are taken out even if their timer has not
-    /// fired yet (timers run late on a busy machine), so none runs after its deadline.
+    /// Dispatch path (and a full queue), under the lock: requests whose timeout has passed are taken out even if their
+    /// timer has not fired yet (timers run late on a busy machine), so none runs after its deadline; so are requests
+    /// whose caller has given up (cancelled), so no executor runs work nobody will read.
     /// </summary>
-    private List<Item>? TakeExpired(long now)
+    private List<Item>? TakeGivenUp(long now)
     {
-        List<Item>? expired = null;
-        if (_withDeadline == 0)
+        List<Item>? given = null;
+        if (_watched == 0)
         {
             return null;
         }
@@ -205,15 +278,16 @@ public sealed class DynamicBatcher : IBatcher
             for (var node = queue.First; node is not null;)
             {
                 var next = node.Next;
-                if (node.Value.Deadline != 0 && node.Value.Deadline <= now)
+                var item = node.Value;
+                if ((item.Deadline != 0 && item.Deadline <= now) || item.GivenUp.IsCancellationRequested)
                 {
-                    (expired ??= []).Add(node.Value);
-                    Remove(node.Value);
+                    (given ??= []).Add(item);
+                    Remove(item);
                 }
                 node = next;
             }
         }
-        return expired;
+        return given;
     }
 
     private void Remove(Item item)
@@ -221,15 +295,22 @@ public sealed class DynamicBatcher : IBatcher
         item.Node!.List!.Remove(item.Node);
         item.Node = null;
         _queued--;
-        _withDeadline -= item.Deadline != 0 ? 1 : 0;
+        _queuedBytes -= item.Bytes;
+        _watched -= item.Watched ? 1 : 0;
     }
 
-    private void Fail(List<Item>? expired)
+    /// <summary>Answers requests taken out unrun: cancelled for a caller who gave up, else a timeout.</summary>
+    private void Fail(List<Item>? given)
     {
-        foreach (var item in expired ?? [])
+        foreach (var item in given ?? [])
         {
             item.StopTimer();
-            var waited = Stopwatch.GetElapsedTime(item.Enqueued);
+            if (item.GivenUp.IsCancellationRequested)
+            {
+                item.Completion.TrySetCanceled(item.GivenUp);
+                continue;
+            }
+            var waited = _time.GetElapsedTime(item.Enqueued);
             item.Completion.TrySetException(MedServeException.TimedOut(
                 $"{Name}: the request waited {waited.TotalMilliseconds:0.###} ms in the queue, past its timeout of {item.TimeoutMicroseconds} µs; it was not run"));
         }
@@ -250,7 +331,7 @@ public sealed class DynamicBatcher : IBatcher
                 List<Item>? expired = null;
                 lock (_gate)
                 {
-                    expired = TakeExpired(Stopwatch.GetTimestamp());
+                    expired = TakeGivenUp(_time.GetTimestamp());
                     if (_queued == 0)
                     {
                         if (_stopping)
@@ -263,7 +344,7 @@ public sealed class DynamicBatcher : IBatcher
                     }
                     else
                     {
-                        batch = TakeBatch(Stopwatch.GetTimestamp(), out wait);
+                        batch = TakeBatch(_time.GetTimestamp(), out wait);
                     }
                 }
                 Fail(expired);
@@ -283,7 +364,7 @@ public sealed class DynamicBatcher : IBatcher
             await _wake.Reader.WaitToReadAsync();
             return;
         }
-        using var timer = new CancellationTokenSource(wait.Value);
+        using var timer = new CancellationTokenSource(wait.Value, _time);
         try
         {
             await _wake.Reader.WaitToReadAsync(timer.Token);
@@ -329,12 +410,12 @@ public sealed class DynamicBatcher : IBatcher
             || (policy.PreferredBatchSizes.Length > 0 && rows >= policy.PreferredBatchSizes.Max() && rows == maxRows);
         if (!full && !_stopping && policy.MaxQueueDelayMicroseconds > 0 && maxRows > 1)
         {
-            var delay = (long)(policy.MaxQueueDelayMicroseconds * (Stopwatch.Frequency / 1_000_000.0));
+            var delay = (long)(policy.MaxQueueDelayMicroseconds * (_time.TimestampFrequency / 1_000_000.0));
             var remaining = first.Enqueued + delay - now;
             var companyExpected = now - _lastCompanyArrival < 2 * delay && _companyGap < remaining;
             if (remaining > 0 && companyExpected)
             {
-                wait = TimeSpan.FromTicks((long)(remaining * (TimeSpan.TicksPerSecond / (double)Stopwatch.Frequency)) + 1);
+                wait = TimeSpan.FromTicks((long)Math.Ceiling(remaining * (TimeSpan.TicksPerSecond / (double)_time.TimestampFrequency)));
                 return null;
             }
         }
@@ -348,11 +429,11 @@ public sealed class DynamicBatcher : IBatcher
 
     private void Execute(List<Item> batch)
     {
-        var started = Stopwatch.GetTimestamp();
+        var started = _time.GetTimestamp();
         foreach (var item in batch)
         {
             item.StopTimer();
-            item.QueueMilliseconds = Stopwatch.GetElapsedTime(item.Enqueued, started).TotalMilliseconds;
+            item.QueueMilliseconds = _time.GetElapsedTime(item.Enqueued, started).TotalMilliseconds;
             InferenceMetrics.RecordQueue(_model.Manifest.Name, _model.Manifest.Version, item.QueueMilliseconds / 1000.0);
         }
         try
@@ -361,9 +442,15 @@ public sealed class DynamicBatcher : IBatcher
         }
         catch (Exception e)
         {
+            var error = e switch
+            {
+                MedServeException m => m,
+                OutOfMemoryException => MedServeException.Unavailable($"{Name} could not run the request just now (out of memory); the input is not at fault"),
+                _ => new MedServeException(ErrorKind.Internal, $"{Name} failed to run ({e.GetType().Name})"),
+            };
             foreach (var item in batch)
             {
-                Answer(item, null, e as MedServeException ?? new MedServeException(ErrorKind.Internal, $"{Name} failed to run ({e.GetType().Name})"));
+                Answer(item, null, error);
             }
         }
         finally
@@ -396,7 +483,10 @@ public sealed class DynamicBatcher : IBatcher
         }
     }
 
-    /// <summary>Runs a batch; on a failure splits it in halves so that only the requests that cause it fail.</summary>
+    /// <summary>
+    /// Runs a batch. When the model refuses it as input, splits it in halves so that only the requests that cause it
+    /// fail; any other failure (the runtime's, not the input's) answers every request of the batch with it.
+    /// </summary>
     private void Run(List<Item> batch)
     {
         if (batch.Count == 1)
@@ -412,11 +502,21 @@ public sealed class DynamicBatcher : IBatcher
         {
             (outputs, elapsed) = _model.RunValidated(stacked, _model.OutputNames);
         }
-        catch (MedServeException)
+        catch (MedServeException e) when (e.Kind == ErrorKind.InvalidInput)
         {
             var half = batch.Count / 2;
             Run(batch[..half]);
             Run(batch[half..]);
+            return;
+        }
+        catch (MedServeException e)
+        {
+            // Out of memory, an execution provider error: no request is to blame, and running the halves would
+            // only run the failing session again. Every request gets the retryable error.
+            foreach (var item in batch)
+            {
+                Answer(item, null, e);
+            }
             return;
         }
         finally
@@ -520,7 +620,7 @@ public sealed class DynamicBatcher : IBatcher
             _stopping = true;
         }
         _wake.Writer.TryWrite(true);
-        var drained = await _loop.WaitAsync(DrainTimeout).ContinueWith(t => t.IsCompletedSuccessfully, TaskScheduler.Default);
+        var drained = await _loop.WaitAsync(DrainTimeout, _time).ContinueWith(t => t.IsCompletedSuccessfully, TaskScheduler.Default);
         if (!drained)
         {
             // Too much queued to finish in time: what has not started is answered "not ready" (retryable elsewhere).
@@ -548,7 +648,7 @@ public sealed class DynamicBatcher : IBatcher
         _model.Dispose();
     }
 
-    private sealed class Item(InferenceRequest request, string group, int rows, long enqueued, long timeoutMicroseconds)
+    private sealed class Item(InferenceRequest request, string group, int rows, long bytes, long enqueued, long timeoutMicroseconds, long deadline, CancellationToken givenUp)
     {
         private static readonly CancellationTokenSource Stopped = new();
         private CancellationTokenSource? _timer;
@@ -557,17 +657,24 @@ public sealed class DynamicBatcher : IBatcher
         public InferenceRequest Request { get; } = request;
         public string Group { get; } = group;
         public int Rows { get; } = rows;
+        /// <summary>Bytes of the request's input tensors, counted against <c>max_queue_bytes</c> while it waits.</summary>
+        public long Bytes { get; } = bytes;
+        /// <summary>Timestamp (of the batcher's <see cref="TimeProvider"/>) of its arrival.</summary>
         public long Enqueued { get; } = enqueued;
         public long TimeoutMicroseconds { get; } = timeoutMicroseconds;
-        /// <summary>Stopwatch timestamp after which the request must not run; 0 for none.</summary>
-        public long Deadline { get; } = timeoutMicroseconds > 0 ? enqueued + (long)(timeoutMicroseconds * (Stopwatch.Frequency / 1_000_000.0)) : 0;
+        /// <summary>Timestamp after which the request must not run; 0 for none.</summary>
+        public long Deadline { get; } = deadline;
+        /// <summary>Cancelled when the caller has given up.</summary>
+        public CancellationToken GivenUp { get; } = givenUp;
+        /// <summary>Has a deadline or a caller that may give up: the dispatch looks for it.</summary>
+        public bool Watched => Deadline != 0 || GivenUp.CanBeCanceled;
         public TaskCompletionSource<InferenceResponse> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public LinkedListNode<Item>? Node { get; set; }
         public double QueueMilliseconds { get; set; }
 
-        public void StartTimer(TimeSpan after, Action<Item> expire)
+        public void StartTimer(TimeSpan after, TimeProvider time, Action<Item> expire)
         {
-            var timer = new CancellationTokenSource(after < TimeSpan.FromMilliseconds(1) ? TimeSpan.FromMilliseconds(1) : after);
+            var timer = new CancellationTokenSource(after < TimeSpan.FromMilliseconds(1) ? TimeSpan.FromMilliseconds(1) : after, time);
             if (Interlocked.CompareExchange(ref _timer, timer, null) is not null)
             {
                 timer.Dispose(); // stopped already

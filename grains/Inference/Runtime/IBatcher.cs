@@ -6,8 +6,11 @@ namespace MedServe.Inference.Runtime;
 /// </summary>
 public interface IBatcher : IAsyncDisposable
 {
-    /// <summary>Queues a request; completes with its response or its error.</summary>
-    Task<InferenceResponse> EnqueueAsync(InferenceRequest request);
+    /// <summary>
+    /// Queues a request; completes with its response or its error. A request whose <paramref name="cancellationToken"/>
+    /// is cancelled before it runs (its caller gave up) is never run.
+    /// </summary>
+    Task<InferenceResponse> EnqueueAsync(InferenceRequest request, CancellationToken cancellationToken = default);
 
     /// <summary>Requests accepted and not yet answered (queued and running).</summary>
     int InFlight { get; }

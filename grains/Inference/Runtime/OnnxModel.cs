@@ -32,7 +32,7 @@ public sealed record GraphTensor(string Name, TensorDatatype Datatype, long[] Sh
 /// graph's real inputs (names, datatypes, ranks, fixed dimensions) and the manifest (non-finite values), so
 /// bad input answers with a message instead of a native error. Thread-safe: ONNX Runtime sessions are.
 /// </summary>
-public sealed class OnnxModel : IDisposable
+public sealed class OnnxModel : IModelRunner
 {
     private readonly InferenceSession _session;
     private readonly RunOptions _runOptions = new() { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
@@ -264,15 +264,17 @@ public sealed class OnnxModel : IDisposable
             InferenceMetrics.RecordCompute(Manifest.Name, Manifest.Version, elapsed, inputs[0].Shape.Length > 0 ? inputs[0].Shape[0] : 1);
             return (outputs, elapsed);
         }
-        catch (OnnxRuntimeException e) when (ErrorCodeOf(e) is "InvalidArgument" or "Fail" or "RuntimeException" or "InvalidGraph")
-        {
-            // Shapes and types were checked; what is left is the model refusing values (an index out of range,
-            // a reshape that does not fit). ONNX Runtime's text may quote those values: never pass it on.
-            throw MedServeException.Invalid($"{Manifest.Name}:{Manifest.Version} rejected the input values (ONNX Runtime {ErrorCodeOf(e)})");
-        }
         catch (OnnxRuntimeException e)
         {
-            throw new MedServeException(ErrorKind.Internal, $"{Manifest.Name}:{Manifest.Version} failed to run (ONNX Runtime {ErrorCodeOf(e)})");
+            // ONNX Runtime's text may quote input values: it is never passed on, only its code and a cause of our own.
+            var (kind, code, cause) = Classify(e.Message);
+            var name = $"{Manifest.Name}:{Manifest.Version}";
+            throw kind switch
+            {
+                ErrorKind.InvalidInput => MedServeException.Invalid($"{name} rejected the input values (ONNX Runtime {code})"),
+                ErrorKind.Unavailable => MedServeException.Unavailable($"{name} could not run the request just now (ONNX Runtime {code}: {cause}); the input is not at fault"),
+                _ => new MedServeException(ErrorKind.Internal, $"{name} failed to run (ONNX Runtime {code})"),
+            };
         }
         finally
         {
@@ -330,12 +332,54 @@ public sealed class OnnxModel : IDisposable
         _ => throw MedServeException.Invalid($"tensor '{name}' has element type {type}, which this server does not serve", "model"),
     };
 
+    /// <summary>Texts of ONNX Runtime's own errors that say a resource ran out, not that the input was wrong.</summary>
+    private static readonly string[] OutOfMemory =
+    [
+        "Failed to allocate memory", "Available memory of", "bad_alloc", "bad allocation", "out of memory",
+        "Cannot allocate memory", "cudaErrorMemoryAllocation",
+    ];
+
+    /// <summary>Texts of execution provider failures (CUDA, cuDNN, cuBLAS, TensorRT): the device, not the input.</summary>
+    private static readonly string[] ProviderFailure =
+    [
+        "CUDA failure", "CUDA error", "CUDNN failure", "CUDNN error", "CUBLAS failure", "CUBLAS error", "cudaError",
+        "CUFFT failure", "CURAND failure", "NCCL failure", "[TensorRT EP]", "TensorRT EP failed",
+    ];
+
+    /// <summary>
+    /// What an ONNX Runtime error in a run means for the caller (the text is only read, never passed on). Names,
+    /// types, shapes and values were checked before the run, so what is left is either the graph refusing the input
+    /// (a Gather index out of range, a Reshape that does not fit: <see cref="ErrorKind.InvalidInput"/>, bisected in a
+    /// batch) or the runtime failing (memory, an execution provider, the session: <see cref="ErrorKind.Unavailable"/>,
+    /// 503 and retry). The code alone does not tell them apart: ONNX Runtime 1.31 reports both a Reshape that does
+    /// not fit and an allocation that fails as <c>Fail</c> (a check that throws inside a kernel), so a <c>Fail</c>
+    /// is the runtime's only when its text says memory or a device gave out. <c>RuntimeException</c> (a C++
+    /// exception that reached the API, e.g. <c>std::bad_alloc</c>), <c>EngineError</c> and the execution provider
+    /// code (native <c>ORT_EP_FAIL</c> = 11, which the .NET enum still names <c>ShapeInferenceNotRegistered</c>) are
+    /// the runtime's. <c>NotImplemented</c> (no kernel for this case) will not pass by retrying: a server error.
+    /// </summary>
+    public static (ErrorKind Kind, string Code, string Cause) Classify(string ortMessage)
+    {
+        var code = ErrorCodeOf(ortMessage);
+        var outOfMemory = Array.Exists(OutOfMemory, m => ortMessage.Contains(m, StringComparison.OrdinalIgnoreCase));
+        var provider = Array.Exists(ProviderFailure, m => ortMessage.Contains(m, StringComparison.OrdinalIgnoreCase))
+            || code is "ShapeInferenceNotRegistered" or "EPFail" or "11";
+        var cause = outOfMemory ? "out of memory" : provider ? "execution provider error" : "runtime error";
+        return code switch
+        {
+            "InvalidArgument" or "InvalidGraph" => (ErrorKind.InvalidInput, code, "the graph refused the input"),
+            "NotImplemented" => (ErrorKind.Internal, code, "not implemented"),
+            "Fail" when !outOfMemory && !provider => (ErrorKind.InvalidInput, code, "the graph refused the input"),
+            _ => (ErrorKind.Unavailable, code, cause),
+        };
+    }
+
     /// <summary>The code ONNX Runtime puts first in its messages (<c>[ErrorCode:InvalidArgument] ...</c>).</summary>
-    private static string ErrorCodeOf(OnnxRuntimeException e)
+    private static string ErrorCodeOf(string message)
     {
         const string prefix = "[ErrorCode:";
-        var end = e.Message.IndexOf(']', StringComparison.Ordinal);
-        return e.Message.StartsWith(prefix, StringComparison.Ordinal) && end > prefix.Length ? e.Message[prefix.Length..end] : "Unknown";
+        var end = message.IndexOf(']', StringComparison.Ordinal);
+        return message.StartsWith(prefix, StringComparison.Ordinal) && end > prefix.Length ? message[prefix.Length..end] : "Unknown";
     }
 
     private static string FirstLine(string message)

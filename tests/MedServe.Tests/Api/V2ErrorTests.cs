@@ -151,4 +151,34 @@ public sealed class V2ErrorTests(NodeFixture node)
         Assert.Contains("limit", (await NodeFixture.ReadJsonAsync(response))!["error"]!.GetValue<string>(), StringComparison.Ordinal);
         await node.AssertHealthyAsync();
     }
+
+    [Fact]
+    public async Task A_runtime_failure_is_a_503_with_Retry_After_and_an_input_the_graph_refuses_stays_a_400()
+    {
+        // ConstantOfShape: the input's values are the output's shape. [2^30, 2^30] floats (4 EiB) run ONNX Runtime out
+        // of memory: not the input's type or shape, and the same model serves the next request.
+        var (zeros, zerosBody) = await node.UploadAsync(Manifests.Single("zeros", "1",
+            ("shape", TensorDatatype.INT64, [2], [2], [1, 2]), ("zeros", TensorDatatype.FP32, [-1, -1], [1, 2], [0, 0])), OnnxBuilder.Zeros());
+        Assert.True(zeros == 201, zerosBody?.ToJsonString());
+        await node.DeployAsync("zeros", "1");
+        using var oom = await node.Http.PostAsync("/v2/models/zeros/infer", new StringContent(
+            """{"inputs":[{"name":"shape","datatype":"INT64","shape":[2],"data":[1073741824,1073741824]}]}""", Encoding.UTF8, "application/json"));
+        var error = (await NodeFixture.ReadJsonAsync(oom))!["error"]!.GetValue<string>();
+        Assert.Equal(503, (int)oom.StatusCode);
+        Assert.Equal("1", oom.Headers.GetValues("Retry-After").Single());
+        Assert.Equal("zeros:1 could not run the request just now (ONNX Runtime Fail: out of memory); the input is not at fault", error);
+        var (served, body) = await node.PostRawAsync("/v2/models/zeros/infer", """{"inputs":[{"name":"shape","datatype":"INT64","shape":[2],"data":[2,3]}]}""");
+        Assert.True(served == 200, body?.ToJsonString());
+        Assert.Equal([2, 3], body!["outputs"]![0]!["shape"]!.AsArray().Select(d => d!.GetValue<int>()).ToArray());
+
+        // Reshape to [-1, 3]: 4 values do not fit. ONNX Runtime calls it Fail too, but it is the input's fault: 400.
+        var (reshape, reshapeBody) = await node.UploadAsync(Manifests.Single("reshape-3", "1",
+            ("x", TensorDatatype.FP32, [-1], [3], [1, 2, 3]), ("y", TensorDatatype.FP32, [-1, 3], [1, 3], [1, 2, 3])), OnnxBuilder.Reshape(3));
+        Assert.True(reshape == 201, reshapeBody?.ToJsonString());
+        await node.DeployAsync("reshape-3", "1");
+        var (refused, refusal) = await node.PostRawAsync("/v2/models/reshape-3/infer", """{"inputs":[{"name":"x","datatype":"FP32","shape":[4],"data":[1,2,3,4]}]}""");
+        Assert.Equal(400, refused);
+        Assert.Equal("reshape-3:1 rejected the input values (ONNX Runtime Fail)", refusal!["error"]!.GetValue<string>());
+        await node.AssertHealthyAsync();
+    }
 }

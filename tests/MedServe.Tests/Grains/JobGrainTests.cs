@@ -127,4 +127,53 @@ public sealed class JobGrainTests(GrainClusterFixture fixture)
         Assert.DoesNotContain(id, conflict.Message, StringComparison.Ordinal); // a job id may be a patient identifier: never echoed
         Assert.Equal(40, (await WaitEndedAsync(id)).Succeeded);
     }
+
+    [Fact]
+    public async Task An_item_the_runtime_fails_is_sent_again_later_and_gets_that_error_only_after_its_last_attempt()
+    {
+        // ConstantOfShape: an item's values are its output's shape. [2^30, 2^30] floats (4 EiB) run ONNX Runtime out of
+        // memory on every try: a 503, not the item's fault. [2^40, 2^40] overflows, which the graph refuses: the item's.
+        var manifest = new ModelManifest
+        {
+            Name = "zeros-job",
+            Version = "1",
+            Inputs = [new TensorSpec { Name = "shape", Datatype = TensorDatatype.INT64, Shape = [2] }],
+            Outputs = [new TensorSpec { Name = "zeros", Datatype = TensorDatatype.FP32, Shape = [-1, -1] }],
+        };
+        var onnx = OnnxBuilder.Zeros();
+        var sha = await new MedServe.Inference.Packages.ArtifactStore(Path.Combine(fixture.DataDirectory, "artifacts")).PutAsync(onnx);
+        var model = fixture.Client.GetGrain<IModelGrain>(manifest.Name);
+        if (await model.GetVersionAsync("1") is null)
+        {
+            await model.RegisterVersionAsync(manifest, sha, onnx.Length);
+        }
+        var deployment = fixture.Client.GetGrain<IDeploymentGrain>(GrainKeys.Deployment(manifest.Name, "1"));
+        await deployment.DeployAsync(new DeploymentSpec());
+        Assert.Equal(DeploymentState.Ready, (await deployment.WaitSettledAsync(TimeSpan.FromMinutes(1))).State);
+
+        var id = "later-" + Guid.NewGuid().ToString("N")[..8];
+        var job = fixture.Client.GetGrain<IJobGrain>(id);
+        await job.SubmitAsync(new JobSubmission
+        {
+            Model = manifest.Name,
+            Items =
+            [
+                new JobItem("fits", [TensorTypes.Create<long>("shape", [2], [2, 3])]),
+                new JobItem("too-big", [TensorTypes.Create<long>("shape", [2], [1L << 30, 1L << 30])]),
+                new JobItem("overflows", [TensorTypes.Create<long>("shape", [2], [1L << 40, 1L << 40])]),
+            ],
+        });
+        var done = await WaitEndedAsync(id);
+        Assert.Equal(JobState.Completed, done.State);
+        Assert.Equal(1, done.Succeeded);
+        Assert.Equal(2, done.Failed);
+
+        var results = (await job.GetResultsAsync()).ToDictionary(r => r.ItemId);
+        Assert.Equal([2L, 3L], results["fits"].Outputs![0].Shape);
+        // Only the job's retry-later path writes this: five sends, each failed by the runtime, then its error.
+        Assert.Equal("not run after 5 attempts: zeros-job:1 could not run the request just now (ONNX Runtime Fail: out of memory); the input is not at fault",
+            results["too-big"].Error);
+        // The item's own fault is its answer at once.
+        Assert.Equal("zeros-job:1 rejected the input values (ONNX Runtime Fail)", results["overflows"].Error);
+    }
 }

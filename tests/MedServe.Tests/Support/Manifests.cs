@@ -42,4 +42,30 @@ public static class Manifests
             },
         };
     }
+
+    /// <summary>A manifest of one input and one output, with one validation sample (values as doubles).</summary>
+    public static Dictionary<string, object?> Single(string name, string version,
+        (string Name, TensorDatatype Datatype, long[] Shape, long[] SampleShape, double[] SampleData) input,
+        (string Name, TensorDatatype Datatype, long[] Shape, long[] SampleShape, double[] SampleData) output) => new()
+        {
+            ["name"] = name,
+            ["version"] = version,
+            ["description"] = "test model",
+            ["inputs"] = new[] { new Dictionary<string, object?> { ["name"] = input.Name, ["datatype"] = input.Datatype.ToString(), ["shape"] = input.Shape } },
+            ["outputs"] = new[] { new Dictionary<string, object?> { ["name"] = output.Name, ["datatype"] = output.Datatype.ToString(), ["shape"] = output.Shape } },
+            ["intended_use"] = "tests",
+            ["provenance"] = new Dictionary<string, object?> { ["trained_by"] = "OnnxBuilder" },
+            ["validation"] = new Dictionary<string, object?>
+            {
+                ["tolerance"] = 0,
+                ["samples"] = new[]
+                {
+                    new Dictionary<string, object?>
+                    {
+                        ["inputs"] = new Dictionary<string, object> { [input.Name] = new { shape = input.SampleShape, data = input.SampleData } },
+                        ["expected_outputs"] = new Dictionary<string, object> { [output.Name] = new { shape = output.SampleShape, data = output.SampleData } },
+                    },
+                },
+            },
+        };
 }

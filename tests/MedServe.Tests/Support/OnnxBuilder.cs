@@ -62,6 +62,44 @@ public static class OnnxBuilder
             .ToArray();
     }
 
+    /// <summary>
+    /// Reshape model: output <c>y</c> is input <c>x</c> [N] (FP32) reshaped to [-1, <paramref name="columns"/>]. An N
+    /// that is not a multiple of the columns passes every shape check (the input is dynamic) and is refused by ONNX
+    /// Runtime inside the kernel, with the code <c>Fail</c>: the input's fault, not the runtime's.
+    /// </summary>
+    public static byte[] Reshape(long columns)
+    {
+        var graph = new ProtoWriter();
+        graph.Message(1, new ProtoWriter().String(1, "x").String(1, "to").String(2, "y").String(3, "reshape").String(4, "Reshape"));
+        graph.String(2, "reshape");
+        graph.Message(5, new ProtoWriter().Varint(1, 2).Varint(2, 7).Varint(7, -1).Varint(7, columns).String(8, "to"));
+        graph.Message(11, ValueInfo("x", new Io("x", TensorDatatype.FP32, [null])));
+        graph.Message(12, ValueInfo("y", new Io("y", TensorDatatype.FP32, [null, columns])));
+        return Model(graph);
+    }
+
+    /// <summary>
+    /// Zeros model: output <c>zeros</c> (FP32) has the shape given by the values of input <c>shape</c> (INT64 [2]), as
+    /// ConstantOfShape makes it. A shape of [2^30, 2^30] (4 EiB) is an allocation no machine can make: ONNX Runtime
+    /// runs out of memory, a runtime failure that is not the input's shape or type.
+    /// </summary>
+    public static byte[] Zeros()
+    {
+        var graph = new ProtoWriter();
+        graph.Message(1, new ProtoWriter().String(1, "shape").String(2, "zeros").String(3, "zeros").String(4, "ConstantOfShape"));
+        graph.String(2, "zeros");
+        graph.Message(11, ValueInfo("shape", new Io("shape", TensorDatatype.INT64, [2])));
+        graph.Message(12, ValueInfo("zeros", new Io("zeros", TensorDatatype.FP32, [null, null])));
+        return Model(graph);
+    }
+
+    private static byte[] Model(ProtoWriter graph) => new ProtoWriter()
+        .Varint(1, 8)
+        .String(2, "medserve-tests")
+        .Message(7, graph)
+        .Message(8, new ProtoWriter().String(1, "").Varint(2, 13))
+        .ToArray();
+
     private static ProtoWriter ValueInfo(string name, Io io)
     {
         var shape = new ProtoWriter();
