@@ -253,7 +253,7 @@ public static class SecurityHosting
     private static Task ApiOr(RedirectContext<CookieAuthenticationOptions> context, int status, string error)
     {
         var path = context.Request.Path;
-        if (path.StartsWithSegments("/api") || path.StartsWithSegments("/v2") || path.StartsWithSegments("/fhir") || path.StartsWithSegments("/openapi") || path.StartsWithSegments("/metrics") || path.StartsWithSegments("/orleans/api"))
+        if (path.StartsWithSegments("/api") || path.StartsWithSegments("/v2") || path.StartsWithSegments("/fhir") || path.StartsWithSegments("/dicomweb") || path.StartsWithSegments("/openapi") || path.StartsWithSegments("/metrics") || path.StartsWithSegments("/orleans/api"))
         {
             context.Response.StatusCode = status;
             return context.Response.WriteAsJsonAsync(new { error });

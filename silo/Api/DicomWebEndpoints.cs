@@ -62,7 +62,7 @@ public static class DicomWebEndpoints
         var partType = HeaderUtilities.RemoveQuotes(type.Parameters.FirstOrDefault(p => p.Name.Equals("type", StringComparison.OrdinalIgnoreCase))?.Value ?? default).Value;
         if (partType is not null && !partType.Equals(MedicalFormats.Dicom, StringComparison.OrdinalIgnoreCase))
         {
-            return Problem(MedServeException.Unsupported($"STOW-RS here takes instances as application/dicom, not {Safe(partType)} (Content-Type type)", "Content-Type"));
+            return Problem(MedServeException.Unsupported("STOW-RS here takes instances as application/dicom (Content-Type type=\"application/dicom\")", "Content-Type"));
         }
         var boundary = HeaderUtilities.RemoveQuotes(type.Boundary).Value;
         if (string.IsNullOrEmpty(boundary) || boundary.Length > 200)
@@ -211,7 +211,6 @@ public static class DicomWebEndpoints
 
     private static JsonObject Sequence(IEnumerable<JsonObject> items) => new() { ["vr"] = "SQ", ["Value"] = new JsonArray([.. items]) };
 
-    private static string Safe(string value) => value.Length <= 64 && value.All(c => char.IsAsciiLetterOrDigit(c) || c is '/' or '+' or '-' or '.') ? value : "that type";
 
     private static IResult Problem(MedServeException e) => HttpErrors.Problem(e);
 }

@@ -106,6 +106,9 @@ public sealed class SecurityTests : IAsyncLifetime
         ("GET", "/api/jobs", null, Permissions.Infer),
         ("POST", "/api/jobs", "{}", Permissions.Infer),
         ("GET", "/api/jobs/no-such-job", null, Permissions.Infer),
+        ("POST", "/dicomweb/studies", "{}", Permissions.Infer),
+        ("GET", "/api/studies", null, Permissions.Infer),
+        ("GET", "/api/studies/1.2.3", null, Permissions.Infer),
         ("GET", "/api/keys", null, Permissions.Admin),
         ("POST", "/api/keys", """{"name":"","role":"viewer"}""", Permissions.Admin),
         ("DELETE", "/api/keys/000000000000", null, Permissions.Admin),
@@ -126,7 +129,7 @@ public sealed class SecurityTests : IAsyncLifetime
 
     /// <summary>Pages people open in a browser (the app's, the API reference, the Orleans Dashboard): without a key they send you to sign in.</summary>
     private static bool IsPage(string path) => path is "/api-reference" or "/orleans/"
-        || (!path.StartsWith("/api", StringComparison.Ordinal) && !path.StartsWith("/v2", StringComparison.Ordinal) && !path.StartsWith("/fhir", StringComparison.Ordinal)
+        || (!path.StartsWith("/api", StringComparison.Ordinal) && !path.StartsWith("/v2", StringComparison.Ordinal) && !path.StartsWith("/fhir", StringComparison.Ordinal) && !path.StartsWith("/dicomweb", StringComparison.Ordinal)
             && !path.StartsWith("/openapi", StringComparison.Ordinal) && path is not "/metrics" and not "/signin");
 
     private static async Task<HttpResponseMessage> SendAsync(HttpClient http, string method, string path, string? body)
