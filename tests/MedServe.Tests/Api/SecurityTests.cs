@@ -121,6 +121,8 @@ public sealed class SecurityTests : IAsyncLifetime
         ("GET", "/upload", null, Permissions.ManageModels),
         ("GET", "/try", null, Permissions.Infer),
         ("GET", "/jobs", null, Permissions.Infer),
+        ("GET", "/studies", null, Permissions.Infer),
+        ("GET", "/api/studies", null, Permissions.Infer),
         ("GET", "/keys", null, Permissions.Admin),
     ];
 

@@ -31,5 +31,6 @@ public static class PublicEndpoints
         ("POST", "/v2/models/breast-cancer-logreg/records"), ("POST", "/v2/models/no-such-model/records"),
         ("POST", "/fhir/models/diabetes-linear/$predict"), ("POST", "/fhir/models/diabetes-linear/versions/1/$predict"),
         ("POST", "/fhir/models/breast-cancer-logreg/$predict"), ("POST", "/fhir/models/no-such-model/$predict"),
+        ("POST", "/api/jobs?model=ct-mr-classifier"), ("GET", "/api/studies"), ("GET", "/api/studies/1.2.3"), ("GET", "/studies"),
     ];
 }
