@@ -65,7 +65,7 @@ public sealed class DicomWebAppTests(NodeFixture node) : IAsyncLifetime
             Assert.InRange(Math.Abs(shown - expected[i]), 0, 1e-6);
         }
         Assert.True(expected[1] > 0.5, "MR_small is classified MR");
-        await BrowserSession.ScreenshotAsync(page, "19-try-it-dicom");
+        await BrowserSession.ScreenshotAsync(page, "23-try-it-dicom");
 
         // The bone segmenter on a CT slice: the preview at the model's 256x256, the mask V2 answers drawn over it.
         await page.GotoAsync("/try/ct-bone-segmenter");
@@ -76,7 +76,7 @@ public sealed class DicomWebAppTests(NodeFixture node) : IAsyncLifetime
         var mask = (await V2Async("ct-bone-segmenter", "CT_small.dcm"))["outputs"]![0]!["data"]!.AsArray().Count(v => v!.GetValue<double>() >= 0.5);
         Assert.True(mask > 0, "CT_small has bone");
         await Expect(caption).ToContainTextAsync($"mask: {mask} pixels (red)");
-        await BrowserSession.ScreenshotAsync(page, "20-try-it-dicom-segmenter");
+        await BrowserSession.ScreenshotAsync(page, "24-try-it-dicom-segmenter");
 
         // A file the model cannot take (NM for a CT/MR classifier) is refused in words.
         await page.GotoAsync("/try/ct-mr-classifier");
@@ -97,7 +97,7 @@ public sealed class DicomWebAppTests(NodeFixture node) : IAsyncLifetime
         await Expect(page.Locator("#job-answered")).ToContainTextAsync("2 of 2");
         await Expect(page.Locator("#job-progress")).ToContainTextAsync("dicom");
         await Expect(page.Locator("#results-table tbody tr")).ToHaveCountAsync(2);
-        await BrowserSession.ScreenshotAsync(page, "21-job-dicom-zip");
+        await BrowserSession.ScreenshotAsync(page, "25-job-dicom-zip");
 
         // One result per file, each V2 DICOM infer's answer for that file (the CT first: its series comes first).
         var id = new Uri(page.Url).AbsolutePath.Split('/')[^1];
@@ -150,7 +150,7 @@ public sealed class DicomWebAppTests(NodeFixture node) : IAsyncLifetime
         var classifier = row.Locator(".study-job[data-model=ct-mr-classifier]");
         await Expect(classifier.Locator("[data-state=Completed]")).ToBeVisibleAsync(new() { Timeout = 60_000 });
         await Expect(row.Locator(".study-job[data-model=ct-bone-segmenter] [data-state=Completed]")).ToBeVisibleAsync(new() { Timeout = 60_000 });
-        await BrowserSession.ScreenshotAsync(page, "22-studies");
+        await BrowserSession.ScreenshotAsync(page, "26-studies");
 
         // Its job's link opens the job: one item, answered.
         await classifier.Locator("a").ClickAsync();
