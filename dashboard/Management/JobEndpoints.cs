@@ -38,7 +38,8 @@ public static partial class JobEndpoints
     /// <c>POST /api/jobs</c>. Either <c>text/csv</c> with <c>?model=</c> (and optional <c>version</c>, <c>id</c>,
     /// <c>columns</c>, <c>outputs</c>): one item per row, an <c>id</c> column naming the items, the feature columns
     /// matched by name unless <c>columns</c> names them (see <see cref="CsvRecords.ReadItems"/>); or JSON
-    /// <c>{"model", "version", "id", "outputs", "items": [V2 requests: {"id", "inputs"}]}</c>. Answers 202 with the job.
+    /// <c>{"model", "version", "id", "outputs", "items": [V2 requests: {"id", "inputs"}]}</c>; or DICOM for an image model
+    /// (<see cref="DicomSubmissionAsync"/>). Answers 202 with the job.
     /// </summary>
     private static async Task<IResult> SubmitAsync(HttpRequest request, IGrainFactory grains, ModelRouter router, IOptions<LimitsOptions> options, CancellationToken ct)
     {
