@@ -77,6 +77,7 @@ public static class WebApp
         app.MapManagementApi();
         app.MapSiloApi();
         app.MapJobApi();
+        app.MapStudyApi();
         app.MapKeyApi();
         app.MapAuditApi();
         app.MapOpenApi("/openapi/{documentName}.json").RequireAuthorization(Permissions.View).RequireRateLimiting(Limits.ManagementPolicy);

@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using MedServe.Protocol;
 using MedServe.Dashboard.Security;
+using MedServe.Dashboard.Services;
 using MedServe.Routing;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -13,7 +14,7 @@ using Microsoft.Extensions.Options;
 namespace MedServe.Dashboard.Management;
 
 /// <summary>
-/// Async jobs over the management API: submit a CSV of records or a set of V2 tensors, watch progress, cancel,
+/// Async jobs over the management API: submit a CSV of records, a set of V2 tensors or DICOM files, watch progress, cancel,
 /// download results as JSON or CSV, delete (which removes the job's stored inputs and results).
 /// </summary>
 public static partial class JobEndpoints
@@ -37,7 +38,8 @@ public static partial class JobEndpoints
     /// <c>POST /api/jobs</c>. Either <c>text/csv</c> with <c>?model=</c> (and optional <c>version</c>, <c>id</c>,
     /// <c>columns</c>, <c>outputs</c>): one item per row, an <c>id</c> column naming the items, the feature columns
     /// matched by name unless <c>columns</c> names them (see <see cref="CsvRecords.ReadItems"/>); or JSON
-    /// <c>{"model", "version", "id", "outputs", "items": [V2 requests: {"id", "inputs"}]}</c>. Answers 202 with the job.
+    /// <c>{"model", "version", "id", "outputs", "items": [V2 requests: {"id", "inputs"}]}</c>; or DICOM for an image model
+    /// (<see cref="DicomSubmissionAsync"/>). Answers 202 with the job.
     /// </summary>
     private static async Task<IResult> SubmitAsync(HttpRequest request, IGrainFactory grains, ModelRouter router, IOptions<LimitsOptions> options, CancellationToken ct)
     {
@@ -67,9 +69,15 @@ public static partial class JobEndpoints
         {
             (submission, id) = JsonItems(body, limits);
         }
+        else if (mediaType is DicomContent.Dicom or "multipart/related" || DicomJobs.IsZip(mediaType))
+        {
+            submission = await DicomSubmissionAsync(request, mediaType, body, limits, List("outputs"), ct);
+            id = request.Query["id"].ToString() is { Length: > 0 } given ? given : null;
+        }
         else
         {
-            throw MedServeException.Invalid("send a job as text/csv (with ?model=) or as application/json", "content-type");
+            throw MedServeException.Invalid("send a job as text/csv (with ?model=), as application/json, or as DICOM (with ?model=): application/dicom, "
+                + "multipart/related; type=\"application/dicom\" or application/zip", "content-type");
         }
         if (submission.Items.Length > limits.MaxJobItems)
         {
@@ -94,6 +102,32 @@ public static partial class JobEndpoints
         }
         var info = await grains.GetGrain<IJobGrain>(id).SubmitAsync(submission with { Owner = me });
         return Results.Accepted($"/api/jobs/{id}", info);
+    }
+
+    /// <summary>
+    /// A DICOM job: one file (<c>application/dicom</c>), a series (<c>multipart/related; type="application/dicom"</c>) or a
+    /// zip of files (<c>application/zip</c>), for <c>?model=</c>'s image input; one item per frame or slice (see
+    /// <see cref="IDicomInputs.JobItemsAsync"/>). A host that does not decode DICOM answers 415 before reading further.
+    /// </summary>
+    private static async Task<JobSubmission> DicomSubmissionAsync(HttpRequest request, string mediaType, byte[] body, LimitsOptions limits, string[]? outputs, CancellationToken ct)
+    {
+        var dicom = DicomJobs.Require(request.HttpContext.RequestServices.GetService(typeof(IDicomInputs)) as IDicomInputs);
+        var model = request.Query["model"].ToString();
+        if (model.Length == 0)
+        {
+            throw MedServeException.Invalid("a DICOM job names its model: POST /api/jobs?model=NAME[&version=V]", "model");
+        }
+        var version = request.Query["version"].ToString() is { Length: > 0 } v ? v : null;
+        IReadOnlyList<ReadOnlyMemory<byte>> files;
+        if (DicomJobs.IsZip(mediaType))
+        {
+            files = DicomJobs.Unzip(body, limits.MaxJobBytes, Math.Min(DicomContent.MaxParts, limits.MaxJobItems));
+        }
+        else
+        {
+            files = DicomContent.Classify(request.ContentType, out var boundary) == DicomContent.Kind.Series ? DicomContent.Split(body, boundary!) : [body];
+        }
+        return await DicomJobs.SubmissionAsync(dicom, model, version, files, outputs, ct);
     }
 
     /// <summary>How long a submit without an id is recognised when sent again.</summary>

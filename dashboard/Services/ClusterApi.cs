@@ -11,8 +11,15 @@ namespace MedServe.Dashboard.Services;
 /// (safe to show: they name fields and ids, never input values); a cluster that cannot answer just now is a
 /// retryable NotReady. Every change is checked against the signed-in person's role, as the HTTP API checks a key's.
 /// </summary>
-public sealed class ClusterApi(IGrainFactory grains, ModelRouter router, AuthenticationStateProvider authentication, AuditWriter audit)
+public sealed class ClusterApi(IGrainFactory grains, ModelRouter router, AuthenticationStateProvider authentication, AuditWriter audit,
+    IServiceProvider services, Microsoft.Extensions.Options.IOptions<LimitsOptions> limits)
 {
+    /// <summary>This host's DICOM reader (the silo lends one; the separate dashboard host has none).</summary>
+    private IDicomInputs? Dicom => services.GetService(typeof(IDicomInputs)) as IDicomInputs;
+
+    /// <summary>Whether this host reads DICOM (the pages offer .dcm files only then).</summary>
+    public bool ReadsDicom => Dicom is not null;
+
     /// <summary>Runs an action and records it in the audit trail with its outcome, as the HTTP API does.</summary>
     private async Task<T> Audited<T>(string action, string? model, string? version, string? input, string? detail, Func<Task<T>> run)
     {
@@ -126,6 +133,82 @@ public sealed class ClusterApi(IGrainFactory grains, ModelRouter router, Authent
         await RequireAsync(Permissions.Infer);
         var input = AuditChain.InputHash(request.Inputs.SelectMany(t => t.Data).ToArray());
         return await Audited(AuditActions.Infer, model, version, input, "web app", () => Call(() => router.InferAsync(model, version, request)));
+    }
+
+    /// <summary>
+    /// One DICOM file as <paramref name="model"/>'s input tensor (the Try-it page previews it, then sends a frame through
+    /// <see cref="InferAsync(string, string?, InferenceRequest, string, string)"/>). Reading runs nothing: not audited.
+    /// </summary>
+    public async Task<DicomTryInput> ReadDicomAsync(string model, string? version, byte[] file)
+    {
+        await RequireAsync(Permissions.Infer);
+        var dicom = DicomJobs.Require(Dicom);
+        return await Call(() => dicom.TensorAsync(model, version, file, CancellationToken.None));
+    }
+
+    /// <summary>One inference whose audit record carries the hash of what the person sent (a DICOM file's bytes, as V2 DICOM infer records).</summary>
+    public async Task<InferenceResponse> InferAsync(string model, string? version, InferenceRequest request, string inputSha256, string detail)
+    {
+        await RequireAsync(Permissions.Infer);
+        return await Audited(AuditActions.Infer, model, version, inputSha256, detail, () => Call(() => router.InferAsync(model, version, request)));
+    }
+
+    /// <summary>
+    /// A DICOM job of the files a person picked: each a <c>.dcm</c> file or a zip of them (unpacked under the same rules
+    /// as <c>POST /api/jobs</c>), one item per frame (<see cref="IDicomInputs.JobItemsAsync"/>). Answers the job.
+    /// </summary>
+    public async Task<JobInfo> SubmitDicomJobAsync(string model, string? version, IReadOnlyList<(string Name, byte[] Bytes)> picked)
+    {
+        await RequireAsync(Permissions.Infer);
+        var dicom = DicomJobs.Require(Dicom);
+        using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        foreach (var (_, bytes) in picked)
+        {
+            hash.AppendData(bytes);
+        }
+        var input = Convert.ToHexStringLower(hash.GetHashAndReset());
+        var owner = (await UserAsync()).KeyIdOf();
+        return await Audited(AuditActions.JobSubmit, model, version, input, DicomJobs.Source, async () =>
+        {
+            var max = Math.Min(Management.DicomContent.MaxParts, limits.Value.MaxJobItems);
+            var files = new List<ReadOnlyMemory<byte>>();
+            foreach (var (name, bytes) in picked)
+            {
+                if (name.EndsWith(".zip", StringComparison.OrdinalIgnoreCase))
+                {
+                    files.AddRange(DicomJobs.Unzip(bytes, limits.Value.MaxJobBytes, max));
+                }
+                else
+                {
+                    files.Add(bytes);
+                }
+            }
+            if (files.Count > max)
+            {
+                throw new MedServeException(ErrorKind.TooLarge, $"the job holds more than {max} files; split it into several jobs", "file");
+            }
+            return await Call(async () =>
+            {
+                var submission = await DicomJobs.SubmissionAsync(dicom, model, version, files, null, CancellationToken.None);
+                var id = Guid.NewGuid().ToString("N")[..16];
+                return await grains.GetGrain<IJobGrain>(id).SubmitAsync(submission with { Owner = owner });
+            });
+        });
+    }
+
+    /// <summary>The studies this user may see (their own; an admin all), with their instances, newest first (at most <paramref name="max"/>).</summary>
+    public async Task<StudyInfo[]> ListStudiesAsync(int max = 100)
+    {
+        await RequireAsync(Permissions.Infer);
+        var user = await UserAsync();
+        return await Call(async () =>
+        {
+            var mine = (await grains.GetGrain<IStudyIndexGrain>(0).ListAsync()).Where(s => Management.StudyEndpoints.MayRead(user, s))
+                .OrderByDescending(s => s.UpdatedAt).Take(max);
+            // The index keeps summaries (no instances): each study's own record has them.
+            var full = await Task.WhenAll(mine.Select(s => grains.GetGrain<IStudyGrain>(s.StudyUid).GetAsync()));
+            return full.OfType<StudyInfo>().ToArray();
+        });
     }
 
     /// <summary>A CSV job; columns matched to the model's features by name (<see cref="CsvRecords"/>). Answers the job.</summary>

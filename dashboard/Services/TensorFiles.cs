@@ -27,6 +27,10 @@ public static partial class TensorFiles
     [GeneratedRegex(@"'shape'\s*:\s*\(([^)]*)\)")]
     private static partial Regex ShapeTuple();
 
+    /// <summary>Whether a file is DICOM Part 10: named <c>.dcm</c>, or <c>DICM</c> after its 128-byte preamble.</summary>
+    public static bool IsDicom(string fileName, byte[] bytes) =>
+        fileName.EndsWith(".dcm", StringComparison.OrdinalIgnoreCase) || (bytes.Length > 132 && bytes.AsSpan(128, 4).SequenceEqual("DICM"u8));
+
     public static TensorFile Read(string fileName, byte[] bytes, long[] modelShape)
     {
         if (fileName.EndsWith(".npy", StringComparison.OrdinalIgnoreCase) || bytes.AsSpan().StartsWith("\x93NUMPY"u8))

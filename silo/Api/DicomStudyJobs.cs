@@ -16,7 +16,7 @@ public sealed record StoredInstance(byte[] Bytes, string StudyUid, string Series
 /// <summary>
 /// Starts the jobs a stored study asks for: each series whose facts (modality, body part, series description, read
 /// before de-identification) match a deployed model's <c>dicom_routing</c> rule becomes one job on that model, one
-/// item per instance in instance order, the item id a hash of its (new) SOP Instance UID. Job ids are derived from
+/// item per instance in instance order, the item id a hash of its (new) SOP Instance UID (<see cref="DicomInputs.ItemId"/>). Job ids are derived from
 /// study, series and model version, so a study sent again answers the job it already started.
 /// </summary>
 public sealed partial class DicomStudyJobs(IGrainFactory grains, ModelRouter router, DicomImageInput images, IOptions<LimitsOptions> limits, ILogger<DicomStudyJobs> logger)
@@ -39,16 +39,9 @@ public sealed partial class DicomStudyJobs(IGrainFactory grains, ModelRouter rou
                 var items = new List<JobItem>();
                 foreach (var instance in ordered)
                 {
-                    // One item per frame (a single-frame instance: one item), each a one-row tensor of the model's input.
-                    var tensor = (await images.BuildAsync([instance.Bytes], $"{model}:{version}", input,
-                        new DicomInputLimits(limits.Value.MaxDicomPixelBytes, limits.Value.MaxTensorElements), cancellationToken)).Tensor;
-                    var rows = (int)tensor.Shape[0];
-                    var rowBytes = tensor.Data.Length / rows;
-                    for (var row = 0; row < rows; row++)
-                    {
-                        var frame = tensor with { Shape = [1, .. tensor.Shape[1..]], Data = tensor.Data.AsSpan(row * rowBytes, rowBytes).ToArray() };
-                        items.Add(new JobItem(ItemId(rows == 1 ? instance.SopInstanceUid : $"{instance.SopInstanceUid}#{row + 1}"), [frame]));
-                    }
+                    // One item per frame (a single-frame instance: one item); the instance's UIDs are already the pseudonymous ones.
+                    await DicomInputs.AddItemsAsync(items, images, instance.Bytes, instance.SopInstanceUid, $"{model}:{version}", input,
+                        new DicomInputLimits(limits.Value.MaxDicomPixelBytes, limits.Value.MaxTensorElements), cancellationToken);
                 }
                 var jobId = "study-" + Hash($"{study.StudyUid}/{series.Key}/{model}/{version}")[..24];
                 var info = await grains.GetGrain<IJobGrain>(jobId).SubmitAsync(new JobSubmission
@@ -65,9 +58,6 @@ public sealed partial class DicomStudyJobs(IGrainFactory grains, ModelRouter rou
         }
         return [.. started];
     }
-
-    /// <summary>The item id of an instance: a hash of its SOP Instance UID, never the UID or anything of the patient.</summary>
-    public static string ItemId(string sopInstanceUid) => Hash(sopInstanceUid)[..16];
 
     private static string Hash(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
 

@@ -16,7 +16,8 @@ namespace MedServe.Silo.Api;
 /// rest, and answers the standard DICOM JSON response: the stored instances (ReferencedSOPSequence, under their new
 /// UIDs) and the parts that failed (FailedSOPSequence with a failure reason). Each series whose facts match a deployed
 /// model's <c>dicom_routing</c> rule starts a job on that model (<see cref="DicomStudyJobs"/>); <c>GET /api/studies</c>
-/// and <c>/api/studies/{uid}</c> show the studies and their jobs to whoever stored them (and admins).
+/// and <c>/api/studies/{uid}</c> (the web app's <see cref="StudyEndpoints"/>) show the studies and their jobs to whoever
+/// stored them (and admins).
 /// </summary>
 public static class DicomWebEndpoints
 {
@@ -32,25 +33,8 @@ public static class DicomWebEndpoints
         web.MapPost("/studies/{study}", (string study, HttpContext context, IGrainFactory grains, DicomDecoderPool pool, DicomStudyJobs jobs, IOptions<LimitsOptions> limits) => StoreAsync(context, study, grains, pool, jobs, limits.Value))
             .RequireAuthorization(Permissions.Infer).DisableAntiforgery().Audited(AuditActions.StudyStore);
 
-        var api = app.MapGroup("/api/studies").AddEndpointFilter(ManagementEndpoints.RetryableErrors).RequireAuthorization(Permissions.Infer).RequireRateLimiting(Limits.ManagementPolicy);
-        api.MapGet("", async (HttpContext context, IGrainFactory grains) =>
-            (await grains.GetGrain<IStudyIndexGrain>(0).ListAsync()).Where(s => MayRead(context, s)).ToArray());
-        api.MapGet("/{uid}", async (string uid, HttpContext context, IGrainFactory grains) =>
-        {
-            var study = (IsUid(uid) ? await grains.GetGrain<IStudyGrain>(uid).GetAsync() : null) is { } s && MayRead(context, s)
-                ? s
-                : throw MedServeException.NotFound("no such study");
-            var jobs = await Task.WhenAll(study.Jobs.Select(j => grains.GetGrain<IJobGrain>(j.JobId).GetAsync()));
-            return Results.Ok(new { study, jobs = jobs.Where(j => j is not null) });
-        });
         return app;
     }
-
-    /// <summary>A study's data is its sender's (and admins'): to anyone else it does not exist.</summary>
-    private static bool MayRead(HttpContext context, StudyInfo study) =>
-        context.User.Has(Permissions.Admin) || study.Owner == context.User.KeyIdOf();
-
-    private static bool IsUid(string uid) => uid.Length is > 0 and <= 64 && uid.All(c => char.IsAsciiDigit(c) || c == '.');
 
     private static async Task<IResult> StoreAsync(HttpContext context, string? pathStudy, IGrainFactory grains, DicomDecoderPool pool, DicomStudyJobs jobs, LimitsOptions limits)
     {

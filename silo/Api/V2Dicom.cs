@@ -1,4 +1,5 @@
 using System.Globalization;
+using MedServe.Dashboard.Management;
 using MedServe.Medical.Dicom;
 using MedServe.Routing;
 
@@ -15,22 +16,13 @@ public static partial class V2Endpoints
     private static async Task<(InferenceResponse Response, string? RowParts)> InferDicomAsync(string name, string? version, DicomContent.Kind kind, string? boundary,
         ReadOnlyMemory<byte> body, HttpContext context, ModelRouter router, LimitsOptions limits)
     {
-        var route = await router.ResolveAsync(name, version);
         var grains = context.RequestServices.GetRequiredService<IGrainFactory>();
-        var info = await grains.GetGrain<IModelGrain>(name).GetVersionAsync(route.Version)
-            ?? throw MedServeException.NotFound($"model '{name}' has no version '{route.Version}'");
-        var manifest = info.Manifest;
-        var input = manifest.Inputs.FirstOrDefault(i => i.Image is not null)
-            ?? throw MedServeException.Unsupported($"{manifest.Name}:{manifest.Version} does not take DICOM: none of its inputs declares an image schema; send V2 tensors", "Content-Type");
-        if (manifest.Inputs.Length > 1)
-        {
-            throw MedServeException.Unsupported($"{manifest.Name}:{manifest.Version} takes {manifest.Inputs.Length} inputs; a DICOM body fills only '{input.Name}', so send V2 tensors", "Content-Type");
-        }
+        var (resolved, label, input) = await DicomInputs.ImageInputAsync(grains, router, name, version);
         IReadOnlyList<ReadOnlyMemory<byte>> files = kind == DicomContent.Kind.Series ? DicomContent.Split(body, boundary!) : [body];
         var builder = context.RequestServices.GetRequiredService<DicomImageInput>();
-        var tensor = await builder.BuildAsync(files, $"{manifest.Name}:{manifest.Version}", input,
+        var tensor = await builder.BuildAsync(files, label, input,
             new DicomInputLimits(limits.MaxDicomPixelBytes, limits.MaxTensorElements), context.RequestAborted);
-        var response = await router.InferAsync(name, route.Version, new InferenceRequest([tensor.Tensor]));
+        var response = await router.InferAsync(name, resolved, new InferenceRequest([tensor.Tensor]));
         var rowParts = kind == DicomContent.Kind.Series
             ? string.Join(',', tensor.RowFiles.Select(f => (f + 1).ToString(CultureInfo.InvariantCulture)))
             : null;

@@ -5,6 +5,7 @@ using System.Reflection;
 using MedServe.Protocol;
 using MedServe.Inference.Runtime;
 using MedServe.Routing;
+using MedServe.Dashboard.Management;
 using MedServe.Dashboard.Security;
 using MedServe.Silo.Hosting;
 

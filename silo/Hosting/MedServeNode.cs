@@ -88,6 +88,8 @@ public static class MedServeNode
             sp.GetRequiredService<ILogger<DicomDecoderPool>>()));
         builder.Services.AddSingleton<DicomImageInput>();
         builder.Services.AddSingleton<MedServe.Silo.Api.DicomStudyJobs>();
+        // DICOM jobs and the web app's Try-it page: the web app's project cannot decode, the silo lends it this.
+        builder.Services.AddSingleton<MedServe.Dashboard.Services.IDicomInputs, MedServe.Silo.Api.DicomInputs>();
         builder.Services.AddSingleton<NodeReadiness>();
         // Graceful stop: drain, then Kestrel lets in-flight requests finish, then the silo leaves (see ShutdownDrain).
         builder.Services.AddHostedService<ShutdownDrain>();

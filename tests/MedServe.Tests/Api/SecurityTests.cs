@@ -107,8 +107,6 @@ public sealed class SecurityTests : IAsyncLifetime
         ("POST", "/api/jobs", "{}", Permissions.Infer),
         ("GET", "/api/jobs/no-such-job", null, Permissions.Infer),
         ("POST", "/dicomweb/studies", "{}", Permissions.Infer),
-        ("GET", "/api/studies", null, Permissions.Infer),
-        ("GET", "/api/studies/1.2.3", null, Permissions.Infer),
         ("GET", "/api/keys", null, Permissions.Admin),
         ("POST", "/api/keys", """{"name":"","role":"viewer"}""", Permissions.Admin),
         ("DELETE", "/api/keys/000000000000", null, Permissions.Admin),
@@ -124,6 +122,8 @@ public sealed class SecurityTests : IAsyncLifetime
         ("GET", "/upload", null, Permissions.ManageModels),
         ("GET", "/try", null, Permissions.Infer),
         ("GET", "/jobs", null, Permissions.Infer),
+        ("GET", "/studies", null, Permissions.Infer),
+        ("GET", "/api/studies", null, Permissions.Infer),
         ("GET", "/keys", null, Permissions.Admin),
     ];
 

@@ -36,6 +36,20 @@ public sealed class DashboardHostTests
             await Expect(page.Locator(".silo [data-replica^='breast-cancer-logreg/1/']")).ToHaveCountAsync(1);
             await BrowserSession.ScreenshotAsync(page, "20-dashboard-host-placement");
 
+            // This host carries no DICOM decoder (no GDCM, no worker processes): a DICOM job is a 415 that says so, while
+            // stored studies (grain reads only) list here as on a silo.
+            using (var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}") })
+            {
+                http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", NodeFixture.AdminKey);
+                var file = new ByteArrayContent(File.ReadAllBytes(Paths.Data("dicom", "MR_small.dcm")));
+                file.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/dicom");
+                using var refused = await http.PostAsync("/api/jobs?model=ct-mr-classifier", file);
+                Assert.Equal(415, (int)refused.StatusCode);
+                Assert.Contains("this host does not decode DICOM", await refused.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+                using var studies = await http.GetAsync("/api/studies");
+                Assert.Equal(200, (int)studies.StatusCode);
+            }
+
             // A request through each silo's V2 front end: the latency page adds both silos' figures.
             for (var k = 0; k < 3; k++)
             {

@@ -32,5 +32,6 @@ public static class PublicEndpoints
         ("POST", "/fhir/models/diabetes-linear/$predict"), ("POST", "/fhir/models/diabetes-linear/versions/1/$predict"),
         ("POST", "/fhir/models/breast-cancer-logreg/$predict"), ("POST", "/fhir/models/no-such-model/$predict"),
         ("POST", "/dicomweb/studies"), ("POST", "/dicomweb/studies/1.2.3"), ("GET", "/api/studies"), ("GET", "/api/studies/1.2.3"),
+        ("POST", "/api/jobs?model=ct-mr-classifier"), ("GET", "/studies"),
     ];
 }

@@ -1,16 +1,19 @@
 using System.Text;
-using MedServe.Medical;
 using Microsoft.Net.Http.Headers;
 
-namespace MedServe.Silo.Api;
+namespace MedServe.Dashboard.Management;
 
 /// <summary>
 /// DICOM request bodies on the V2 infer endpoint: <c>application/dicom</c> (one Part 10 file) or
 /// <c>multipart/related; type="application/dicom"; boundary=...</c> (the files of one series, as DICOMweb STOW-RS
-/// sends them), split without copying. Errors name positions, never header values or content.
+/// sends them), split without copying. Errors name positions, never header values or content. Here, in the web app's
+/// project, because V2 infer (silo) and DICOM jobs (management API) both read these bodies.
 /// </summary>
 public static class DicomContent
 {
+    /// <summary>The media type of one DICOM Part 10 file (PS3.18).</summary>
+    public const string Dicom = "application/dicom";
+
     /// <summary>Most parts one multipart body may hold.</summary>
     public const int MaxParts = 10_000;
 
@@ -30,7 +33,7 @@ public static class DicomContent
         {
             return Kind.None;
         }
-        if (type.Equals(MedicalFormats.Dicom, StringComparison.OrdinalIgnoreCase))
+        if (type.Equals(Dicom, StringComparison.OrdinalIgnoreCase))
         {
             return Kind.File;
         }
@@ -39,7 +42,7 @@ public static class DicomContent
             return Kind.None;
         }
         var related = media.Parameters.FirstOrDefault(p => p.Name.Equals("type", StringComparison.OrdinalIgnoreCase))?.Value.Value;
-        if (related is null || !HeaderUtilities.RemoveQuotes(related).Equals(MedicalFormats.Dicom, StringComparison.OrdinalIgnoreCase))
+        if (related is null || !HeaderUtilities.RemoveQuotes(related).Equals(Dicom, StringComparison.OrdinalIgnoreCase))
         {
             throw MedServeException.Unsupported("multipart/related bodies must declare type=\"application/dicom\" (a DICOM series); other types are not taken", "Content-Type");
         }
@@ -149,7 +152,7 @@ public static class DicomContent
             if (colon > 0 && line[..colon].Trim().Equals("Content-Type", StringComparison.OrdinalIgnoreCase))
             {
                 return MediaTypeHeaderValue.TryParse(line[(colon + 1)..].Trim(), out var media)
-                    && media.MediaType.Equals(MedicalFormats.Dicom, StringComparison.OrdinalIgnoreCase);
+                    && media.MediaType.Equals(Dicom, StringComparison.OrdinalIgnoreCase);
             }
         }
         return false;
