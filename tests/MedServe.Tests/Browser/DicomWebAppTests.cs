@@ -65,6 +65,7 @@ public sealed class DicomWebAppTests(NodeFixture node) : IAsyncLifetime
             Assert.InRange(Math.Abs(shown - expected[i]), 0, 1e-6);
         }
         Assert.True(expected[1] > 0.5, "MR_small is classified MR");
+        await page.EvaluateAsync("() => window.scrollTo(0, 0)"); // the click scrolled: a full-page shot would show the app bar mid-page
         await BrowserSession.ScreenshotAsync(page, "23-try-it-dicom");
 
         // The bone segmenter on a CT slice: the preview at the model's 256x256, the mask V2 answers drawn over it.
@@ -76,6 +77,7 @@ public sealed class DicomWebAppTests(NodeFixture node) : IAsyncLifetime
         var mask = (await V2Async("ct-bone-segmenter", "CT_small.dcm"))["outputs"]![0]!["data"]!.AsArray().Count(v => v!.GetValue<double>() >= 0.5);
         Assert.True(mask > 0, "CT_small has bone");
         await Expect(caption).ToContainTextAsync($"mask: {mask} pixels (red)");
+        await page.EvaluateAsync("() => window.scrollTo(0, 0)"); // the click scrolled: a full-page shot would show the app bar mid-page
         await BrowserSession.ScreenshotAsync(page, "24-try-it-dicom-segmenter");
 
         // A file the model cannot take (NM for a CT/MR classifier) is refused in words.
