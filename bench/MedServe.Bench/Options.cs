@@ -4,7 +4,8 @@ namespace MedServe.Bench;
 
 /// <summary>
 /// Command line: <c>[seconds-per-config] [concurrency,...] [--warmup s] [--server-warmup s] [--models logreg,cnn] [--raw-batches 1,8,32,128]
-/// [--raw-workers n] [--naive-intra-op-threads n] [--batch-max n] [--batch-delay-us n] [--data-dir dir] [--label text]</c>.
+/// [--raw-workers n] [--naive-intra-op-threads n] [--batch-max n] [--batch-delay-us n] [--batching off,on] [--tracing off,0.1,1]
+/// [--data-dir dir] [--label text] [--node-args "..."]</c>.
 /// </summary>
 internal sealed record BenchOptions
 {
@@ -22,6 +23,14 @@ internal sealed record BenchOptions
     public string? Label { get; init; }
     /// <summary>Extra arguments for the MedServe node (e.g. <c>--MedServe:AuditInference false</c> to measure what auditing costs).</summary>
     public string[] NodeArgs { get; init; } = [];
+    /// <summary>Batching modes to run MedServe in (<c>off</c>, <c>on</c>), alternated at each concurrency.</summary>
+    public string[] Batching { get; init; } = ["off", "on"];
+    /// <summary>
+    /// MedServe nodes to run side by side: <c>off</c> (tracing off, the plain node) and/or sample ratios (tracing on,
+    /// <c>MedServe:Tracing:SampleRatio</c>, spans exported over OTLP to a receiver in this process). Each is its own node
+    /// process, all started at once and loaded in turn, alternating their order at each concurrency.
+    /// </summary>
+    public string[] Tracing { get; init; } = ["off"];
 
     public static BenchOptions Parse(string[] args)
     {
@@ -44,6 +53,8 @@ internal sealed record BenchOptions
                 "--data-dir" => o with { DataDir = Next() },
                 "--label" => o with { Label = Next() },
                 "--node-args" => o with { NodeArgs = Next().Split(' ', StringSplitOptions.RemoveEmptyEntries) },
+                "--batching" => o with { Batching = Modes(Next(), "off", "on") },
+                "--tracing" => o with { Tracing = TracingModes(Next()) },
                 _ when a.StartsWith("--", StringComparison.Ordinal) => throw new ArgumentException($"unknown option {a}"),
                 _ when positional++ == 0 => o with { Seconds = D(a) },
                 _ when positional == 2 => o with { Concurrency = Ints(a) },
@@ -52,6 +63,29 @@ internal sealed record BenchOptions
         }
         return o;
     }
+
+    private static string[] Modes(string s, params string[] allowed)
+    {
+        var modes = s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        return modes.Length > 0 && modes.All(allowed.Contains) ? modes : throw new ArgumentException($"'{s}': expected {string.Join(" and/or ", allowed)}");
+    }
+
+    private static string[] TracingModes(string s)
+    {
+        var modes = s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        foreach (var m in modes)
+        {
+            if (m != "off" && !(double.TryParse(m, NumberStyles.Float, CultureInfo.InvariantCulture, out var r) && r is >= 0 and <= 1))
+            {
+                throw new ArgumentException($"--tracing '{m}': expected off or a sample ratio between 0 and 1");
+            }
+        }
+        return modes.Length > 0 ? modes : throw new ArgumentException("--tracing needs off and/or ratios");
+    }
+
+    /// <summary>The server label of a tracing mode: plain "MedServe" when off (the targets read it).</summary>
+    public static string ServerName(string tracing) =>
+        tracing == "off" ? "MedServe" : string.Create(CultureInfo.InvariantCulture, $"MedServe traced {double.Parse(tracing, CultureInfo.InvariantCulture) * 100:0.##}%");
 
     private static double D(string s) => double.Parse(s, CultureInfo.InvariantCulture);
 

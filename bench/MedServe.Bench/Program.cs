@@ -21,7 +21,7 @@ var notes = new List<string>();
 var stamp = DateTime.UtcNow;
 var logDir = Directory.CreateTempSubdirectory("medserve-bench-logs").FullName;
 var maxC = options.Concurrency.Max();
-var plan = workloads.Length * (options.RawBatches.Length + options.Concurrency.Length * 8);
+var plan = workloads.Length * (options.RawBatches.Length + options.Concurrency.Length * (2 + 3 * options.Batching.Length * options.Tracing.Length));
 var estimate = plan * (options.Seconds + options.Warmup) + workloads.Length * 5 * options.ServerWarmup + 40;
 Console.Error.WriteLine($"bench: {plan} configurations x ({options.Seconds:0.#} s + {options.Warmup:0.#} s warm-up), about {estimate / 60:0.0} min with start-up; server logs in {logDir}");
 
@@ -58,47 +58,82 @@ foreach (var w in workloads)
     }
 }
 
-// 3. MedServe: the node in its own process; HTTP JSON, HTTP binary and the grain client, batching off then on.
+// 3. MedServe: the node in its own process; HTTP JSON, HTTP binary and the grain client, batching off then on. With
+// --tracing, one node per tracing mode (off, or a sample ratio exporting spans over OTLP to a receiver in this process),
+// all started at once and loaded in turn, so each mode sees the same machine.
 {
-    var port = ChildServer.FreePort();
-    var gateway = ChildServer.FreePort();
-    var data = Directory.CreateTempSubdirectory("medserve-bench-data").FullName;
-    await using var node = ChildServer.Start(Path.Combine(repo, "silo", "bin", "Release", "net10.0", "medserve-silo.dll"),
-        ["--urls", $"http://127.0.0.1:{port}", "--data", data, "--import", string.Join(',', workloads.Select(w => w.PackageDir)),
-         "--silo-port", ChildServer.FreePort().ToString(CultureInfo.InvariantCulture), "--gateway-port", gateway.ToString(CultureInfo.InvariantCulture),
-         "--Logging:LogLevel:Default", "Warning",
-         // One key at up to 128 connections measures the server, not the per-key rate limit (2000/s by default).
-         "--MedServe:Limits:InferPerSecond", "0", .. options.NodeArgs],
-        port, Path.Combine(logDir, "medserve-node.log"), data);
-    using var http = V2Http.NewClient(node.BaseAddress, maxC);
-    await node.WaitReadyAsync(http, ["/v2/health/ready", .. workloads.Select(w => $"/v2/models/{w.Name}/ready")], TimeSpan.FromMinutes(3));
-    await using var client = await MedServeClient.ConnectAsync(new MedServeClientOptions { Gateways = [$"127.0.0.1:{gateway}"] });
-    foreach (var w in workloads)
+    await using var traceSink = options.Tracing.Any(t => t != "off") ? new TraceSink() : null;
+    var nodes = new List<(string Server, ChildServer Node, HttpClient Http, MedServeClient Client)>();
+    try
     {
-        // Off and on alternate at each concurrency (off-on, on-off, ...) so drift in the machine's load and in the
-        // server's warm-up does not favour one mode; the policy changes only between modes.
-        string? current = null;
-        for (var k = 0; k < options.Concurrency.Length; k++)
+        foreach (var tracing in options.Tracing)
         {
-            var c = options.Concurrency[k];
-            foreach (var batching in k % 2 == 0 ? new[] { "off", "on" } : ["on", "off"])
+            var server = BenchOptions.ServerName(tracing);
+            var port = ChildServer.FreePort();
+            var gateway = ChildServer.FreePort();
+            var data = Directory.CreateTempSubdirectory("medserve-bench-data").FullName;
+            string[] tracingArgs = tracing == "off" ? ["--MedServe:Tracing:Enabled", "false"]
+                : ["--MedServe:Tracing:SampleRatio", tracing, "--OTEL_EXPORTER_OTLP_ENDPOINT", traceSink!.Endpoint, "--OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"];
+            var node = ChildServer.Start(Path.Combine(repo, "silo", "bin", "Release", "net10.0", "medserve-silo.dll"),
+                ["--urls", $"http://127.0.0.1:{port}", "--data", data, "--import", string.Join(',', workloads.Select(w => w.PackageDir)),
+                 "--silo-port", ChildServer.FreePort().ToString(CultureInfo.InvariantCulture), "--gateway-port", gateway.ToString(CultureInfo.InvariantCulture),
+                 "--Logging:LogLevel:Default", "Warning",
+                 // One key at up to 128 connections measures the server, not the per-key rate limit (2000/s by default).
+                 "--MedServe:Limits:InferPerSecond", "0", .. tracingArgs, .. options.NodeArgs],
+                port, Path.Combine(logDir, $"medserve-node{(tracing == "off" ? "" : "-traced-" + tracing)}.log"), data);
+            var http = V2Http.NewClient(node.BaseAddress, maxC);
+            nodes.Add((server, node, http, null!));
+            await node.WaitReadyAsync(http, ["/v2/health/ready", .. workloads.Select(w => $"/v2/models/{w.Name}/ready")], TimeSpan.FromMinutes(3));
+            nodes[^1] = (server, node, http, await MedServeClient.ConnectAsync(new MedServeClientOptions { Gateways = [$"127.0.0.1:{gateway}"] }));
+        }
+        foreach (var w in workloads)
+        {
+            // Off and on alternate at each concurrency (off-on, on-off, ...) so drift in the machine's load and in the
+            // server's warm-up does not favour one mode; the policy changes only between modes. Tracing modes alternate the same way.
+            var current = new string?[nodes.Count];
+            for (var k = 0; k < options.Concurrency.Length; k++)
             {
-                if (batching != current)
+                var c = options.Concurrency[k];
+                foreach (var batching in k % 2 == 0 ? options.Batching : options.Batching.Reverse())
                 {
-                    await SetBatchingAsync(http, w, batching);
-                    current = batching;
-                    if (k == 0)
+                    foreach (var n in k % 2 == 0 ? Enumerable.Range(0, nodes.Count) : Enumerable.Range(0, nodes.Count).Reverse())
                     {
-                        await WarmServerAsync(w, [i => V2Http.InferAsync(http, w.Name, w.JsonBodies[i % w.JsonBodies.Length], null),
-                            i => V2Http.InferAsync(http, w.Name, w.BinaryBodies[i % w.BinaryBodies.Length], w.BinaryHeaderLength),
-                            async i => { await client.InferAsync(w.Name, w.GrainRequests[i % w.GrainRequests.Length]); return Observation.None; }]);
+                        var (server, _, http, client) = nodes[n];
+                        if (batching != current[n])
+                        {
+                            await SetBatchingAsync(http, w, batching);
+                            if (k == 0)
+                            {
+                                await WarmServerAsync(w, [i => V2Http.InferAsync(http, w.Name, w.JsonBodies[i % w.JsonBodies.Length], null),
+                                    i => V2Http.InferAsync(http, w.Name, w.BinaryBodies[i % w.BinaryBodies.Length], w.BinaryHeaderLength),
+                                    async i => { await client.InferAsync(w.Name, w.GrainRequests[i % w.GrainRequests.Length]); return Observation.None; }]);
+                            }
+                            current[n] = batching;
+                        }
+                        await HttpRun(http, w, server, "HTTP JSON", batching, c, json: true, scrape: true);
+                        await HttpRun(http, w, server, "HTTP binary", batching, c, json: false, scrape: true);
+                        await GrainRun(client, http, w, server, batching, c);
                     }
                 }
-                await HttpRun(http, w, "MedServe", "HTTP JSON", batching, c, json: true, scrape: true);
-                await HttpRun(http, w, "MedServe", "HTTP binary", batching, c, json: false, scrape: true);
-                await GrainRun(client, http, w, batching, c);
             }
         }
+    }
+    finally
+    {
+        foreach (var (_, node, http, client) in nodes)
+        {
+            if (client is not null)
+            {
+                await client.DisposeAsync();
+            }
+            http.Dispose();
+            await node.DisposeAsync();
+        }
+    }
+    if (traceSink is not null)
+    {
+        // The traced nodes flushed their exporters as they stopped.
+        notes.Add(string.Create(CultureInfo.InvariantCulture, $"tracing: the traced nodes exported {traceSink.Exports} OTLP batches, {traceSink.Bytes / 1024.0:0} KiB of spans, to a receiver in the load process (it answers 200 and counts bytes)"));
     }
 }
 
@@ -172,7 +207,7 @@ async Task HttpRun(HttpClient http, Workload w, string server, string transport,
     Add(w, server, transport, batching, c, 1, stats, server1, check);
 }
 
-async Task GrainRun(MedServeClient client, HttpClient http, Workload w, string batching, int c)
+async Task GrainRun(MedServeClient client, HttpClient http, Workload w, string server, string batching, int c)
 {
     var check = await ProbeAsync(async () =>
     {
@@ -185,7 +220,7 @@ async Task GrainRun(MedServeClient client, HttpClient http, Workload w, string b
         var r = await client.InferAsync(w.Name, w.GrainRequests[i % w.GrainRequests.Length]);
         return new Observation(r.ComputeMilliseconds, r.QueueMilliseconds, r.BatchSize);
     }, async () => before = await Metrics.ScrapeAsync(http, w.Name));
-    Add(w, "MedServe", "grain client", batching, c, 1, stats, Metrics.Diff(before, await Metrics.ScrapeAsync(http, w.Name)), check);
+    Add(w, server, "grain client", batching, c, 1, stats, Metrics.Diff(before, await Metrics.ScrapeAsync(http, w.Name)), check);
 }
 
 // One request before the load: the answer must match raw ONNX Runtime's (and a route refresh after a redeploy settles).

@@ -129,6 +129,41 @@ internal static class Report
                 $"{(t.HigherIsBetter ? ">=" : "<=")} {t.Needed.ToString("0.0##", Inv)}{(t.Unit == "x" ? "x" : " ms")} | {t.Verdict} |");
         }
 
+        var traced = results.Where(r => r.Server.StartsWith("MedServe traced", StringComparison.Ordinal)).ToArray();
+        if (traced.Length > 0)
+        {
+            md.AppendLine();
+            md.AppendLine("## Tracing: traced node vs untraced node, side by side");
+            md.AppendLine();
+            md.AppendLine("Each traced node exports its sampled spans over OTLP (HTTP/protobuf) to a receiver in the load process. Cost = 1 - traced req/s / untraced req/s " +
+                "at the same model, transport, batching and concurrency (negative: the traced node was faster, i.e. noise). Target: under 5%.");
+            md.AppendLine();
+            md.AppendLine("| model | traced node | transport | batching | c | untraced req/s | traced req/s | cost | p50 untraced ms | p50 traced ms | verdict |");
+            md.AppendLine("|---|---|---|---|--:|--:|--:|--:|--:|--:|---|");
+            foreach (var t in traced)
+            {
+                var plain = results.FirstOrDefault(r => r.Server == "MedServe" && r.Model == t.Model && r.Transport == t.Transport && r.Batching == t.Batching && r.Concurrency == t.Concurrency);
+                if (plain is null || plain.RequestsPerSecond <= 0)
+                {
+                    continue;
+                }
+                var cost = 1 - (t.RequestsPerSecond / plain.RequestsPerSecond);
+                md.AppendLine(Inv, $"| {t.Model} | {t.Server} | {t.Transport} | {t.Batching} | {t.Concurrency} | {plain.RequestsPerSecond:0} | {t.RequestsPerSecond:0} | {cost * 100:0.0}% | " +
+                    $"{plain.P50Ms:0.000} | {t.P50Ms:0.000} | {(cost <= 0.05 ? "PASS" : "MISS")} |");
+            }
+            var summary = traced.GroupBy(t => t.Server).Select(g =>
+            {
+                var ratios = g.Select(t => results.FirstOrDefault(r => r.Server == "MedServe" && r.Model == t.Model && r.Transport == t.Transport && r.Batching == t.Batching && r.Concurrency == t.Concurrency) is { RequestsPerSecond: > 0 } p
+                    ? t.RequestsPerSecond / p.RequestsPerSecond : double.NaN).Where(x => !double.IsNaN(x)).ToArray();
+                return ratios.Length == 0 ? null : string.Create(Inv, $"{g.Key}: geometric mean cost {(1 - Math.Exp(ratios.Average(Math.Log))) * 100:0.0}% over {ratios.Length} configurations");
+            }).OfType<string>();
+            md.AppendLine();
+            foreach (var line in summary)
+            {
+                md.AppendLine("- " + line);
+            }
+        }
+
         md.AppendLine();
         md.AppendLine("## Lone request: concurrency 1, batching on vs off");
         md.AppendLine();

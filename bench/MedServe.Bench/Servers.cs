@@ -384,3 +384,63 @@ internal static class Metrics
             batches > 0 ? D("batch_size", "_sum") / batches : null);
     }
 }
+
+/// <summary>
+/// Where traced nodes export their spans (OTLP over HTTP/protobuf): answers every export 200 and counts it, so the bench
+/// measures real export work (serialising, posting) without a collector on the machine.
+/// </summary>
+internal sealed class TraceSink : IAsyncDisposable
+{
+    private readonly HttpListener _listener = new();
+    private readonly Task _loop;
+    private long _exports;
+    private long _bytes;
+
+    public TraceSink()
+    {
+        Endpoint = $"http://127.0.0.1:{ChildServer.FreePort()}";
+        _listener.Prefixes.Add(Endpoint + "/");
+        _listener.Start();
+        _loop = Task.Run(ServeAsync);
+    }
+
+    public string Endpoint { get; }
+
+    public long Exports => Interlocked.Read(ref _exports);
+
+    public long Bytes => Interlocked.Read(ref _bytes);
+
+    private async Task ServeAsync()
+    {
+        var buffer = new byte[81920];
+        while (_listener.IsListening)
+        {
+            HttpListenerContext context;
+            try
+            {
+                context = await _listener.GetContextAsync();
+            }
+            catch (Exception e) when (e is HttpListenerException or ObjectDisposedException or InvalidOperationException)
+            {
+                return;
+            }
+            int read;
+            while ((read = await context.Request.InputStream.ReadAsync(buffer)) > 0)
+            {
+                Interlocked.Add(ref _bytes, read);
+            }
+            Interlocked.Increment(ref _exports);
+            context.Response.StatusCode = 200;
+            context.Response.ContentType = "application/x-protobuf";
+            context.Response.ContentLength64 = 0;
+            context.Response.Close();
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _listener.Stop();
+        _listener.Close();
+        await _loop;
+    }
+}

@@ -132,6 +132,9 @@ public sealed class MedServeClient : IAsyncDisposable
         });
         // A call that times out tells its grain: a replica then skips the request instead of running it for nobody.
         client.Configure<ClientMessagingOptions>(o => o.CancelRequestOnTimeout = true);
+        // The caller's trace (Activity.Current) crosses into the cluster: a service that records sources "MedServe" and
+        // "Microsoft.Orleans.Application" sees its request down to the replica's run. Without a listener it costs a check.
+        client.AddActivityPropagation();
         return client;
     }
 

@@ -81,6 +81,8 @@ public static class MedServeNode
         builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
             .AddMeter(InferenceMetrics.MeterName, "Microsoft.Orleans", "Microsoft.AspNetCore.Hosting")
             .AddPrometheusExporter());
+        // Traces (MedServe:Tracing, OTEL_EXPORTER_OTLP_*): off unless configured; when on, grain calls carry the trace.
+        var tracing = builder.AddMedServeTracing();
         builder.Services.AddSingleton<ModelRouter>();
         // DICOM on the V2 infer endpoint: GDCM decodes in worker processes started from this program (see Program.cs).
         var dicom = builder.Configuration.GetSection(DicomOptions.Section).Get<DicomOptions>() ?? new DicomOptions();
@@ -115,6 +117,11 @@ public static class MedServeNode
                 silo.UseGrainKeyRing();
             }
             silo.AddModelServing(data, capability, labels, options.IntraOpThreads, shareArtifacts: redis is not null);
+            if (tracing)
+            {
+                // Orleans' own spans for every grain call, and the trace id carried across calls and silos.
+                silo.AddActivityPropagation();
+            }
             // Orleans Dashboard: every silo collects grain statistics; the web app shows them under /orleans.
             silo.AddDashboard();
         });

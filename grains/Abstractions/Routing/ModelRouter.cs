@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using MedServe.Telemetry;
 
 namespace MedServe.Routing;
 
@@ -22,6 +23,22 @@ public sealed class ModelRouter(IGrainFactory grains)
     /// </summary>
     public async Task<InferenceResponse> InferAsync(string model, string? version, InferenceRequest request, CancellationToken cancellationToken = default)
     {
+        // The route span: a child of the caller's span (HTTP, a job worker's grain call), or a root sampled by ratio for a
+        // grain-client caller with no trace. None when the caller's trace is sampled out: nothing under it is recorded.
+        using var span = Activity.Current is { Recorded: false } ? null : MedServeTracing.Source.StartActivity(MedServeTracing.RouteSpan);
+        try
+        {
+            return await RouteAsync(model, version, request, span, cancellationToken);
+        }
+        catch (Exception e)
+        {
+            MedServeTracing.Fail(span, e);
+            throw;
+        }
+    }
+
+    private async Task<InferenceResponse> RouteAsync(string model, string? version, InferenceRequest request, Activity? span, CancellationToken cancellationToken)
+    {
         string? failed = null;
         for (var attempt = 0; ; attempt++)
         {
@@ -31,6 +48,14 @@ public sealed class ModelRouter(IGrainFactory grains)
                 throw MedServeException.NotReady($"{route.Model}:{route.Version} is {route.State}{(route.Reason is null ? "" : ": " + route.Reason)}");
             }
             var key = PickLeastLoaded(route.ReplicaKeys, failed);
+            if (span is { IsAllDataRequested: true })
+            {
+                // Names only once resolved: a model name that resolved is the operator's, never a caller's free text.
+                span.SetTag(MedServeTracing.Model, route.Model);
+                span.SetTag(MedServeTracing.Version, route.Version);
+                span.SetTag(MedServeTracing.Replica, key);
+                span.SetTag(MedServeTracing.Attempts, attempt + 1);
+            }
             var outstanding = _outstanding.GetOrAdd(key, static _ => new StrongBox<int>());
             Interlocked.Increment(ref outstanding.Value);
             try

@@ -1,5 +1,7 @@
 using System.Buffers;
+using System.Diagnostics;
 using System.Threading.Channels;
+using MedServe.Telemetry;
 
 namespace MedServe.Inference.Runtime;
 
@@ -26,6 +28,11 @@ namespace MedServe.Inference.Runtime;
 /// an execution provider error: <see cref="ErrorKind.Unavailable"/>, 503) fails every request of the batch at once,
 /// unsplit: splitting would only run the failing session again and blame nobody.</item>
 /// <item>Stopping drains: queued and running requests finish; then the session is freed.</item>
+/// <item>Traces: a request that arrives under a sampled span (the replica's grain call) gets two spans of its own under
+/// it, recorded when its batch runs: <c>medserve.queue</c> (arrival to run, with the wait) and <c>medserve.run</c> (the
+/// ONNX Runtime run that answered it, with the batch's rows and requests). A batch holds requests of many traces, so
+/// each sampled request records the run in its own trace rather than one run span linked to all of them: every trace
+/// reads whole on its own, and requests that were not sampled cost nothing.</item>
 /// <item>Time comes from a <see cref="TimeProvider"/> (the system's in production), so tests drive the queue delay
 /// and timeouts on a clock of their own.</item>
 /// </list>
@@ -64,7 +71,12 @@ public sealed class DynamicBatcher : IBatcher
         _policy = policy;
         _executors = Math.Max(1, executors);
         _slots = new SemaphoreSlim(_executors, _executors);
-        _loop = Task.Run(DispatchLoopAsync);
+        // The loop outlives the call that created the batcher: it must not carry that call's context (its span would
+        // become the parent of everything the loop starts, for the replica's whole life).
+        using (ExecutionContext.SuppressFlow())
+        {
+            _loop = Task.Run(DispatchLoopAsync);
+        }
     }
 
     public int InFlight
@@ -130,7 +142,10 @@ public sealed class DynamicBatcher : IBatcher
         var now = _time.GetTimestamp();
         var timeout = Math.Min(request.TimeoutMicroseconds > 0 ? request.TimeoutMicroseconds : policy.DefaultTimeoutMicroseconds, BatchingPolicy.MaxTimeoutMicroseconds);
         var deadline = timeout > 0 ? now + (long)(timeout * (_time.TimestampFrequency / 1_000_000.0)) : 0;
-        var item = new Item(request, GroupOf(request), RowsOf(request), BytesOf(request), now, timeout, deadline, cancellationToken);
+        var item = new Item(request, GroupOf(request), RowsOf(request), BytesOf(request), now, timeout, deadline, cancellationToken)
+        {
+            Trace = MedServeTracing.SampledParent(),
+        };
         MedServeException? refused;
         List<Item>? dropped = null;
         lock (_gate)
@@ -435,6 +450,10 @@ public sealed class DynamicBatcher : IBatcher
             item.StopTimer();
             item.QueueMilliseconds = _time.GetElapsedTime(item.Enqueued, started).TotalMilliseconds;
             InferenceMetrics.RecordQueue(_model.Manifest.Name, _model.Manifest.Version, item.QueueMilliseconds / 1000.0);
+            if (item.Trace is { } parent)
+            {
+                StartSpans(item, parent, batch.Count);
+            }
         }
         try
         {
@@ -473,6 +492,10 @@ public sealed class DynamicBatcher : IBatcher
         {
             _running--;
         }
+        if (item.Run is { } run)
+        {
+            EndRun(run, response, error);
+        }
         if (response is not null)
         {
             item.Completion.TrySetResult(response);
@@ -481,6 +504,58 @@ public sealed class DynamicBatcher : IBatcher
         {
             item.Completion.TrySetException(error!);
         }
+    }
+
+    /// <summary>
+    /// A sampled request's spans, under the span it arrived with: its queue wait (recorded now, from its arrival) and its
+    /// run (ended when it is answered). Neither becomes the thread's current span.
+    /// </summary>
+    private void StartSpans(Item item, ActivityContext parent, int requests)
+    {
+        var previous = Activity.Current;
+        var now = _time.GetUtcNow();
+        var model = _model.Manifest;
+        var priority = item.Request.Priority == RequestPriority.Job ? "job" : "online";
+        var queue = MedServeTracing.Source.StartActivity(MedServeTracing.QueueSpan, ActivityKind.Internal, parent,
+            startTime: now - TimeSpan.FromMilliseconds(item.QueueMilliseconds));
+        if (queue is not null)
+        {
+            queue.SetTag(MedServeTracing.Model, model.Name);
+            queue.SetTag(MedServeTracing.Version, model.Version);
+            queue.SetTag(MedServeTracing.Replica, _replica);
+            queue.SetTag(MedServeTracing.Priority, priority);
+            queue.SetTag(MedServeTracing.QueueWaitMs, item.QueueMilliseconds);
+            queue.SetEndTime(now.UtcDateTime);
+            queue.Stop();
+        }
+        var run = MedServeTracing.Source.StartActivity(MedServeTracing.RunSpan, ActivityKind.Internal, parent, startTime: now);
+        if (run is not null)
+        {
+            run.SetTag(MedServeTracing.Model, model.Name);
+            run.SetTag(MedServeTracing.Version, model.Version);
+            run.SetTag(MedServeTracing.Replica, _replica);
+            run.SetTag(MedServeTracing.Priority, priority);
+            run.SetTag(MedServeTracing.QueueWaitMs, item.QueueMilliseconds);
+            run.SetTag(MedServeTracing.BatchRequests, requests);
+            run.SetTag(MedServeTracing.RequestRows, item.Rows == int.MaxValue ? 1 : item.Rows);
+            item.Run = run;
+        }
+        Activity.Current = previous;
+    }
+
+    private void EndRun(Activity run, InferenceResponse? response, Exception? error)
+    {
+        if (response is not null)
+        {
+            run.SetTag(MedServeTracing.BatchSize, response.BatchSize);
+            run.SetTag(MedServeTracing.ComputeMs, response.ComputeMilliseconds);
+        }
+        else if (error is not null)
+        {
+            MedServeTracing.Fail(run, error);
+        }
+        run.SetEndTime(_time.GetUtcNow().UtcDateTime);
+        run.Stop();
     }
 
     /// <summary>
@@ -671,6 +746,10 @@ public sealed class DynamicBatcher : IBatcher
         public TaskCompletionSource<InferenceResponse> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public LinkedListNode<Item>? Node { get; set; }
         public double QueueMilliseconds { get; set; }
+        /// <summary>The sampled span the request arrived under (its replica grain call), or null: no spans for it.</summary>
+        public ActivityContext? Trace { get; init; }
+        /// <summary>Its run span while it runs (sampled requests only).</summary>
+        public Activity? Run { get; set; }
 
         public void StartTimer(TimeSpan after, TimeProvider time, Action<Item> expire)
         {

@@ -11,9 +11,8 @@ namespace MedServe.Tests.Api;
 /// No patient data leaks: marker values and marker strings go in through every public endpoint (tensor data, tensor
 /// names, requested outputs, request ids, job ids, item ids, CSV cells and header names, custom headers, bad JSON,
 /// query strings, DICOM attributes and multipart headers), through successes and failures, and none of them comes out in the node's log, in <c>/metrics</c>
-/// or in any error answer. The node is a real process logging at Information, as a user's node does.
-/// Traces are not checked: MedServe exports no traces yet (issue 11 adds tracing; this test should then read the
-/// exported spans' attributes too).
+/// or in any error answer. The node is a real process logging at Information, as a user's node does, and tracing every
+/// request (sample ratio 1) over OTLP to a receiver in the test, so the exported spans are searched too.
 /// </summary>
 public sealed class LeakTests
 {
@@ -61,8 +60,9 @@ public sealed class LeakTests
                 File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
             }
         }
+        await using var otlp = new OtlpSink();
         await using var node = await NodeProcess.StartAsync(data, import, NodeProcess.FreePort(), NodeProcess.FreePort(), NodeProcess.FreePort(),
-            "--accelerator", "cpu", "--Logging:LogLevel:Default", "Information");
+            ["--accelerator", "cpu", "--Logging:LogLevel:Default", "Information", "--MedServe:Tracing:SampleRatio", "1", .. otlp.NodeArgs]);
         var answers = new List<Answer>();
         var patientHeader = Marker("x-patient-header");
         var requestIdHeader = Marker("x-request-id-header");
@@ -348,6 +348,11 @@ public sealed class LeakTests
         }
         Check("the node's log", log);
         Check("/metrics", metrics);
+        // The stop flushed the trace exporter: every span of every request above, as OTLP protobuf (strings in UTF-8).
+        var spans = Encoding.UTF8.GetString(otlp.Received());
+        Assert.True(spans.Contains("medserve.run", StringComparison.Ordinal) && spans.Contains("IJobGrain", StringComparison.Ordinal),
+            $"the node exported no inference or job spans ({otlp.Exports} exports received)");
+        Check("the exported spans", spans);
         var errors = answers.Where(a => a.Error).ToList();
         Assert.True(errors.Count > 100, $"only {errors.Count} failing answers were checked");
         foreach (var answer in errors)
