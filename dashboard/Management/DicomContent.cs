@@ -1,4 +1,5 @@
 using System.Text;
+using MedServe.Protocol;
 using Microsoft.Net.Http.Headers;
 
 namespace MedServe.Dashboard.Management;
@@ -11,8 +12,9 @@ namespace MedServe.Dashboard.Management;
 /// </summary>
 public static class DicomContent
 {
-    /// <summary>The media type of one DICOM Part 10 file (PS3.18).</summary>
-    public const string Dicom = "application/dicom";
+    private const string Dicom = MedicalFormats.Dicom;
+
+    private const int MaxBoundary = 200;
 
     /// <summary>Most parts one multipart body may hold.</summary>
     public const int MaxParts = 10_000;
@@ -47,9 +49,10 @@ public static class DicomContent
             throw MedServeException.Unsupported("multipart/related bodies must declare type=\"application/dicom\" (a DICOM series); other types are not taken", "Content-Type");
         }
         boundary = HeaderUtilities.RemoveQuotes(media.Boundary).Value;
-        if (string.IsNullOrEmpty(boundary) || boundary.Length > 70)
+        // RFC 2046 says at most 70 characters, but PACS send longer ones (Orthanc's STOW-RS client: 73); a bound still applies.
+        if (string.IsNullOrEmpty(boundary) || boundary.Length > MaxBoundary)
         {
-            throw MedServeException.Invalid("multipart/related needs a boundary parameter of 1-70 characters", "Content-Type");
+            throw MedServeException.Invalid($"multipart/related needs a boundary parameter of 1-{MaxBoundary} characters", "Content-Type");
         }
         return Kind.Series;
     }

@@ -69,7 +69,7 @@ public static partial class JobEndpoints
         {
             (submission, id) = JsonItems(body, limits);
         }
-        else if (mediaType is DicomContent.Dicom or "multipart/related" || DicomJobs.IsZip(mediaType))
+        else if (mediaType is MedicalFormats.Dicom or "multipart/related" || DicomJobs.IsZip(mediaType))
         {
             submission = await DicomSubmissionAsync(request, mediaType, body, limits, List("outputs"), ct);
             id = request.Query["id"].ToString() is { Length: > 0 } given ? given : null;

@@ -2,8 +2,8 @@ using System.Security.Cryptography;
 using System.Text.Json.Nodes;
 using MedServe.Dashboard.Management;
 using MedServe.Dashboard.Security;
-using MedServe.Medical;
 using MedServe.Medical.Dicom;
+using MedServe.Protocol;
 using Microsoft.AspNetCore.WebUtilities;
 using Microsoft.Extensions.Options;
 using Microsoft.Net.Http.Headers;
@@ -39,19 +39,18 @@ public static class DicomWebEndpoints
     private static async Task<IResult> StoreAsync(HttpContext context, string? pathStudy, IGrainFactory grains, DicomDecoderPool pool, DicomStudyJobs jobs, LimitsOptions limits)
     {
         var request = context.Request;
-        if (!MediaTypeHeaderValue.TryParse(request.ContentType, out var type) || !type.MediaType.Equals("multipart/related", StringComparison.OrdinalIgnoreCase))
+        string? boundary;
+        try
         {
-            return Problem(MedServeException.Unsupported("STOW-RS takes multipart/related; type=\"application/dicom\" (Content-Type)", "Content-Type"));
+            // The same reading of the Content-Type as V2 infer and DICOM jobs (a series: type="application/dicom").
+            if (DicomContent.Classify(request.ContentType, out boundary) != DicomContent.Kind.Series)
+            {
+                throw MedServeException.Unsupported("STOW-RS takes multipart/related; type=\"application/dicom\" (Content-Type)", "Content-Type");
+            }
         }
-        var partType = HeaderUtilities.RemoveQuotes(type.Parameters.FirstOrDefault(p => p.Name.Equals("type", StringComparison.OrdinalIgnoreCase))?.Value ?? default).Value;
-        if (partType is not null && !partType.Equals(MedicalFormats.Dicom, StringComparison.OrdinalIgnoreCase))
+        catch (MedServeException e)
         {
-            return Problem(MedServeException.Unsupported("STOW-RS here takes instances as application/dicom (Content-Type type=\"application/dicom\")", "Content-Type"));
-        }
-        var boundary = HeaderUtilities.RemoveQuotes(type.Boundary).Value;
-        if (string.IsNullOrEmpty(boundary) || boundary.Length > 200)
-        {
-            return Problem(MedServeException.Invalid("the multipart/related body has no boundary (Content-Type boundary)", "Content-Type"));
+            return HttpErrors.Problem(e);
         }
 
         var key = await grains.GetGrain<IPseudonymKeyGrain>(0).GetKeyAsync();
@@ -59,7 +58,7 @@ public static class DicomWebEndpoints
         var stored = new List<(StoredInstance Instance, StudyInstance Info)>();
         var failed = new List<(string? SopClass, string? Sop, int Reason)>();
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        var reader = new MultipartReader(boundary, request.Body) { BodyLengthLimit = null };
+        var reader = new MultipartReader(boundary!, request.Body) { BodyLengthLimit = null };
         try
         {
             while (await NextSectionAsync(reader, context.RequestAborted) is { } section)
@@ -72,8 +71,8 @@ public static class DicomWebEndpoints
                 }
                 using var part = new MemoryStream();
                 await ReadPartAsync(section, part, context.RequestAborted);
-                var bytes = part.ToArray();
-                hash.AppendData(bytes);
+                var bytes = part.GetBuffer().AsMemory(0, (int)part.Length);
+                hash.AppendData(bytes.Span);
                 StoredInstance instance;
                 try
                 {
@@ -118,7 +117,7 @@ public static class DicomWebEndpoints
         }
         catch (MalformedMultipartException)
         {
-            return Problem(MedServeException.Invalid("the multipart/related body is malformed (a part without headers, or the final boundary missing)", "body"));
+            return HttpErrors.Problem(MedServeException.Invalid("the multipart/related body is malformed (a part without headers, or the final boundary missing)", "body"));
         }
         Audit.Note(context, inputSha256: Convert.ToHexStringLower(hash.GetHashAndReset()));
 
@@ -194,7 +193,4 @@ public static class DicomWebEndpoints
     private static JsonObject Element(string vr, string value) => new() { ["vr"] = vr, ["Value"] = new JsonArray(value) };
 
     private static JsonObject Sequence(IEnumerable<JsonObject> items) => new() { ["vr"] = "SQ", ["Value"] = new JsonArray([.. items]) };
-
-
-    private static IResult Problem(MedServeException e) => HttpErrors.Problem(e);
 }

@@ -1,4 +1,4 @@
-namespace MedServe.Medical;
+namespace MedServe.Protocol;
 
 /// <summary>The media types the medical front ends speak.</summary>
 public static class MedicalFormats
