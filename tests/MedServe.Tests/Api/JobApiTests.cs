@@ -28,21 +28,6 @@ public sealed class JobApiTests(NodeFixture node)
         return body;
     }
 
-    private async Task<JsonNode> WaitForAsync(string id, string state)
-    {
-        JsonNode? job = null;
-        for (var i = 0; i < 600; i++)
-        {
-            job = (await node.GetJsonAsync($"/api/jobs/{id}")).Body!;
-            if (job["state"]!.GetValue<string>() == state)
-            {
-                return job;
-            }
-            await Task.Delay(100);
-        }
-        throw new Xunit.Sdk.XunitException($"job {id} did not reach {state}: {job}");
-    }
-
     [Fact]
     public async Task A_csv_of_patient_records_runs_as_a_job_and_downloads_as_json_and_csv()
     {
@@ -63,7 +48,7 @@ public sealed class JobApiTests(NodeFixture node)
         Assert.Equal(3 * rows.Count, job["total"]!.GetValue<int>());
         Assert.Equal("1", job["version"]!.GetValue<string>());
 
-        var done = await WaitForAsync(id, "Completed");
+        var done = await JobWait.ForStateAsync(node.Http, id, "Completed");
         Assert.Equal(3 * rows.Count, done["succeeded"]!.GetValue<int>());
         Assert.Equal(0, done["failed"]!.GetValue<int>());
         Assert.Null(done["eta_seconds"]);
@@ -99,7 +84,7 @@ public sealed class JobApiTests(NodeFixture node)
         var id = job["id"]!.GetValue<string>();
         Assert.Equal(rows.Count, job["total"]!.GetValue<int>());
 
-        var done = await WaitForAsync(id, "Completed");
+        var done = await JobWait.ForStateAsync(node.Http, id, "Completed");
         Assert.Equal(143, done["succeeded"]!.GetValue<int>() + done["failed"]!.GetValue<int>());
         Assert.Equal(143, done["succeeded"]!.GetValue<int>());
 
@@ -132,7 +117,7 @@ public sealed class JobApiTests(NodeFixture node)
         Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
         var id = (await NodeFixture.ReadJsonAsync(response))!["id"]!.GetValue<string>();
 
-        var done = await WaitForAsync(id, "Completed");
+        var done = await JobWait.ForStateAsync(node.Http, id, "Completed");
         Assert.Equal(11, done["succeeded"]!.GetValue<int>());
         Assert.Equal(1, done["failed"]!.GetValue<int>());
 
@@ -185,7 +170,7 @@ public sealed class JobApiTests(NodeFixture node)
         var second = await SubmitCsvAsync(csv, query);
         Assert.Equal(first["id"]!.GetValue<string>(), second["id"]!.GetValue<string>());
         var id = first["id"]!.GetValue<string>();
-        Assert.Equal(20, (await WaitForAsync(id, "Completed"))["succeeded"]!.GetValue<int>());
+        Assert.Equal(20, (await JobWait.ForStateAsync(node.Http, id, "Completed"))["succeeded"]!.GetValue<int>());
         var listed = (await node.GetJsonAsync("/api/jobs")).Body!.AsArray();
         Assert.Single(listed, j => j!["id"]!.GetValue<string>() == id);
     }
@@ -214,7 +199,7 @@ public sealed class JobApiTests(NodeFixture node)
         var text = await Post($"?model=breast-cancer-logreg&columns={Uri.EscapeDataString(FeatureColumns)}", csv.Replace("\n17.99,", "\nabc,", StringComparison.Ordinal) + "\nabc" + new string(',', 32) + "\n", "text/csv");
         Assert.True(text.Status == 202, text.Body?.ToJsonString());
         var textJob = text.Body!["id"]!.GetValue<string>();
-        var textDone = await WaitForAsync(textJob, "Completed");
+        var textDone = await JobWait.ForStateAsync(node.Http, textJob, "Completed");
         Assert.Equal(2, textDone["failed"]!.GetValue<int>());
         Assert.Equal(TestData.BreastCancer().Count - 1, textDone["succeeded"]!.GetValue<int>());
         var textResults = (await NodeFixture.SuccessJsonAsync(node.Http.GetAsync($"/api/jobs/{textJob}/results")))["results"]!.AsArray();

@@ -76,21 +76,6 @@ public sealed partial class DicomJobTests(NodeFixture node)
         return body!;
     }
 
-    private async Task<JsonNode> CompletedAsync(string id)
-    {
-        JsonNode? job = null;
-        for (var i = 0; i < 600; i++)
-        {
-            job = (await node.GetJsonAsync($"/api/jobs/{id}")).Body!;
-            if (job["state"]!.GetValue<string>() == "Completed")
-            {
-                return job;
-            }
-            await Task.Delay(100);
-        }
-        throw new Xunit.Sdk.XunitException($"job {id} did not complete: {job}");
-    }
-
     private static float[] Logits(JsonNode outputs, int row = 0)
     {
         var logits = outputs.AsArray().Single(o => o!["name"]!.GetValue<string>() == "logits")!;
@@ -136,7 +121,7 @@ public sealed partial class DicomJobTests(NodeFixture node)
         Assert.Equal("dicom", job["source"]!.GetValue<string>());
         Assert.Equal(3, job["total"]!.GetValue<int>());
         var id = job["id"]!.GetValue<string>();
-        Assert.Equal(3, (await CompletedAsync(id))["succeeded"]!.GetValue<int>());
+        Assert.Equal(3, (await JobWait.ForStateAsync(node.Http, id, "Completed"))["succeeded"]!.GetValue<int>());
 
         var results = JsonNode.Parse(await node.Http.GetStringAsync($"/api/jobs/{id}/results?format=json"))!["results"]!.AsArray();
         Assert.Equal(3, results.Count);
@@ -154,7 +139,7 @@ public sealed partial class DicomJobTests(NodeFixture node)
 
         // The same instances again (another job): the same item ids, since they are keyed hashes of the instances' UIDs.
         var again = await SubmitAsync("ct-mr-classifier", Series([slices[2], slices[1]]));
-        await CompletedAsync(again["id"]!.GetValue<string>());
+        await JobWait.ForStateAsync(node.Http, again["id"]!.GetValue<string>(), "Completed");
         var againIds = JsonNode.Parse(await node.Http.GetStringAsync($"/api/jobs/{again["id"]}/results"))!["results"]!.AsArray().Select(r => r!["id"]!.GetValue<string>());
         Assert.Equal(new[] { ids[0], ids[2] }, againIds.ToArray());
     }
@@ -170,7 +155,7 @@ public sealed partial class DicomJobTests(NodeFixture node)
         Assert.Equal("dicom", job["source"]!.GetValue<string>());
         Assert.Equal(5, job["total"]!.GetValue<int>());
         var id = job["id"]!.GetValue<string>();
-        Assert.Equal(5, (await CompletedAsync(id))["succeeded"]!.GetValue<int>());
+        Assert.Equal(5, (await JobWait.ForStateAsync(node.Http, id, "Completed"))["succeeded"]!.GetValue<int>());
 
         var results = JsonNode.Parse(await node.Http.GetStringAsync($"/api/jobs/{id}/results?format=json"))!["results"]!.AsArray();
         Assert.Equal(5, results.Count);

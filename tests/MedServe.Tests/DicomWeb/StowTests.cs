@@ -55,8 +55,8 @@ public sealed class StowTests : IAsyncLifetime
         var jobs = detail["study"]!["jobs"]!.AsArray().Select(j => (Model: j!["model"]!.GetValue<string>(), Id: j["job_id"]!.GetValue<string>())).ToArray();
         Assert.Equal(["ct-bone-segmenter", "ct-mr-classifier"], jobs.Select(j => j.Model).Order(StringComparer.Ordinal));
         var classifierJob = jobs.Single(j => j.Model == "ct-mr-classifier").Id;
-        await WaitForJobAsync(classifierJob, "Completed");
-        await WaitForJobAsync(jobs.Single(j => j.Model == "ct-bone-segmenter").Id, "Completed");
+        await JobWait.ForStateAsync(_http, classifierJob, "Completed");
+        await JobWait.ForStateAsync(_http, jobs.Single(j => j.Model == "ct-bone-segmenter").Id, "Completed");
         var results = await _http.GetStringAsync($"/api/jobs/{classifierJob}/results?format=json");
         var item = Assert.Single(JsonNode.Parse(results)!["results"]!.AsArray())!;
         var jobLogits = item["outputs"]!.AsArray().Single(o => o!["name"]!.GetValue<string>() == "logits")!["data"]!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
@@ -102,21 +102,6 @@ public sealed class StowTests : IAsyncLifetime
             var found = System.Text.RegularExpressions.Regex.Match(seen, pattern);
             Assert.False(found.Success, $"'{identity}' found at {found.Index}: {(found.Success ? seen.Substring(Math.Max(0, found.Index - 80), Math.Min(160, seen.Length - Math.Max(0, found.Index - 80))) : "")}");
         }
-    }
-
-    private async Task WaitForJobAsync(string id, string state)
-    {
-        JsonNode? job = null;
-        for (var i = 0; i < 600; i++)
-        {
-            job = JsonNode.Parse(await _http.GetStringAsync($"/api/jobs/{id}"))!;
-            if (job["state"]!.GetValue<string>() == state)
-            {
-                return;
-            }
-            await Task.Delay(100);
-        }
-        throw new Xunit.Sdk.XunitException($"job {id} did not reach {state}: {job}");
     }
 
     /// <summary>The audit trail once it holds <paramref name="action"/> (the node appends in batches, within a second).</summary>
