@@ -259,19 +259,8 @@ public sealed partial class DicomDecoderPool : IAsyncDisposable
         public async Task<(DecodedPixels? Pixels, DecodeFailure Failure)> DecodeAsync(ReadOnlyMemory<byte> file, long expectedBytes, CancellationToken ct)
         {
             using var kill = ct.Register(Kill);
-            var input = process.StandardInput.BaseStream;
             var output = process.StandardOutput.BaseStream;
-            var header = new byte[16];
-            BinaryPrimitives.WriteUInt32LittleEndian(header, DicomDecoderWorker.Magic);
-            BinaryPrimitives.WriteInt64LittleEndian(header.AsSpan(4), expectedBytes);
-            BinaryPrimitives.WriteInt32LittleEndian(header.AsSpan(12), file.Length);
-            await input.WriteAsync(header, ct);
-            await input.WriteAsync(file, ct);
-            await input.FlushAsync(ct);
-
-            var status = new byte[1];
-            await ReadAsync(output, status, ct);
-            var failure = (DecodeFailure)status[0];
+            var failure = await ExchangeAsync(DicomDecoderWorker.Magic, expectedBytes, ReadOnlyMemory<byte>.Empty, file, ct);
             if (failure != DecodeFailure.None)
             {
                 return failure is DecodeFailure.Unreadable or DecodeFailure.Inconsistent or DecodeFailure.CodecFailed
@@ -306,19 +295,8 @@ public sealed partial class DicomDecoderPool : IAsyncDisposable
         public async Task<(byte[]? File, DecodeFailure Failure)> DeidentifyAsync(ReadOnlyMemory<byte> file, ReadOnlyMemory<byte> key, CancellationToken ct)
         {
             using var kill = ct.Register(Kill);
-            var input = process.StandardInput.BaseStream;
             var output = process.StandardOutput.BaseStream;
-            var header = new byte[16];
-            BinaryPrimitives.WriteUInt32LittleEndian(header, DicomDecoderWorker.DeidentifyMagic);
-            BinaryPrimitives.WriteInt64LittleEndian(header.AsSpan(4), key.Length);
-            BinaryPrimitives.WriteInt32LittleEndian(header.AsSpan(12), file.Length);
-            await input.WriteAsync(header, ct);
-            await input.WriteAsync(key, ct);
-            await input.WriteAsync(file, ct);
-            await input.FlushAsync(ct);
-            var status = new byte[1];
-            await ReadAsync(output, status, ct);
-            var failure = (DecodeFailure)status[0];
+            var failure = await ExchangeAsync(DicomDecoderWorker.DeidentifyMagic, key.Length, key, file, ct);
             if (failure != DecodeFailure.None)
             {
                 return failure is DecodeFailure.Unreadable or DecodeFailure.BurnedInAnnotation or DecodeFailure.WriteFailed
@@ -336,6 +314,26 @@ public sealed partial class DicomDecoderPool : IAsyncDisposable
             var result = new byte[length];
             await ReadAsync(output, result, ct);
             return (result, DecodeFailure.None);
+        }
+
+        /// <summary>
+        /// Sends one request (a 16-byte header: magic, a 64-bit argument, the file's length; then the key, if any, and the
+        /// file) and reads the worker's one-byte status.
+        /// </summary>
+        private async Task<DecodeFailure> ExchangeAsync(uint magic, long argument, ReadOnlyMemory<byte> key, ReadOnlyMemory<byte> file, CancellationToken ct)
+        {
+            var input = process.StandardInput.BaseStream;
+            var header = new byte[16];
+            BinaryPrimitives.WriteUInt32LittleEndian(header, magic);
+            BinaryPrimitives.WriteInt64LittleEndian(header.AsSpan(4), argument);
+            BinaryPrimitives.WriteInt32LittleEndian(header.AsSpan(12), file.Length);
+            await input.WriteAsync(header, ct);
+            await input.WriteAsync(key, ct);
+            await input.WriteAsync(file, ct);
+            await input.FlushAsync(ct);
+            var status = new byte[1];
+            await ReadAsync(process.StandardOutput.BaseStream, status, ct);
+            return (DecodeFailure)status[0];
         }
 
         private static async Task ReadAsync(Stream stream, Memory<byte> buffer, CancellationToken ct)
