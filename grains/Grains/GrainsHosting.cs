@@ -4,6 +4,7 @@ using MedServe.Grains.Protection;
 using MedServe.Grains.Storage;
 using MedServe.Inference.Packages;
 using MedServe.Inference.Runtime;
+using MedServe.Routing;
 using Microsoft.AspNetCore.DataProtection;
 using Microsoft.AspNetCore.DataProtection.Internal;
 using Microsoft.AspNetCore.DataProtection.KeyManagement;
@@ -65,6 +66,11 @@ public static class GrainsHosting
         };
         silo.Services.AddSingleton(new ArtifactStore(Path.Combine(dataDirectory, "artifacts")));
         silo.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(runtime));
+        // One set of ONNX Runtime threads per silo, shared by its replicas (ExecutionPool), and the directory through
+        // which front ends on the silo reach a local replica without a grain message (LocalReplicas).
+        silo.Services.AddSingleton(_ => ExecutionPool.ForCores(intraOpThreads));
+        silo.Services.AddSingleton<LocalReplicas>();
+        silo.Services.AddSingleton<ILocalReplicas>(sp => sp.GetRequiredService<LocalReplicas>());
         silo.Services.AddSingleton<PackageImporter>();
         silo.Services.AddPlacementFilter<AcceleratorPlacementFilterStrategy, AcceleratorPlacementFilterDirector>(ServiceLifetime.Singleton);
         silo.Services.AddPlacementDirector<ReplicaSpreadPlacement, ReplicaSpreadPlacementDirector>();

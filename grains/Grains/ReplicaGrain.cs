@@ -30,6 +30,8 @@ internal sealed class ReplicaGrain(
     [PersistentState("replica", StorageNames.State)] IPersistentState<ReplicaState> state,
     ArtifactStore artifacts,
     IOptions<RuntimeOptions> runtime,
+    ExecutionPool pool,
+    LocalReplicas local,
     ILocalSiloDetails silo,
     TimeProvider time,
     ILogger<ReplicaGrain> logger) : Grain, IReplicaGrain
@@ -123,7 +125,9 @@ internal sealed class ReplicaGrain(
         var options = runtime.Value;
         // Session creation is CPU-bound native work: keep it off the grain scheduler.
         var model = await Task.Run(() => OnnxModel.Load(bytes, manifest, options));
-        _batcher = new DynamicBatcher(model, state.State.Batching, options.Executors, Key, time);
+        _batcher = new DynamicBatcher(model, state.State.Batching, pool, Key, time);
+        // Front ends on this silo now hand requests to the queue directly (ModelRouter), not through a grain message.
+        local.Add(Key, _batcher);
         _info = new ReplicaInfo(Key, silo.SiloAddress.ToParsableString(), model.ExecutionProvider, DateTimeOffset.UtcNow);
         Log.ReplicaLoaded(logger, Key, sha256, model.ExecutionProvider, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
         return _info;
@@ -136,6 +140,7 @@ internal sealed class ReplicaGrain(
         _info = null;
         if (batcher is not null)
         {
+            local.Remove(Key, batcher);
             await batcher.DisposeAsync();
         }
     }

@@ -6,15 +6,17 @@ using MedServe.Telemetry;
 namespace MedServe.Routing;
 
 /// <summary>
-/// Used by every front end (HTTP on a silo, the .NET client): sends a request straight to a ready replica: one grain hop on the online path. Routes (which version is the
-/// default, which replicas serve it) are cached per silo for a second; a replica that answers "not ready"
-/// drops the route and the request is tried once more on a fresh one.
+/// Used by every front end (HTTP on a silo, the .NET client, job workers): sends a request straight to a ready replica:
+/// one grain hop on the online path, none when the replica chosen is on this silo (<see cref="ILocalReplicas"/>: its
+/// queue is called directly). Routes (which version is the default, which replicas serve it) are cached per process
+/// for a second; when one expires, one caller looks it up again while the others keep using the last one. A replica
+/// that answers "not ready" drops the route and the request is tried once more on a fresh one.
 /// </summary>
-public sealed class ModelRouter(IGrainFactory grains)
+public sealed class ModelRouter(IGrainFactory grains, ILocalReplicas? local = null)
 {
     private static readonly long RouteTtl = Stopwatch.Frequency; // one second
 
-    private readonly ConcurrentDictionary<(string Model, string? Version), (InferenceRoute Route, long Expires)> _routes = new();
+    private readonly ConcurrentDictionary<(string Model, string? Version), CachedRoute> _routes = new();
     private readonly ConcurrentDictionary<string, StrongBox<int>> _outstanding = new(StringComparer.Ordinal);
 
     /// <summary>
@@ -60,7 +62,8 @@ public sealed class ModelRouter(IGrainFactory grains)
             Interlocked.Increment(ref outstanding.Value);
             try
             {
-                return await grains.GetGrain<IReplicaGrain>(key).InferAsync(request, cancellationToken);
+                return await (local?.TryInfer(key, request, cancellationToken)
+                    ?? grains.GetGrain<IReplicaGrain>(key).InferAsync(request, cancellationToken));
             }
             catch (MedServeException e) when (e.Kind == ErrorKind.NotReady && attempt == 0)
             {
@@ -112,10 +115,33 @@ public sealed class ModelRouter(IGrainFactory grains)
     /// <summary>Finds the deployment a call goes to; unknown models and versions are NotFound.</summary>
     public async Task<InferenceRoute> ResolveAsync(string model, string? version)
     {
-        if (_routes.TryGetValue((model, version), out var cached) && cached.Expires > Stopwatch.GetTimestamp())
+        if (_routes.TryGetValue((model, version), out var cached))
         {
-            return cached.Route;
+            if (cached.Expires > Stopwatch.GetTimestamp() || Interlocked.Exchange(ref cached.Refreshing, 1) == 1)
+            {
+                // Fresh, or stale with another caller already looking it up: no look-up per waiting request.
+                return cached.Route;
+            }
+            try
+            {
+                return await LookUpAsync(model, version);
+            }
+            catch
+            {
+                _routes.TryRemove(new KeyValuePair<(string, string?), CachedRoute>((model, version), cached));
+                throw;
+            }
+            finally
+            {
+                Volatile.Write(ref cached.Refreshing, 0);
+            }
         }
+        return await LookUpAsync(model, version);
+    }
+
+    private async Task<InferenceRoute> LookUpAsync(string model, string? version)
+    {
+        var key = (model, version);
         if (!ModelNames.IsValidName(model))
         {
             throw MedServeException.NotFound($"unknown model '{model}'");
@@ -144,9 +170,21 @@ public sealed class ModelRouter(IGrainFactory grains)
         }
         if (route.State == DeploymentState.Ready)
         {
-            _routes[(model, version)] = (route, Stopwatch.GetTimestamp() + RouteTtl);
+            _routes[key] = new CachedRoute(route, Stopwatch.GetTimestamp() + RouteTtl);
+        }
+        else
+        {
+            _routes.TryRemove(key, out _);
         }
         return route;
+    }
+
+    private sealed class CachedRoute(InferenceRoute route, long expires)
+    {
+        public InferenceRoute Route { get; } = route;
+        public long Expires { get; } = expires;
+        /// <summary>1 while one caller looks the route up again.</summary>
+        public int Refreshing;
     }
 
     /// <summary>Forgets the cached routes of a model (after a deploy, undeploy or a replica that went away).</summary>

@@ -22,7 +22,7 @@ public interface IJobWorkerGrain : IGrainWithStringKey;
 /// error is that item's own answer.
 /// </summary>
 [ImplicitStreamSubscription(JobStreams.Namespace)]
-internal sealed class JobWorkerGrain(ILogger<JobWorkerGrain> logger) : Grain, IJobWorkerGrain, IStreamSubscriptionObserver, IAsyncObserver<JobWork>
+internal sealed class JobWorkerGrain(ILogger<JobWorkerGrain> logger, LocalReplicas local) : Grain, IJobWorkerGrain, IStreamSubscriptionObserver, IAsyncObserver<JobWork>
 {
     private static readonly TimeSpan RetryFor = TimeSpan.FromMinutes(2);
     private static readonly TimeSpan RenewEvery = TimeSpan.FromSeconds(5);
@@ -39,7 +39,7 @@ internal sealed class JobWorkerGrain(ILogger<JobWorkerGrain> logger) : Grain, IJ
 
     public Task OnNextAsync(JobWork work, StreamSequenceToken? token = null)
     {
-        _router ??= new ModelRouter(GrainFactory);
+        _router ??= new ModelRouter(GrainFactory, local); // a replica on this silo gets its items without a grain message
         _ = RunAsync(work);
         return Task.CompletedTask;
     }

@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Diagnostics;
-using System.Threading.Channels;
 using MedServe.Telemetry;
 
 namespace MedServe.Inference.Runtime;
@@ -37,7 +36,7 @@ namespace MedServe.Inference.Runtime;
 /// and timeouts on a clock of their own.</item>
 /// </list>
 /// </summary>
-public sealed class DynamicBatcher : IBatcher
+public sealed class DynamicBatcher : IBatcher, IPoolWork
 {
     private static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(30);
 
@@ -46,12 +45,18 @@ public sealed class DynamicBatcher : IBatcher
 
     /// <summary>The replica this batcher serves (its grain key), named in every response.</summary>
     private readonly string? _replica;
-    private readonly int _executors;
-    private readonly SemaphoreSlim _slots;
-    private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
+    private readonly ExecutionPool _pool;
+    private readonly bool _ownsPool;
+    private readonly ITimer _companyTimer;
     private readonly Lock _gate = new();
     private readonly LinkedList<Item>[] _queues = [new(), new()]; // indexed by RequestPriority
-    private readonly Task _loop;
+    private readonly TaskCompletionSource _drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _scheduled; // 1 while this batcher waits in the pool's ready queue
+    private int _runningBatches; // guarded by _gate
+    private double _meanRunSeconds = double.MaxValue; // smoothed wall time of a run; racy updates are fine
+
+    /// <summary>Runs shorter than this on average may run on the thread of the request that found the queue empty.</summary>
+    public static readonly TimeSpan InlineRunLimit = TimeSpan.FromMilliseconds(0.5);
     private volatile BatchingPolicy _policy;
     private volatile bool _unsplittable; // an output turned out not to follow the batch dimension
     private int _queued;  // guarded by _gate
@@ -63,19 +68,31 @@ public sealed class DynamicBatcher : IBatcher
     private double _companyGap = double.MaxValue; // guarded by _gate: smoothed gap between such arrivals (ticks)
     private int _disposed;
 
+    /// <summary>A batcher whose runs go to <paramref name="pool"/>, the silo's ONNX Runtime threads.</summary>
+    public DynamicBatcher(IModelRunner model, BatchingPolicy policy, ExecutionPool pool, string? replica = null, TimeProvider? time = null)
+        : this(model, policy, pool, ownsPool: false, replica, time)
+    {
+    }
+
+    /// <summary>A batcher with a pool of <paramref name="executors"/> threads of its own (tests, tools).</summary>
     public DynamicBatcher(IModelRunner model, BatchingPolicy policy, int executors, string? replica = null, TimeProvider? time = null)
+        : this(model, policy, new ExecutionPool(executors), ownsPool: true, replica, time)
+    {
+    }
+
+    private DynamicBatcher(IModelRunner model, BatchingPolicy policy, ExecutionPool pool, bool ownsPool, string? replica, TimeProvider? time)
     {
         _model = model;
         _time = time ?? TimeProvider.System;
         _replica = replica;
         _policy = policy;
-        _executors = Math.Max(1, executors);
-        _slots = new SemaphoreSlim(_executors, _executors);
-        // The loop outlives the call that created the batcher: it must not carry that call's context (its span would
-        // become the parent of everything the loop starts, for the replica's whole life).
+        _pool = pool;
+        _ownsPool = ownsPool;
+        // Fires when the oldest request has waited for company long enough. Created without the caller's context: its
+        // span must not become the parent of what the timer starts.
         using (ExecutionContext.SuppressFlow())
         {
-            _loop = Task.Run(DispatchLoopAsync);
+            _companyTimer = _time.CreateTimer(static state => ((DynamicBatcher)state!).Schedule(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         }
     }
 
@@ -117,7 +134,7 @@ public sealed class DynamicBatcher : IBatcher
     public void UpdatePolicy(BatchingPolicy policy)
     {
         _policy = policy;
-        _wake.Writer.TryWrite(true);
+        Schedule();
     }
 
     /// <summary>
@@ -148,6 +165,7 @@ public sealed class DynamicBatcher : IBatcher
         };
         MedServeException? refused;
         List<Item>? dropped = null;
+        var inline = false;
         lock (_gate)
         {
             refused = _stopping ? MedServeException.NotReady($"{Name} is unloading on this replica") : Refusal(item, policy);
@@ -168,16 +186,32 @@ public sealed class DynamicBatcher : IBatcher
                     }
                     _lastCompanyArrival = now;
                 }
-                item.Node = _queues[(int)request.Priority].AddLast(item);
-                _queued++;
-                _queuedBytes += item.Bytes;
-                _watched += item.Watched ? 1 : 0;
+                if (_queued == 0 && _runningBatches < _pool.Size && ShortRuns && _pool.TryEnterInline())
+                {
+                    // Nothing waiting and runs this short: run it now on the caller's thread. No hand-over to a pool
+                    // thread and back, and the answer is there when the caller looks.
+                    inline = true;
+                    _running++;
+                    _runningBatches++;
+                }
+                else
+                {
+                    item.Node = _queues[(int)request.Priority].AddLast(item);
+                    _queued++;
+                    _queuedBytes += item.Bytes;
+                    _watched += item.Watched ? 1 : 0;
+                }
             }
         }
         Fail(dropped);
         if (refused is not null)
         {
             return Task.FromException<InferenceResponse>(refused);
+        }
+        if (inline)
+        {
+            RunInline(item);
+            return item.Completion.Task;
         }
         if (timeout > 0)
         {
@@ -192,7 +226,7 @@ public sealed class DynamicBatcher : IBatcher
                 }
             }
         }
-        _wake.Writer.TryWrite(true);
+        Schedule();
         return item.Completion.Task;
     }
 
@@ -331,62 +365,110 @@ public sealed class DynamicBatcher : IBatcher
         }
     }
 
-    private async Task DispatchLoopAsync()
+    /// <summary>Puts this batcher in the pool's ready queue, unless it is there already.</summary>
+    private void Schedule()
     {
-        while (true)
+        if (Interlocked.Exchange(ref _scheduled, 1) == 0)
         {
-            await _slots.WaitAsync();
-            List<Item>? batch = null;
-            while (batch is null)
-            {
-                // Consume a pending wake before looking at the queue: a request queued after the look writes a new one.
-                _wake.Reader.TryRead(out _);
-                TimeSpan? wait = null;
-                var idle = false;
-                List<Item>? expired = null;
-                lock (_gate)
-                {
-                    expired = TakeGivenUp(_time.GetTimestamp());
-                    if (_queued == 0)
-                    {
-                        if (_stopping)
-                        {
-                            _slots.Release();
-                            Fail(expired);
-                            return;
-                        }
-                        idle = true;
-                    }
-                    else
-                    {
-                        batch = TakeBatch(_time.GetTimestamp(), out wait);
-                    }
-                }
-                Fail(expired);
-                if (batch is null)
-                {
-                    await WaitForWorkAsync(idle ? null : wait);
-                }
-            }
-            _ = Task.Run(() => Execute(batch));
+            _pool.Schedule(this);
         }
     }
 
-    private async Task WaitForWorkAsync(TimeSpan? wait)
+    /// <summary>
+    /// On a pool thread: takes the next batch and runs it here. With more queued than this run takes, the batcher is
+    /// ready again at once, so another free thread runs the next batch meanwhile. A batch worth waiting for (company
+    /// expected within the queue delay) arms the timer instead and frees the thread.
+    /// </summary>
+    void IPoolWork.RunOnPoolThread()
     {
-        if (wait is null)
+        // Cleared first: a request that arrives from here on makes the batcher ready again, so none is left unseen.
+        Volatile.Write(ref _scheduled, 0);
+        List<Item>? batch = null;
+        List<Item>? expired;
+        var again = false;
+        lock (_gate)
         {
-            await _wake.Reader.WaitToReadAsync();
+            var now = _time.GetTimestamp();
+            expired = TakeGivenUp(now);
+            if (_queued > 0 && _runningBatches < _pool.Size)
+            {
+                batch = TakeBatch(now, out var wait);
+                if (batch is not null)
+                {
+                    _runningBatches++;
+                    again = _queued > 0;
+                }
+                else if (wait is { } w)
+                {
+                    _companyTimer.Change(w, Timeout.InfiniteTimeSpan);
+                }
+            }
+            SignalIfDrained();
+        }
+        Fail(expired);
+        if (batch is null)
+        {
             return;
         }
-        using var timer = new CancellationTokenSource(wait.Value, _time);
+        if (again)
+        {
+            Schedule();
+        }
         try
         {
-            await _wake.Reader.WaitToReadAsync(timer.Token);
+            Execute(batch);
         }
-        catch (OperationCanceledException)
+        finally
         {
-            // The oldest request has waited long enough.
+            lock (_gate)
+            {
+                _runningBatches--;
+                again = _queued > 0;
+                SignalIfDrained();
+            }
+            if (again)
+            {
+                Schedule();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Whether this model's runs are short enough to run on a caller's thread: under <see cref="InlineRunLimit"/> on
+    /// average (a fresh replica's are not known yet, so its first runs go to the pool).
+    /// </summary>
+    private bool ShortRuns => _meanRunSeconds < InlineRunLimit.TotalSeconds;
+
+    /// <summary>Runs one request that found nothing queued on the thread that brought it (see <see cref="ShortRuns"/>).</summary>
+    private void RunInline(Item item)
+    {
+        var again = false;
+        try
+        {
+            Execute([item]);
+        }
+        finally
+        {
+            _pool.ExitInline();
+            lock (_gate)
+            {
+                _runningBatches--;
+                again = _queued > 0;
+                SignalIfDrained();
+            }
+            if (again)
+            {
+                Schedule();
+            }
+        }
+    }
+
+    /// <summary>Under the lock: once stopping, nothing queued and nothing running, the session may be freed.</summary>
+    private void SignalIfDrained()
+    {
+        if (_stopping && _queued == 0 && _runningBatches == 0)
+        {
+            _drained.TrySetResult();
         }
     }
 
@@ -444,7 +526,21 @@ public sealed class DynamicBatcher : IBatcher
 
     private void Execute(List<Item> batch)
     {
-        var started = _time.GetTimestamp();
+        var wall = Stopwatch.GetTimestamp();
+        try
+        {
+            ExecuteCore(batch, _time.GetTimestamp());
+        }
+        finally
+        {
+            // Smoothed run time (wall clock of the whole batch: the caller's thread is held that long when it runs inline).
+            var seconds = Stopwatch.GetElapsedTime(wall).TotalSeconds;
+            _meanRunSeconds = _meanRunSeconds == double.MaxValue ? seconds : (0.9 * _meanRunSeconds) + (0.1 * seconds);
+        }
+    }
+
+    private void ExecuteCore(List<Item> batch, long started)
+    {
         foreach (var item in batch)
         {
             item.StopTimer();
@@ -471,10 +567,6 @@ public sealed class DynamicBatcher : IBatcher
             {
                 Answer(item, null, error);
             }
-        }
-        finally
-        {
-            _slots.Release();
         }
     }
 
@@ -693,9 +785,10 @@ public sealed class DynamicBatcher : IBatcher
         lock (_gate)
         {
             _stopping = true;
+            SignalIfDrained();
         }
-        _wake.Writer.TryWrite(true);
-        var drained = await _loop.WaitAsync(DrainTimeout, _time).ContinueWith(t => t.IsCompletedSuccessfully, TaskScheduler.Default);
+        Schedule();
+        var drained = await _drained.Task.WaitAsync(DrainTimeout, _time).ContinueWith(t => t.IsCompletedSuccessfully, TaskScheduler.Default);
         if (!drained)
         {
             // Too much queued to finish in time: what has not started is answered "not ready" (retryable elsewhere).
@@ -707,20 +800,22 @@ public sealed class DynamicBatcher : IBatcher
                     left.AddRange(queue);
                 }
                 left.ForEach(Remove);
+                SignalIfDrained();
             }
             foreach (var item in left)
             {
                 item.StopTimer();
                 item.Completion.TrySetException(MedServeException.NotReady($"{Name} stopped on this replica before the request ran"));
             }
-            await _loop;
+            // The session is freed once the last running batch is done, never under it.
+            await _drained.Task;
         }
-        // The session is freed once the last running batch is done, never under it.
-        for (var i = 0; i < _executors; i++)
-        {
-            await _slots.WaitAsync();
-        }
+        await _companyTimer.DisposeAsync();
         _model.Dispose();
+        if (_ownsPool)
+        {
+            _pool.Dispose();
+        }
     }
 
     private sealed class Item(InferenceRequest request, string group, int rows, long bytes, long enqueued, long timeoutMicroseconds, long deadline, CancellationToken givenUp)

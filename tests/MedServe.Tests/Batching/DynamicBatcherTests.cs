@@ -469,12 +469,15 @@ public sealed class DynamicBatcherTests
 
         public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
         {
-            var timer = base.CreateTimer(callback, state, dueTime, period);
-            _timers.Writer.TryWrite(dueTime);
+            var timer = new Recorded(base.CreateTimer(callback, state, dueTime, period), _timers);
+            if (dueTime != Timeout.InfiniteTimeSpan)
+            {
+                _timers.Writer.TryWrite(dueTime);
+            }
             return timer;
         }
 
-        /// <summary>The due time of the next timer made on this clock.</summary>
+        /// <summary>The due time of the next timer started on this clock (made with one, or changed to one).</summary>
         public async Task<TimeSpan> NextTimerAsync(string what)
         {
             try
@@ -485,6 +488,24 @@ public sealed class DynamicBatcherTests
             {
                 throw new Xunit.Sdk.XunitException($"the batcher set no timer for {what} within {Bound.TotalSeconds} s");
             }
+        }
+
+        /// <summary>A timer of the fake clock whose every start (a due time that is not infinite) is recorded.</summary>
+        private sealed class Recorded(ITimer inner, Channel<TimeSpan> starts) : ITimer
+        {
+            public bool Change(TimeSpan dueTime, TimeSpan period)
+            {
+                var changed = inner.Change(dueTime, period);
+                if (dueTime != Timeout.InfiniteTimeSpan)
+                {
+                    starts.Writer.TryWrite(dueTime);
+                }
+                return changed;
+            }
+
+            public void Dispose() => inner.Dispose();
+
+            public ValueTask DisposeAsync() => inner.DisposeAsync();
         }
     }
 
