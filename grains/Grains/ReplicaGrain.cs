@@ -124,7 +124,14 @@ internal sealed class ReplicaGrain(
         var bytes = await Task.Run(() => artifacts.GetAsync(sha256));
         var options = runtime.Value;
         // Session creation is CPU-bound native work: keep it off the grain scheduler.
-        var model = await Task.Run(() => OnnxModel.Load(bytes, manifest, options));
+        var batching = state.State.Batching;
+        var model = await Task.Run(() =>
+        {
+            var loaded = OnnxModel.Load(bytes, manifest, options);
+            // Before the replica says it is loaded: its first callers get a session at full speed.
+            loaded.WarmUp(batching.MaxBatchSize);
+            return loaded;
+        });
         _batcher = new DynamicBatcher(model, state.State.Batching, pool, Key, time);
         // Front ends on this silo now hand requests to the queue directly (ModelRouter), not through a grain message.
         local.Add(Key, _batcher);

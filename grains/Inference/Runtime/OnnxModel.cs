@@ -231,7 +231,48 @@ public sealed class OnnxModel : IModelRunner
     /// Runs inputs that have passed <see cref="Validate"/> (one request, or a stacked batch) and records the run's
     /// compute time and rows. ONNX Runtime errors become <see cref="MedServeException"/> without its text.
     /// </summary>
-    public (Tensor[] Outputs, TimeSpan Elapsed) RunValidated(Tensor[] inputs, IReadOnlyList<string> outputNames)
+    public (Tensor[] Outputs, TimeSpan Elapsed) RunValidated(Tensor[] inputs, IReadOnlyList<string> outputNames) =>
+        Run(inputs, outputNames, record: true);
+
+    /// <summary>
+    /// Runs the graph on zeros, at one row and at <paramref name="maxBatch"/> rows when it batches, before the replica
+    /// takes traffic: ONNX Runtime's first runs (memory arenas, kernel set-up, a GPU provider's tuning) cost several times
+    /// a steady one, and the first callers should not pay for them. Not recorded in the metrics. Returns false, having
+    /// run nothing or part, for a graph whose shapes cannot be guessed (a dynamic dimension past the first, BYTES) or
+    /// that refuses zeros; the replica serves either way.
+    /// </summary>
+    public bool WarmUp(int maxBatch)
+    {
+        if (Inputs.Any(i => i.Datatype == TensorDatatype.BYTES || i.Shape.Skip(1).Any(d => d < 0)))
+        {
+            return false;
+        }
+        int[] sizes = Batchable && maxBatch > 1 ? [1, maxBatch] : [1];
+        foreach (var rows in sizes)
+        {
+            var inputs = Inputs.Select(i =>
+            {
+                var shape = (long[])i.Shape.Clone();
+                if (shape.Length > 0 && shape[0] < 0)
+                {
+                    shape[0] = rows;
+                }
+                var elements = shape.Aggregate(1L, (n, d) => n * d);
+                return new Tensor(i.Name, i.Datatype, shape, new byte[elements * i.Datatype.ElementSize()]);
+            }).ToArray();
+            try
+            {
+                Run(inputs, _allOutputs, record: false);
+            }
+            catch (MedServeException)
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    private (Tensor[] Outputs, TimeSpan Elapsed) Run(Tensor[] inputs, IReadOnlyList<string> outputNames, bool record)
     {
         var started = Stopwatch.GetTimestamp();
         var n = inputs.Length;
@@ -261,7 +302,10 @@ public sealed class OnnxModel : IModelRunner
                 k++;
             }
             var elapsed = Stopwatch.GetElapsedTime(started);
-            InferenceMetrics.RecordCompute(Manifest.Name, Manifest.Version, elapsed, inputs[0].Shape.Length > 0 ? inputs[0].Shape[0] : 1);
+            if (record)
+            {
+                InferenceMetrics.RecordCompute(Manifest.Name, Manifest.Version, elapsed, inputs[0].Shape.Length > 0 ? inputs[0].Shape[0] : 1);
+            }
             return (outputs, elapsed);
         }
         catch (OnnxRuntimeException e)

@@ -124,6 +124,73 @@ public sealed class ClusterTests(ITestOutputHelper output)
         Assert.All(outcomes, o => Assert.True(o.IsAnswered, $"every request is answered 200, or 503 with Retry-After: {o}"));
     }
 
+    /// <summary>
+    /// A silo saturated by inference still answers its membership probes: 60 s of closed-loop CNN batches (11 slices a
+    /// request, more requests in flight than the machine has cores) through both front ends of a two-silo cluster, one
+    /// replica on each silo, with death detection as tight as the product runs it (1 s probe timeout, 2 missed probes,
+    /// 1 vote: ClusterHosting). ONNX Runtime runs on each silo's execution pool, never on the threads Orleans answers
+    /// probes with, so no silo is declared dead: a silo told it is dead stops its process, and both are still up at the
+    /// end with the generation they started with, each seeing the other Active; every request was answered 200.
+    /// </summary>
+    [Fact]
+    public async Task Sixty_seconds_of_full_inference_load_on_two_silos_declares_no_silo_dead()
+    {
+        await using var redis = await RedisProcess.StartAsync();
+        await using var cluster = new Cluster(redis);
+        var (a, b) = (cluster.StartAsync("a", "cpu", Paths.Samples), cluster.StartAsync("b", "cpu", "none"));
+        var (nodeA, nodeB) = (await a, await b);
+        await WhenSilosAsync(nodeA.Node, 2);
+        await WhenSilosAsync(nodeB.Node, 2);
+        var members = (await SilosAsync(nodeA.Node)).Select(s => s!["address"]!.GetValue<string>()).Order().ToArray();
+        var deployed = await DeployAsync(nodeA.Node, GpuModel, "cpu", 2);
+        Assert.Equal(2, ReplicaSilos(deployed).Distinct().Count());
+
+        var slices = TestData.Floats("images", "ct_mr_test_images_11x1x64x64.f32");
+        var body = System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(new
+        {
+            inputs = new[] { new { name = "image", datatype = "FP32", shape = new[] { slices.Length / 4096, 1, 64, 64 }, data = slices } },
+            outputs = new[] { new { name = "probabilities" } },
+        });
+        var load = TimeSpan.FromSeconds(60);
+        using var stop = new CancellationTokenSource(load);
+        var outcomes = new System.Collections.Concurrent.ConcurrentQueue<(int Status, string? Replica, double QueueMs, string? Error)>();
+        var started = Stopwatch.StartNew();
+        var workers = new[] { nodeA, nodeB }.SelectMany(member => Enumerable.Range(0, 6).Select(_ => Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                try
+                {
+                    using var content = new ByteArrayContent(body);
+                    content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
+                    using var response = await member.Node.Http.PostAsync($"/v2/models/{GpuModel}/infer", content);
+                    var answer = await NodeFixture.ReadJsonAsync(response);
+                    outcomes.Enqueue(((int)response.StatusCode, answer?["parameters"]?["replica"]?.GetValue<string>(),
+                        answer?["parameters"]?["queue_ms"]?.GetValue<double>() ?? 0, response.IsSuccessStatusCode ? null : answer?.ToJsonString()));
+                }
+                catch (HttpRequestException e)
+                {
+                    outcomes.Enqueue((0, null, 0, e.Message));
+                }
+            }
+        }))).ToArray();
+        await Task.WhenAll(workers);
+        var seconds = started.Elapsed.TotalSeconds;
+
+        var all = outcomes.ToList();
+        output.WriteLine($"{all.Count} requests ({all.Count * slices.Length / 4096} slices) in {seconds:F0} s; mean queue wait {all.Average(o => o.QueueMs):F1} ms; "
+            + string.Join(", ", all.GroupBy(o => o.Replica ?? "(none)").Select(g => $"{g.Key}: {g.Count()}")));
+        Assert.All(all, o => Assert.True(o.Status == 200, $"every request under load is answered 200: {o}"));
+        Assert.Equal(2, all.Select(o => o.Replica).Distinct().Count()); // both silos ran inference
+        foreach (var member in new[] { nodeA, nodeB })
+        {
+            Assert.False(member.Node.HasExited, $"silo {member.Name} stopped under load (a silo declared dead stops itself):\n{member.Node.Output}");
+            var seen = await SilosAsync(member.Node);
+            Assert.Equal(members, seen.Select(s => s!["address"]!.GetValue<string>()).Order().ToArray());
+            Assert.All(seen, s => Assert.Equal("Active", s!["status"]!.GetValue<string>()));
+        }
+    }
+
     [Fact]
     public async Task A_brief_Redis_restart_does_not_take_the_cluster_down()
     {
