@@ -42,6 +42,22 @@ public static class MedServeClaims
     public const string KeyId = "medserve.key";
     public const string Permission = "medserve.permission";
 
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<(string KeyId, string Name, string Role, string Scheme), ClaimsPrincipal> Principals = new();
+
+    /// <summary>
+    /// The principal of a key, made once per key id, name, role and scheme and shared by that key's requests (a
+    /// principal is a dozen claims: not worth making again for every inference). Nothing in MedServe changes a
+    /// principal after authentication.
+    /// </summary>
+    public static ClaimsPrincipal KeyPrincipal(string keyId, string name, string role, string scheme)
+    {
+        if (Principals.Count > 10_000)
+        {
+            Principals.Clear();
+        }
+        return Principals.GetOrAdd((keyId, name, role, scheme), static k => Principal(k.KeyId, k.Name, k.Role, k.Scheme));
+    }
+
     /// <summary>The principal of a key: its id (never the key), name, role and the role's permissions.</summary>
     public static ClaimsPrincipal Principal(string keyId, string name, string role, string scheme)
     {
@@ -142,7 +158,7 @@ public sealed partial class ApiKeyHandler(
             Refused(Logger, refusal!);
             return AuthenticateResult.Fail(refusal!);
         }
-        return Success(MedServeClaims.Principal(key.Id, key.Name, key.Role, SchemeName));
+        return Success(MedServeClaims.KeyPrincipal(key.Id, key.Name, key.Role, SchemeName));
     }
 
     private AuthenticateResult Success(ClaimsPrincipal principal) => AuthenticateResult.Success(new AuthenticationTicket(principal, SchemeName));

@@ -161,14 +161,22 @@ public static partial class V2Endpoints
                 // A client that goes away gives up its request: the replica skips it if it has not run yet.
                 response = await router.InferAsync(name, version, request, context.RequestAborted);
             }
-            var writer = new ArrayBufferWriter<byte>(4096);
-            var headerLength = V2Codec.WriteResponse(response, outputOptions, writer);
-            if (headerLength is { } h)
+            // Written into a pooled buffer, returned once the answer is sent.
+            var writer = new PooledBufferWriter(4096);
+            try
             {
-                context.Response.Headers[HeaderLength] = h.ToString(CultureInfo.InvariantCulture);
-                return (Results.Bytes(writer.WrittenMemory, "application/octet-stream"), "success", response.ModelVersion, inputHash);
+                var headerLength = V2Codec.WriteResponse(response, outputOptions, writer);
+                if (headerLength is { } h)
+                {
+                    context.Response.Headers[HeaderLength] = h.ToString(CultureInfo.InvariantCulture);
+                }
+                return (new PooledBytes(writer, headerLength is null ? "application/json" : "application/octet-stream"), "success", response.ModelVersion, inputHash);
             }
-            return (Results.Bytes(writer.WrittenMemory, "application/json"), "success", response.ModelVersion, inputHash);
+            catch
+            {
+                writer.Dispose();
+                throw;
+            }
         }
         catch (MedServeException e)
         {
@@ -246,6 +254,20 @@ public static partial class V2Endpoints
 
     [LoggerMessage(3001, LogLevel.Error, "Infer on {Model} failed with {ExceptionType}")]
     private static partial void InferFailed(ILogger logger, string exceptionType, string model);
+
+    /// <summary>A response body in a pooled buffer, returned to the pool once written (or if writing fails).</summary>
+    private sealed class PooledBytes(PooledBufferWriter body, string contentType) : IResult
+    {
+        public async Task ExecuteAsync(HttpContext httpContext)
+        {
+            using (body)
+            {
+                httpContext.Response.ContentType = contentType;
+                httpContext.Response.ContentLength = body.WrittenCount;
+                await httpContext.Response.Body.WriteAsync(body.WrittenMemory, httpContext.RequestAborted);
+            }
+        }
+    }
 
     /// <summary>An <see cref="IResult"/> with one extra response header.</summary>
     private sealed class WithHeader(IResult inner, string name, string value) : IResult
