@@ -18,7 +18,7 @@ internal sealed record BenchOptions
     public int RawWorkers { get; init; } = Environment.ProcessorCount;
     public int? NaiveIntraOpThreads { get; init; }
     public int BatchMax { get; init; } = 8; // the product default (BatchingPolicy)
-    public int BatchDelayMicroseconds { get; init; } = 500;
+    public int BatchDelayMicroseconds { get; init; }
     public string DataDir { get; init; } = "/work/shared/data";
     public string? Label { get; init; }
     /// <summary>Extra arguments for the MedServe node (e.g. <c>--MedServe:AuditInference false</c> to measure what auditing costs).</summary>

@@ -46,8 +46,11 @@ public sealed record BatchingPolicy
     /// <summary>
     /// Longest time the oldest request may wait for a batch to fill, in microseconds. The batcher waits only while
     /// more requests are expected within that time (by their recent arrival rate); a lone request runs at once.
+    /// The default, 0, never waits: a batch is what queued while the silo's ONNX Runtime threads were busy, so batching
+    /// costs a request nothing when the silo has a free core and fills batches exactly when it has none (bench/README.md).
+    /// Worth raising where a run costs about the same for one row as for many (a GPU).
     /// </summary>
-    [Id(1)] public int MaxQueueDelayMicroseconds { get; init; } = 500;
+    [Id(1)] public int MaxQueueDelayMicroseconds { get; init; }
 
     /// <summary>Batch sizes the model runs best at; a batch that reaches one of them is sent without waiting more.</summary>
     [Id(2)] public int[] PreferredBatchSizes { get; init; } = [];
