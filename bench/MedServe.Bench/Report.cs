@@ -33,11 +33,16 @@ internal sealed record Result
     public double? QueueP50Ms { get; init; }
     public double? QueueMeanMs { get; init; }
     public double? ResponseBatchMean { get; init; }
+    /// <summary>The server process's CPU time (utime + stime) over the measured window, seconds; null for raw ONNX Runtime.</summary>
+    public double? ServerCpuSeconds { get; init; }
+    public double? ServerCpuUsPerRequest { get; init; }
     public string Check { get; init; } = "ok";
     public double? XCeiling { get; set; }
     public double? XNaive { get; set; }
     public double? P50XNaive { get; set; }
     public double? P99XNaive { get; set; }
+    /// <summary>Server CPU per request over the naive server's (lower is better).</summary>
+    public double? CpuXNaive { get; set; }
 
     public bool IsRaw => Server.StartsWith("raw", StringComparison.Ordinal);
 
@@ -77,6 +82,7 @@ internal static class Report
                 r.XNaive = r.RowsPerSecond / n.RowsPerSecond;
                 r.P50XNaive = r.P50Ms / n.P50Ms;
                 r.P99XNaive = r.P99Ms / n.P99Ms;
+                r.CpuXNaive = r.ServerCpuUsPerRequest / n.ServerCpuUsPerRequest;
             }
         }
         var targets = Targets(results, ceilings);
@@ -91,6 +97,8 @@ internal static class Report
         md.AppendLine();
         md.AppendLine("Ratios: **x ceiling** = rows/s over the best raw ONNX Runtime rows/s for the model; **x naive** = rows/s over the naive " +
             "server's at the same concurrency and encoding (grain client: naive binary); **p50/p99 x naive** = latency over the naive server's (lower is better). " +
+            string.Create(Inv, $"**srv CPU µs/req** = the server process's CPU time (user + system, /proc/<pid>/stat, {1e3 / ProcessCpu.Hz:0.#} ms ticks) over the measured window, per request answered; ") +
+            "**CPU x naive** = that over the naive server's (lower is better). " +
             "Server columns come from the node's `/metrics` (diff of histogram sums and counts around the measured window: means) " +
             "and, for the grain client, from each response (p50).");
         foreach (var w in workloads)
@@ -106,14 +114,14 @@ internal static class Report
                     (one is null ? "." : string.Create(Inv, $"; batch 1: {one.RowsPerSecond:0} rows/s, p50 {one.P50Ms:0.000} ms per Run.")));
                 md.AppendLine();
             }
-            md.AppendLine("| configuration | c | req/s | rows/s | p50 ms | p95 ms | p99 ms | x ceiling | x naive | p50 x naive | p99 x naive | srv request ms | srv compute ms | queue ms | rows/run | errors | check |");
-            md.AppendLine("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|");
+            md.AppendLine("| configuration | c | req/s | rows/s | p50 ms | p95 ms | p99 ms | x ceiling | x naive | p50 x naive | p99 x naive | srv CPU µs/req | CPU x naive | srv request ms | srv compute ms | queue ms | rows/run | errors | check |");
+            md.AppendLine("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|");
             foreach (var r in rows)
             {
                 var queue = r.QueueP50Ms is { } q ? F(q, "0.000") : "";
                 var perRun = r.ServerRowsPerRun ?? r.ResponseBatchMean;
                 md.AppendLine(Inv, $"| {r.Label} | {r.Concurrency} | {r.RequestsPerSecond:0} | {r.RowsPerSecond:0} | {r.P50Ms:0.000} | {r.P95Ms:0.000} | {r.P99Ms:0.000} | " +
-                    $"{X(r.XCeiling)} | {X(r.XNaive)} | {X(r.P50XNaive)} | {X(r.P99XNaive)} | {F(r.ServerRequestMeanMs, "0.000")} | {F(r.ServerComputeMs, "0.000")} | {queue} | {F(perRun, "0.0")} | " +
+                    $"{X(r.XCeiling)} | {X(r.XNaive)} | {X(r.P50XNaive)} | {X(r.P99XNaive)} | {F(r.ServerCpuUsPerRequest, "0")} | {X(r.CpuXNaive)} | {F(r.ServerRequestMeanMs, "0.000")} | {F(r.ServerComputeMs, "0.000")} | {queue} | {F(perRun, "0.0")} | " +
                     $"{(r.Errors == 0 ? "0" : r.Errors.ToString(Inv))} | {r.Check} |");
             }
         }
@@ -203,6 +211,7 @@ internal static class Report
         {
             md.AppendLine("- MedServe's V2 HTTP responses carried no queue or compute time in `parameters`, so HTTP rows show server compute as the /metrics mean per run and no queue time; the grain client's come from each `InferenceResponse`.");
         }
+        md.AppendLine(Inv, $"- srv CPU µs/req counts every thread of the server process over the window (GC, timers and, for the naive server, ONNX Runtime's spinning intra-op threads included); one reading is good to a tick ({1e3 / ProcessCpu.Hz:0.#} ms).");
         md.AppendLine("- srv compute ms is ONNX Runtime time per run (one run serves rows/run requests); srv request ms is the HTTP front end's time per request (not recorded for the grain client).");
         var errors = results.Where(r => r.Errors > 0 || r.Check != "ok").ToArray();
         foreach (var r in errors)
