@@ -54,6 +54,8 @@ internal sealed record Result
     public double? ServerComputeMs => ComputeP50Ms ?? ServerComputeMeanMs;
 }
 
+internal sealed record OnOff(string Model, string Transport, int Concurrency, double RowsPerSecondOff, double RowsPerSecondOn, double? OnOverOff, double? RowsPerRunOn, string Verdict);
+
 internal sealed record Target(string Name, string Configuration, double? Measured, double Needed, bool HigherIsBetter, string Unit, string Verdict);
 
 internal static class Report
@@ -86,6 +88,7 @@ internal static class Report
             }
         }
         var targets = Targets(results, workloads);
+        var onOff = BatchingOnOff(results);
 
         var md = new StringBuilder();
         md.AppendLine(Inv, $"# MedServe bench{(o.Label is null ? "" : $" ({o.Label})")}: {stamp:yyyy-MM-dd HH:mm} UTC");
@@ -135,6 +138,21 @@ internal static class Report
         {
             md.AppendLine(Inv, $"| {t.Name} | {t.Configuration} | {(t.Measured is { } m ? m.ToString(t.Unit == "x" ? "0.00" : "0.000", Inv) + (t.Unit == "x" ? "x" : " ms") : "n/a")} | " +
                 $"{(t.HigherIsBetter ? ">=" : "<=")} {t.Needed.ToString("0.0##", Inv)}{(t.Unit == "x" ? "x" : " ms")} | {t.Verdict} |");
+        }
+
+        if (onOff.Count > 0)
+        {
+            md.AppendLine();
+            md.AppendLine("## Batching on vs off (MedServe)");
+            md.AppendLine();
+            md.AppendLine("rows/s with batching on over rows/s with it off, same model, transport and concurrency; \"slower\" below 0.95x.");
+            md.AppendLine();
+            md.AppendLine("| model | transport | c | rows/s off | rows/s on | on / off | rows/run on | verdict |");
+            md.AppendLine("|---|---|--:|--:|--:|--:|--:|---|");
+            foreach (var b in onOff)
+            {
+                md.AppendLine(Inv, $"| {b.Model} | {b.Transport} | {b.Concurrency} | {b.RowsPerSecondOff:0} | {b.RowsPerSecondOn:0} | {X(b.OnOverOff)} | {F(b.RowsPerRunOn, "0.0")} | {b.Verdict} |");
+            }
         }
 
         var traced = results.Where(r => r.Server.StartsWith("MedServe traced", StringComparison.Ordinal)).ToArray();
@@ -228,6 +246,7 @@ internal static class Report
             ceilings = ceilings.ToDictionary(kv => kv.Key, kv => new { rows_per_second = kv.Value.RowsPerSecond, batch = kv.Value.RowsPerRequest, threads = kv.Value.Concurrency }),
             results,
             targets,
+            batching_on_vs_off = onOff,
         }, new JsonSerializerOptions
         {
             WriteIndented = true,
@@ -289,6 +308,26 @@ internal static class Report
             : v <= needed ? string.Create(Inv, $"PASS ({v:0.00}x{detail})") : string.Create(Inv, $"MISS by {(v / needed - 1) * 100:0}% ({v:0.00}x of {needed:0.0}x{detail})");
         return new Target(name, r?.Label ?? "(not in this run)", value, needed, higherIsBetter, "x", verdict);
     }
+
+    /// <summary>MedServe's rows/s with batching on over off, per model, transport and concurrency (both modes in the run).</summary>
+    private static List<OnOff> BatchingOnOff(List<Result> results)
+    {
+        var list = new List<OnOff>();
+        foreach (var off in results.Where(r => r.Server == "MedServe" && r.Batching == "off"))
+        {
+            var on = results.FirstOrDefault(r => r.Server == "MedServe" && r.Batching == "on" && r.Model == off.Model && r.Transport == off.Transport && r.Concurrency == off.Concurrency);
+            if (on is null)
+            {
+                continue;
+            }
+            double? ratio = off.RowsPerSecond > 0 ? on.RowsPerSecond / off.RowsPerSecond : null;
+            list.Add(new OnOff(off.Model, off.Transport, off.Concurrency, off.RowsPerSecond, on.RowsPerSecond, ratio,
+                on.ServerRowsPerRun ?? on.ResponseBatchMean, ratio is not { } x ? "n/a" : x < 0.95 ? "slower" : "ok"));
+        }
+        return [.. list.OrderBy(b => b.Model, StringComparer.Ordinal).ThenBy(b => TransportOrder(b.Transport)).ThenBy(b => b.Concurrency)];
+    }
+
+    private static int TransportOrder(string t) => t switch { "HTTP JSON" => 0, "HTTP binary" => 1, _ => 2 };
 
     private static string X(double? v) => v is { } x ? x.ToString(x < 0.1 ? "0.000" : "0.00", Inv) + "x" : "";
 
