@@ -52,8 +52,8 @@ foreach (var w in workloads)
     {
         foreach (var c in options.Concurrency)
         {
-            await HttpRun(http, w, "naive ASP.NET", "HTTP JSON", "n/a", c, json: true, scrape: false);
-            await HttpRun(http, w, "naive ASP.NET", "HTTP binary", "n/a", c, json: false, scrape: false);
+            await HttpRun(http, naive.ProcessId, w, "naive ASP.NET", "HTTP JSON", "n/a", c, json: true, scrape: false);
+            await HttpRun(http, naive.ProcessId, w, "naive ASP.NET", "HTTP binary", "n/a", c, json: false, scrape: false);
         }
     }
 }
@@ -98,7 +98,7 @@ foreach (var w in workloads)
                 {
                     foreach (var n in k % 2 == 0 ? Enumerable.Range(0, nodes.Count) : Enumerable.Range(0, nodes.Count).Reverse())
                     {
-                        var (server, _, http, client) = nodes[n];
+                        var (server, node, http, client) = nodes[n];
                         if (batching != current[n])
                         {
                             await SetBatchingAsync(http, w, batching);
@@ -110,9 +110,9 @@ foreach (var w in workloads)
                             }
                             current[n] = batching;
                         }
-                        await HttpRun(http, w, server, "HTTP JSON", batching, c, json: true, scrape: true);
-                        await HttpRun(http, w, server, "HTTP binary", batching, c, json: false, scrape: true);
-                        await GrainRun(client, http, w, server, batching, c);
+                        await HttpRun(http, node.ProcessId, w, server, "HTTP JSON", batching, c, json: true, scrape: true);
+                        await HttpRun(http, node.ProcessId, w, server, "HTTP binary", batching, c, json: false, scrape: true);
+                        await GrainRun(client, http, node.ProcessId, w, server, batching, c);
                     }
                 }
             }
@@ -186,11 +186,11 @@ void Raw(Workload w)
                 using var r = session.Run(runOptions, inputs, args, outputs);
             };
         });
-        Add(w, "raw ONNX Runtime", "in process", "n/a", options.RawWorkers, batch, stats, null, "ok");
+        Add(w, "raw ONNX Runtime", "in process", "n/a", options.RawWorkers, batch, stats, null, null, "ok");
     }
 }
 
-async Task HttpRun(HttpClient http, Workload w, string server, string transport, string batching, int c, bool json, bool scrape)
+async Task HttpRun(HttpClient http, int pid, Workload w, string server, string transport, string batching, int c, bool json, bool scrape)
 {
     var bodies = json ? w.JsonBodies : w.BinaryBodies;
     int? header = json ? null : w.BinaryHeaderLength;
@@ -200,14 +200,20 @@ async Task HttpRun(HttpClient http, Workload w, string server, string transport,
         return V2Http.ReadOutput(body, h, Workload.Output);
     }, w);
     Dictionary<string, double>? before = null;
+    double? cpu0 = null;
     var stats = await LoadRunner.RunAsync(c, options.Warmup, options.Seconds,
         i => V2Http.InferAsync(http, w.Name, bodies[i % bodies.Length], header),
-        async () => before = scrape ? await Metrics.ScrapeAsync(http, w.Name) : null);
+        async () =>
+        {
+            before = scrape ? await Metrics.ScrapeAsync(http, w.Name) : null;
+            cpu0 = ProcessCpu.ReadSeconds(pid); // after the scrape: its CPU is not the requests'
+        });
+    var cpu = ProcessCpu.ReadSeconds(pid) - cpu0; // before the closing scrape
     var server1 = scrape ? Metrics.Diff(before, await Metrics.ScrapeAsync(http, w.Name)) : null;
-    Add(w, server, transport, batching, c, 1, stats, server1, check);
+    Add(w, server, transport, batching, c, 1, stats, server1, cpu, check);
 }
 
-async Task GrainRun(MedServeClient client, HttpClient http, Workload w, string server, string batching, int c)
+async Task GrainRun(MedServeClient client, HttpClient http, int pid, Workload w, string server, string batching, int c)
 {
     var check = await ProbeAsync(async () =>
     {
@@ -215,12 +221,18 @@ async Task GrainRun(MedServeClient client, HttpClient http, Workload w, string s
         return r.Outputs.First(o => o.Name == Workload.Output).AsSpan<float>().ToArray();
     }, w);
     Dictionary<string, double>? before = null;
+    double? cpu0 = null;
     var stats = await LoadRunner.RunAsync(c, options.Warmup, options.Seconds, async i =>
     {
         var r = await client.InferAsync(w.Name, w.GrainRequests[i % w.GrainRequests.Length]);
         return new Observation(r.ComputeMilliseconds, r.QueueMilliseconds, r.BatchSize);
-    }, async () => before = await Metrics.ScrapeAsync(http, w.Name));
-    Add(w, server, "grain client", batching, c, 1, stats, Metrics.Diff(before, await Metrics.ScrapeAsync(http, w.Name)), check);
+    }, async () =>
+    {
+        before = await Metrics.ScrapeAsync(http, w.Name);
+        cpu0 = ProcessCpu.ReadSeconds(pid);
+    });
+    var cpu = ProcessCpu.ReadSeconds(pid) - cpu0;
+    Add(w, server, "grain client", batching, c, 1, stats, Metrics.Diff(before, await Metrics.ScrapeAsync(http, w.Name)), cpu, check);
 }
 
 // One request before the load: the answer must match raw ONNX Runtime's (and a route refresh after a redeploy settles).
@@ -287,7 +299,8 @@ async Task SetBatchingAsync(HttpClient http, Workload w, string mode)
     Console.Error.WriteLine($"bench: {note} ({Stopwatch.GetElapsedTime(started).TotalSeconds:0.0} s)");
 }
 
-void Add(Workload w, string server, string transport, string batching, int c, int rows, LoadStats s, ServerStats? srv, string check)
+// cpuSeconds: the server process's CPU time (user + system) over the measured window; null for raw ONNX Runtime.
+void Add(Workload w, string server, string transport, string batching, int c, int rows, LoadStats s, ServerStats? srv, double? cpuSeconds, string check)
 {
     var r = new Result
     {
@@ -315,6 +328,8 @@ void Add(Workload w, string server, string transport, string batching, int c, in
         QueueP50Ms = s.Queue.Length > 0 ? LoadStats.Pct(s.Queue, 0.5) : null,
         QueueMeanMs = s.Queue.Length > 0 ? s.Queue.Average() : null,
         ResponseBatchMean = s.Batch.Length > 0 ? s.Batch.Average() : null,
+        ServerCpuSeconds = cpuSeconds,
+        ServerCpuUsPerRequest = cpuSeconds is { } cpu && s.Requests > 0 ? cpu * 1e6 / s.Requests : null,
         Check = check,
     };
     results.Add(r);
@@ -323,6 +338,10 @@ void Add(Workload w, string server, string transport, string batching, int c, in
     if (r.ServerComputeMeanMs is { } cm)
     {
         sb.Append(CultureInfo.InvariantCulture, $"  srv compute {cm:0.000} ms, {r.ServerRowsPerRun:0.0} rows/run");
+    }
+    if (r.ServerCpuUsPerRequest is { } us)
+    {
+        sb.Append(CultureInfo.InvariantCulture, $"  srv CPU {us:0} µs/req");
     }
     if (r.Errors > 0)
     {

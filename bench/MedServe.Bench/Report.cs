@@ -33,11 +33,16 @@ internal sealed record Result
     public double? QueueP50Ms { get; init; }
     public double? QueueMeanMs { get; init; }
     public double? ResponseBatchMean { get; init; }
+    /// <summary>The server process's CPU time (utime + stime) over the measured window, seconds; null for raw ONNX Runtime.</summary>
+    public double? ServerCpuSeconds { get; init; }
+    public double? ServerCpuUsPerRequest { get; init; }
     public string Check { get; init; } = "ok";
     public double? XCeiling { get; set; }
     public double? XNaive { get; set; }
     public double? P50XNaive { get; set; }
     public double? P99XNaive { get; set; }
+    /// <summary>Server CPU per request over the naive server's (lower is better).</summary>
+    public double? CpuXNaive { get; set; }
 
     public bool IsRaw => Server.StartsWith("raw", StringComparison.Ordinal);
 
@@ -48,6 +53,8 @@ internal sealed record Result
     /// <summary>Server compute per request: per response where the server says it, else the /metrics mean per run.</summary>
     public double? ServerComputeMs => ComputeP50Ms ?? ServerComputeMeanMs;
 }
+
+internal sealed record OnOff(string Model, string Transport, int Concurrency, double RowsPerSecondOff, double RowsPerSecondOn, double? OnOverOff, double? RowsPerRunOn, string Verdict);
 
 internal sealed record Target(string Name, string Configuration, double? Measured, double Needed, bool HigherIsBetter, string Unit, string Verdict);
 
@@ -77,9 +84,11 @@ internal static class Report
                 r.XNaive = r.RowsPerSecond / n.RowsPerSecond;
                 r.P50XNaive = r.P50Ms / n.P50Ms;
                 r.P99XNaive = r.P99Ms / n.P99Ms;
+                r.CpuXNaive = r.ServerCpuUsPerRequest / n.ServerCpuUsPerRequest;
             }
         }
-        var targets = Targets(results, ceilings);
+        var targets = Targets(results, workloads);
+        var onOff = BatchingOnOff(results);
 
         var md = new StringBuilder();
         md.AppendLine(Inv, $"# MedServe bench{(o.Label is null ? "" : $" ({o.Label})")}: {stamp:yyyy-MM-dd HH:mm} UTC");
@@ -91,6 +100,8 @@ internal static class Report
         md.AppendLine();
         md.AppendLine("Ratios: **x ceiling** = rows/s over the best raw ONNX Runtime rows/s for the model; **x naive** = rows/s over the naive " +
             "server's at the same concurrency and encoding (grain client: naive binary); **p50/p99 x naive** = latency over the naive server's (lower is better). " +
+            string.Create(Inv, $"**srv CPU µs/req** = the server process's CPU time (user + system, /proc/<pid>/stat, {1e3 / ProcessCpu.Hz:0.#} ms ticks) over the measured window, per request answered; ") +
+            "**CPU x naive** = that over the naive server's (lower is better). " +
             "Server columns come from the node's `/metrics` (diff of histogram sums and counts around the measured window: means) " +
             "and, for the grain client, from each response (p50).");
         foreach (var w in workloads)
@@ -106,14 +117,14 @@ internal static class Report
                     (one is null ? "." : string.Create(Inv, $"; batch 1: {one.RowsPerSecond:0} rows/s, p50 {one.P50Ms:0.000} ms per Run.")));
                 md.AppendLine();
             }
-            md.AppendLine("| configuration | c | req/s | rows/s | p50 ms | p95 ms | p99 ms | x ceiling | x naive | p50 x naive | p99 x naive | srv request ms | srv compute ms | queue ms | rows/run | errors | check |");
-            md.AppendLine("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|");
+            md.AppendLine("| configuration | c | req/s | rows/s | p50 ms | p95 ms | p99 ms | x ceiling | x naive | p50 x naive | p99 x naive | srv CPU µs/req | CPU x naive | srv request ms | srv compute ms | queue ms | rows/run | errors | check |");
+            md.AppendLine("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|");
             foreach (var r in rows)
             {
                 var queue = r.QueueP50Ms is { } q ? F(q, "0.000") : "";
                 var perRun = r.ServerRowsPerRun ?? r.ResponseBatchMean;
                 md.AppendLine(Inv, $"| {r.Label} | {r.Concurrency} | {r.RequestsPerSecond:0} | {r.RowsPerSecond:0} | {r.P50Ms:0.000} | {r.P95Ms:0.000} | {r.P99Ms:0.000} | " +
-                    $"{X(r.XCeiling)} | {X(r.XNaive)} | {X(r.P50XNaive)} | {X(r.P99XNaive)} | {F(r.ServerRequestMeanMs, "0.000")} | {F(r.ServerComputeMs, "0.000")} | {queue} | {F(perRun, "0.0")} | " +
+                    $"{X(r.XCeiling)} | {X(r.XNaive)} | {X(r.P50XNaive)} | {X(r.P99XNaive)} | {F(r.ServerCpuUsPerRequest, "0")} | {X(r.CpuXNaive)} | {F(r.ServerRequestMeanMs, "0.000")} | {F(r.ServerComputeMs, "0.000")} | {queue} | {F(perRun, "0.0")} | " +
                     $"{(r.Errors == 0 ? "0" : r.Errors.ToString(Inv))} | {r.Check} |");
             }
         }
@@ -127,6 +138,21 @@ internal static class Report
         {
             md.AppendLine(Inv, $"| {t.Name} | {t.Configuration} | {(t.Measured is { } m ? m.ToString(t.Unit == "x" ? "0.00" : "0.000", Inv) + (t.Unit == "x" ? "x" : " ms") : "n/a")} | " +
                 $"{(t.HigherIsBetter ? ">=" : "<=")} {t.Needed.ToString("0.0##", Inv)}{(t.Unit == "x" ? "x" : " ms")} | {t.Verdict} |");
+        }
+
+        if (onOff.Count > 0)
+        {
+            md.AppendLine();
+            md.AppendLine("## Batching on vs off (MedServe)");
+            md.AppendLine();
+            md.AppendLine("rows/s with batching on over rows/s with it off, same model, transport and concurrency; \"slower\" below 0.95x.");
+            md.AppendLine();
+            md.AppendLine("| model | transport | c | rows/s off | rows/s on | on / off | rows/run on | verdict |");
+            md.AppendLine("|---|---|--:|--:|--:|--:|--:|---|");
+            foreach (var b in onOff)
+            {
+                md.AppendLine(Inv, $"| {b.Model} | {b.Transport} | {b.Concurrency} | {b.RowsPerSecondOff:0} | {b.RowsPerSecondOn:0} | {X(b.OnOverOff)} | {F(b.RowsPerRunOn, "0.0")} | {b.Verdict} |");
+            }
         }
 
         var traced = results.Where(r => r.Server.StartsWith("MedServe traced", StringComparison.Ordinal)).ToArray();
@@ -203,6 +229,7 @@ internal static class Report
         {
             md.AppendLine("- MedServe's V2 HTTP responses carried no queue or compute time in `parameters`, so HTTP rows show server compute as the /metrics mean per run and no queue time; the grain client's come from each `InferenceResponse`.");
         }
+        md.AppendLine(Inv, $"- srv CPU µs/req counts every thread of the server process over the window (GC, timers and, for the naive server, ONNX Runtime's spinning intra-op threads included); one reading is good to a tick ({1e3 / ProcessCpu.Hz:0.#} ms).");
         md.AppendLine("- srv compute ms is ONNX Runtime time per run (one run serves rows/run requests); srv request ms is the HTTP front end's time per request (not recorded for the grain client).");
         var errors = results.Where(r => r.Errors > 0 || r.Check != "ok").ToArray();
         foreach (var r in errors)
@@ -219,6 +246,7 @@ internal static class Report
             ceilings = ceilings.ToDictionary(kv => kv.Key, kv => new { rows_per_second = kv.Value.RowsPerSecond, batch = kv.Value.RowsPerRequest, threads = kv.Value.Concurrency }),
             results,
             targets,
+            batching_on_vs_off = onOff,
         }, new JsonSerializerOptions
         {
             WriteIndented = true,
@@ -236,40 +264,70 @@ internal static class Report
         return results.FirstOrDefault(n => n.Server == "naive ASP.NET" && n.Model == r.Model && n.Concurrency == r.Concurrency && n.Transport == transport && n.Errors < n.Requests);
     }
 
-    private static List<Target> Targets(List<Result> results, Dictionary<string, Result> ceilings)
+    /// <summary>
+    /// The issue's targets, each for batching on and off: throughput vs the naive server at c=32, latency at c=1, and
+    /// server CPU per request for every MedServe configuration in the run.
+    /// </summary>
+    private static List<Target> Targets(List<Result> results, Workload[] workloads)
     {
+        const string Logreg = "breast-cancer-logreg", Cnn = "ct-mr-classifier";
         var list = new List<Target>();
         Result? Find(string model, string transport, string batching, int c) =>
             results.FirstOrDefault(r => r.Model == model && r.Server == "MedServe" && r.Transport == transport && r.Batching == batching && r.Concurrency == c);
+        string Short(string model) => workloads.FirstOrDefault(w => w.Name == model)?.Key ?? model;
         foreach (var batching in new[] { "on", "off" })
         {
-            var cnn = Find("ct-mr-classifier", "HTTP binary", batching, 32);
-            list.Add(Ratio("CNN c=32: HTTP binary vs raw batched ceiling", cnn, cnn?.XCeiling, 0.8));
-            list.Add(Ratio("CNN c=32: HTTP binary vs naive (binary)", cnn, cnn?.XNaive, 1.5));
-            foreach (var transport in new[] { "HTTP JSON", "HTTP binary" })
+            var lrJson = Find(Logreg, "HTTP JSON", batching, 32);
+            list.Add(Ratio("logreg c=32: HTTP JSON vs naive (JSON), rows/s", lrJson, lrJson?.XNaive, 1.0, higherIsBetter: true));
+            var lrGrain = Find(Logreg, "grain client", batching, 32);
+            list.Add(Ratio("logreg c=32: grain client vs naive (binary), rows/s", lrGrain, lrGrain?.XNaive, 1.5, higherIsBetter: true));
+            var cnn = Find(Cnn, "HTTP binary", batching, 32);
+            list.Add(Ratio("CNN c=32: HTTP binary vs naive (binary), rows/s", cnn, cnn?.XNaive, 1.1, higherIsBetter: true));
+            foreach (var w in workloads)
             {
-                var lr = Find("breast-cancer-logreg", transport, batching, 32);
-                list.Add(Ratio($"logreg c=32: {transport} vs naive ({transport[5..]})", lr, lr?.XNaive, 1.0));
+                foreach (var transport in new[] { "HTTP JSON", "HTTP binary", "grain client" })
+                {
+                    var one = Find(w.Name, transport, batching, 1);
+                    list.Add(Ratio($"{w.Key} c=1: p50 vs naive ({(transport == "HTTP JSON" ? "JSON" : "binary")})", one, one?.P50XNaive, 1.2, higherIsBetter: false));
+                }
             }
-            foreach (var transport in new[] { "HTTP JSON", "HTTP binary" })
+            foreach (var r in results.Where(r => r.Server == "MedServe" && r.Batching == batching))
             {
-                var lr = Find("breast-cancer-logreg", transport, batching, 1);
-                double? added = lr?.ServerComputeMs is { } compute ? lr.P50Ms - compute : null;
-                var how = lr?.ComputeP50Ms is not null ? "p50 compute from responses" : "mean compute from /metrics";
-                var verdict = added is not { } a ? "n/a (not measured)" : a <= 0.5 ? $"PASS ({a:0.000} ms; {how})" : $"MISS by {a - 0.5:0.000} ms ({how})";
-                list.Add(new Target("logreg c=1: added server time = e2e p50 - server compute", lr?.Label ?? $"MedServe {transport}, batching {batching}", added, 0.5, false, "ms", verdict));
+                var naive = r.CpuXNaive is null ? null : r.ServerCpuUsPerRequest / r.CpuXNaive;
+                var detail = r.ServerCpuUsPerRequest is { } us && naive is { } n ? string.Create(Inv, $"; {us:0} vs {n:0} µs/req") : null;
+                list.Add(Ratio($"{Short(r.Model)} c={r.Concurrency}: server CPU/request vs naive", r, r.CpuXNaive, 1.3, higherIsBetter: false, detail));
             }
         }
         return list;
     }
 
-    private static Target Ratio(string name, Result? r, double? value, double needed)
+    private static Target Ratio(string name, Result? r, double? value, double needed, bool higherIsBetter, string? detail = null)
     {
         var verdict = value is not { } v ? "n/a (not measured)"
-            : v >= needed ? string.Create(Inv, $"PASS ({v:0.00}x)")
-            : string.Create(Inv, $"MISS by {(1 - v / needed) * 100:0}% ({v:0.00}x of {needed:0.0}x)");
-        return new Target(name, r?.Label ?? "(not in this run)", value, needed, true, "x", verdict);
+            : higherIsBetter ? (v >= needed ? string.Create(Inv, $"PASS ({v:0.00}x{detail})") : string.Create(Inv, $"MISS by {(1 - v / needed) * 100:0}% ({v:0.00}x of {needed:0.0}x{detail})"))
+            : v <= needed ? string.Create(Inv, $"PASS ({v:0.00}x{detail})") : string.Create(Inv, $"MISS by {(v / needed - 1) * 100:0}% ({v:0.00}x of {needed:0.0}x{detail})");
+        return new Target(name, r?.Label ?? "(not in this run)", value, needed, higherIsBetter, "x", verdict);
     }
+
+    /// <summary>MedServe's rows/s with batching on over off, per model, transport and concurrency (both modes in the run).</summary>
+    private static List<OnOff> BatchingOnOff(List<Result> results)
+    {
+        var list = new List<OnOff>();
+        foreach (var off in results.Where(r => r.Server == "MedServe" && r.Batching == "off"))
+        {
+            var on = results.FirstOrDefault(r => r.Server == "MedServe" && r.Batching == "on" && r.Model == off.Model && r.Transport == off.Transport && r.Concurrency == off.Concurrency);
+            if (on is null)
+            {
+                continue;
+            }
+            double? ratio = off.RowsPerSecond > 0 ? on.RowsPerSecond / off.RowsPerSecond : null;
+            list.Add(new OnOff(off.Model, off.Transport, off.Concurrency, off.RowsPerSecond, on.RowsPerSecond, ratio,
+                on.ServerRowsPerRun ?? on.ResponseBatchMean, ratio is not { } x ? "n/a" : x < 0.95 ? "slower" : "ok"));
+        }
+        return [.. list.OrderBy(b => b.Model, StringComparer.Ordinal).ThenBy(b => TransportOrder(b.Transport)).ThenBy(b => b.Concurrency)];
+    }
+
+    private static int TransportOrder(string t) => t switch { "HTTP JSON" => 0, "HTTP binary" => 1, _ => 2 };
 
     private static string X(double? v) => v is { } x ? x.ToString(x < 0.1 ? "0.000" : "0.00", Inv) + "x" : "";
 
