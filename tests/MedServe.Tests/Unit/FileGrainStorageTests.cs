@@ -46,4 +46,36 @@ public sealed class FileGrainStorageTests
             Directory.Delete(dir, recursive: true);
         }
     }
+    [Fact]
+    public async Task A_write_by_another_storage_on_the_same_directory_is_seen_and_a_stale_writer_still_refused()
+    {
+        var dir = Paths.TempDirectory("storage");
+        try
+        {
+            // Two storages over one directory, as the silos of one test host share it: each remembers the ETags it
+            // wrote, and must not trust that memory once the other has written the file.
+            var (a, b) = (new FileGrainStorage(dir), new FileGrainStorage(dir));
+            var id = GrainId.Create("model", "shared");
+            var viaA = new Holder<Dictionary<string, int>> { State = new() { ["a"] = 1 } };
+            await a.WriteStateAsync("s", id, viaA);
+            var viaB = new Holder<Dictionary<string, int>>();
+            await b.ReadStateAsync("s", id, viaB);
+            viaB.State["a"] = 2;
+            await b.WriteStateAsync("s", id, viaB);
+
+            viaA.State["a"] = 3; // A's activation missed B's write
+            await Assert.ThrowsAsync<InconsistentStateException>(() => a.WriteStateAsync("s", id, viaA));
+            var now = new Holder<Dictionary<string, int>>();
+            await a.ReadStateAsync("s", id, now);
+            Assert.Equal(2, now.State["a"]);
+            now.State["a"] = 4;
+            await a.WriteStateAsync("s", id, now); // with the ETag it just read: accepted
+            await b.ReadStateAsync("s", id, viaB);
+            Assert.Equal(4, viaB.State["a"]);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }
