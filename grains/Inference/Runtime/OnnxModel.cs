@@ -14,11 +14,11 @@ public sealed record RuntimeOptions
     /// <summary>The silo's probe started the CUDA execution provider (<see cref="AcceleratorProbe.TryCuda"/>): sessions may append it.</summary>
     public bool CudaWorks { get; init; }
 
-    /// <summary>ONNX Runtime intra-op threads per session. Requests run concurrently, so 1 keeps cores for them.</summary>
+    /// <summary>
+    /// ONNX Runtime intra-op threads per session. Requests run concurrently on the silo's execution pool (cores over
+    /// this many threads: <see cref="ExecutionPool.ForCores"/>), so 1 keeps cores for them.
+    /// </summary>
     public int IntraOpThreads { get; init; } = 1;
-
-    /// <summary>Batches one replica runs at once: the cores over the threads each run uses.</summary>
-    public int Executors => Math.Max(1, Environment.ProcessorCount / Math.Max(1, IntraOpThreads));
 }
 
 /// <summary>An input or output as the ONNX graph declares it (-1 for a dynamic dimension).</summary>
