@@ -463,8 +463,6 @@ public static class V2Codec
         var name = hasName && nameValue.TokenType == JsonTokenType.String
             ? nameValue.GetString()!
             : throw MedServeException.Invalid($"inputs[{index}] needs a string 'name'", $"inputs[{index}].name");
-        // The caller chose the name: it may carry anything, patient data included. Messages name the position instead.
-        var field = $"inputs[{index}]";
 
         TensorDatatype datatype;
         if (knownDatatype is { } known)
@@ -473,28 +471,28 @@ public static class V2Codec
         }
         else if (!hasDatatype || !TensorTypes.TryParse(datatypeValue.TokenType == JsonTokenType.String ? datatypeValue.GetString() : null, out datatype))
         {
-            throw MedServeException.Invalid($"{field}: 'datatype' must be one of BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP16, FP32, FP64", field);
+            throw MedServeException.Invalid($"{Field(index)}: 'datatype' must be one of BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP16, FP32, FP64", Field(index));
         }
         if (datatype == TensorDatatype.BYTES)
         {
-            throw MedServeException.Invalid($"{field}: datatype BYTES is not supported by this server", field);
+            throw MedServeException.Invalid($"{Field(index)}: datatype BYTES is not supported by this server", Field(index));
         }
 
         if (shape is null)
         {
             throw MedServeException.Invalid(shapeError < 0
-                ? $"{field}: 'shape' must be an array of dimensions"
-                : $"{field}: shape dimension {shapeError} must be a positive integer", field);
+                ? $"{Field(index)}: 'shape' must be an array of dimensions"
+                : $"{Field(index)}: shape dimension {shapeError} must be a positive integer", Field(index));
         }
         if (elements > maxElements - totalElements)
         {
             throw new MedServeException(ErrorKind.TooLarge, totalElements == 0
-                ? $"{field}: shape {ShapeText(shape)} has {ElementText(elements)} elements; the limit is {maxElements} per request (MedServe:Limits:MaxTensorElements)"
-                : $"{field}: shape {ShapeText(shape)} has {ElementText(elements)} elements, {ElementText(totalElements)} already in earlier inputs; the limit is {maxElements} per request (MedServe:Limits:MaxTensorElements)", field);
+                ? $"{Field(index)}: shape {ShapeText(shape)} has {ElementText(elements)} elements; the limit is {maxElements} per request (MedServe:Limits:MaxTensorElements)"
+                : $"{Field(index)}: shape {ShapeText(shape)} has {ElementText(elements)} elements, {ElementText(totalElements)} already in earlier inputs; the limit is {maxElements} per request (MedServe:Limits:MaxTensorElements)", Field(index));
         }
         if (elements > int.MaxValue / 8)
         {
-            throw new MedServeException(ErrorKind.TooLarge, $"{field}: shape {ShapeText(shape)} is too large for one tensor", field);
+            throw new MedServeException(ErrorKind.TooLarge, $"{Field(index)}: shape {ShapeText(shape)} is too large for one tensor", Field(index));
         }
         totalElements += elements;
 
@@ -505,15 +503,15 @@ public static class V2Codec
         {
             if (!sizeValid)
             {
-                throw MedServeException.Invalid($"{field}: binary_data_size must be a non-negative integer", field);
+                throw MedServeException.Invalid($"{Field(index)}: binary_data_size must be a non-negative integer", Field(index));
             }
             if (size != byteLength)
             {
-                throw MedServeException.Invalid($"{field}: binary_data_size is {size} bytes but shape {ShapeText(shape)} of {datatype} needs {byteLength}", field);
+                throw MedServeException.Invalid($"{Field(index)}: binary_data_size is {size} bytes but shape {ShapeText(shape)} of {datatype} needs {byteLength}", Field(index));
             }
             if (binaryOffset + size > binary.Length)
             {
-                throw MedServeException.Invalid($"{field}: binary data is truncated: {size} bytes expected at offset {binaryOffset}, {Math.Max(0, binary.Length - binaryOffset)} present", field);
+                throw MedServeException.Invalid($"{Field(index)}: binary data is truncated: {size} bytes expected at offset {binaryOffset}, {Math.Max(0, binary.Length - binaryOffset)} present", Field(index));
             }
             var bytes = binary.Slice(binaryOffset, (int)size).ToArray();
             binaryOffset += (int)size;
@@ -522,12 +520,12 @@ public static class V2Codec
 
         if (!hasData)
         {
-            throw MedServeException.Invalid($"{field}: needs 'data' (or parameters.binary_data_size with a binary body)", field);
+            throw MedServeException.Invalid($"{Field(index)}: needs 'data' (or parameters.binary_data_size with a binary body)", Field(index));
         }
         if (elements > jsonBytes / 2 + 1)
         {
             // Every JSON element takes at least two bytes: refuse before allocating for a shape the body cannot fill.
-            throw MedServeException.Invalid($"{field}: shape {ShapeText(shape)} needs {elements} elements but the body is only {jsonBytes} bytes", field);
+            throw MedServeException.Invalid($"{Field(index)}: shape {ShapeText(shape)} needs {elements} elements but the body is only {jsonBytes} bytes", Field(index));
         }
         var (buffer, read, written) = (early, earlyRead, earlyCount);
         if (buffer is null || read == DataRead.Escaped || earlyDatatype != datatype || !ReferenceEquals(earlyShape, shape))
@@ -539,17 +537,23 @@ public static class V2Codec
         switch (read)
         {
             case DataRead.TooMany:
-                throw MedServeException.Invalid($"{field}: data has more elements than its shape allows ({elements})", field);
+                throw MedServeException.Invalid($"{Field(index)}: data has more elements than its shape allows ({elements})", Field(index));
             case DataRead.Invalid:
-                throw MedServeException.Invalid($"{field}: element {written} is not a valid {datatype} value", field);
+                throw MedServeException.Invalid($"{Field(index)}: element {written} is not a valid {datatype} value", Field(index));
         }
         if (written != elements)
         {
-            throw MedServeException.Invalid($"{field}: data has {written} elements but shape {ShapeText(shape)} needs {elements}", field);
+            throw MedServeException.Invalid($"{Field(index)}: data has {written} elements but shape {ShapeText(shape)} needs {elements}", Field(index));
         }
         eager |= ReferenceEquals(buffer, early);
         return new Tensor(name, datatype, shape, buffer);
     }
+
+    /// <summary>
+    /// How messages name input <paramref name="index"/> (made only for a message). The caller chose the input's name: it
+    /// may carry anything, patient data included, so messages name the position instead.
+    /// </summary>
+    private static string Field(int index) => $"inputs[{index}]";
 
     /// <summary>The datatype whose name <paramref name="text"/> is, exactly; null for anything else (which <see cref="TensorTypes.TryParse"/> then judges).</summary>
     private static TensorDatatype? PlainDatatype(ReadOnlySpan<byte> text) =>
