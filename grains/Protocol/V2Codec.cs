@@ -1,5 +1,8 @@
 using System.Buffers;
+using System.Buffers.Binary;
+using System.Collections.Frozen;
 using System.Globalization;
+using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 
@@ -18,9 +21,20 @@ public sealed record V2OutputOptions(bool AllBinary, IReadOnlySet<string> Binary
 /// nested, and the binary tensor data extension. Knows nothing of HTTP: the front end hands it bytes.
 /// Errors name fields and shapes, never tensor values.
 /// </summary>
+/// <remarks>
+/// A request is read in one forward pass of a <see cref="Utf8JsonReader"/>: each input's numbers go straight into its
+/// tensor's buffer, allocated at its exact size once the input's datatype and shape are known (an input whose "data"
+/// comes before them is read again from where its data starts, once they are). The outcome is the same as reading the
+/// whole document first and then looking fields up: invalid JSON anywhere is answered as such before any other error;
+/// otherwise the first error in this order wins, wherever the fields stand in the text: 'id', 'parameters', 'inputs' (in
+/// order, and within an input: name, datatype, shape, the element limit, binary data, data), 'outputs'. A field given
+/// twice counts with its last value.
+/// </remarks>
 public static class V2Codec
 {
-    private static readonly JsonDocumentOptions DocumentOptions = new() { MaxDepth = 64 };
+    private static readonly JsonReaderOptions ReaderOptions = new() { MaxDepth = 64 };
+
+    private static readonly FrozenSet<string> NoBinaryOutputs = FrozenSet<string>.Empty;
 
     /// <summary>
     /// Parses an infer request. <paramref name="jsonLength"/> is the value of the
@@ -36,306 +50,832 @@ public static class V2Codec
         }
         var json = jsonLength is { } len ? body[..len] : body;
         var binary = jsonLength is { } l ? body[l..] : ReadOnlyMemory<byte>.Empty;
-        // JSON is UTF-8: System.Text.Json parses invalid sequences inside strings and only fails (with an
-        // InvalidOperationException) when one is read. Refuse them here, naming where, never the bytes.
+        // JSON is UTF-8: System.Text.Json reads invalid sequences inside strings and only fails (with an
+        // InvalidOperationException) when one is decoded. Refuse them here, naming where, never the bytes.
         JsonText.RequireUtf8(json.Span, "request body");
-
-        JsonDocument document;
         try
         {
-            document = JsonDocument.Parse(json, DocumentOptions);
+            try
+            {
+                return Parse(json.Span, binary.Span, maxElements);
+            }
+            catch (Exception e) when (e is MedServeException or InvalidOperationException)
+            {
+                // Invalid JSON anywhere is the answer, before what the pass found so far: read the rest of the text.
+                var rest = new Utf8JsonReader(json.Span, ReaderOptions);
+                while (rest.Read())
+                {
+                }
+                throw;
+            }
         }
         catch (JsonException e)
         {
             throw MedServeException.Invalid($"request body is not valid JSON (line {e.LineNumber + 1}, byte {e.BytePositionInLine + 1})");
         }
+    }
 
-        using (document)
+    /// <summary>
+    /// The forward pass over the request object. 'inputs' is read where it stands; 'id', 'parameters' and 'outputs'
+    /// (small) are remembered (a reader copy at their value) and read after the object has ended, so that the errors come
+    /// in the documented order and invalid JSON further on still wins.
+    /// </summary>
+    private static (InferenceRequest Request, V2OutputOptions Outputs) Parse(ReadOnlySpan<byte> json, ReadOnlySpan<byte> binary, long maxElements)
+    {
+        var reader = new Utf8JsonReader(json, ReaderOptions);
+        reader.Read();
+        if (reader.TokenType != JsonTokenType.StartObject)
         {
-            var root = document.RootElement;
-            if (root.ValueKind != JsonValueKind.Object)
-            {
-                throw MedServeException.Invalid("request body must be a JSON object");
-            }
+            throw MedServeException.Invalid("request body must be a JSON object");
+        }
 
-            string? id = null;
-            if (root.TryGetProperty("id", out var idElement))
+        Utf8JsonReader id = default, parameters = default, outputs = default, lastInputs = default;
+        bool hasId = false, hasParameters = false, hasOutputs = false;
+        var inputsGiven = 0;
+        Tensor[]? inputs = null;
+        Exception? inputsError = null;
+        var eager = true;
+        while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+        {
+            if (NameIs(ref reader, "inputs"u8))
             {
-                id = idElement.ValueKind == JsonValueKind.String
-                    ? idElement.GetString()
-                    : throw MedServeException.Invalid("'id' must be a string", "id");
-            }
-
-            var allBinary = false;
-            long timeoutMicroseconds = 0;
-            var priority = RequestPriority.Online;
-            if (root.TryGetProperty("parameters", out var parameters) && parameters.ValueKind != JsonValueKind.Null)
-            {
-                if (parameters.ValueKind != JsonValueKind.Object)
+                reader.Read();
+                if (++inputsGiven > 1)
                 {
-                    throw MedServeException.Invalid("'parameters' must be an object", "parameters");
+                    // Given again: only the last counts. It is read once, after the object, not each time it comes.
+                    lastInputs = reader;
+                    reader.Skip();
+                    continue;
                 }
-                if (parameters.TryGetProperty("binary_data_output", out var bdo))
+                var depth = reader.CurrentDepth;
+                var container = reader.TokenType is JsonTokenType.StartArray or JsonTokenType.StartObject;
+                try
                 {
-                    allBinary = bdo.ValueKind == JsonValueKind.True;
+                    inputs = ReadInputs(ref reader, json.Length, binary, maxElements, ref eager);
                 }
-                if (parameters.TryGetProperty("timeout", out var timeout))
+                catch (Exception e) when (e is MedServeException or InvalidOperationException)
                 {
-                    // Triton and KServe: microseconds the request may wait before it runs.
-                    timeoutMicroseconds = timeout.ValueKind == JsonValueKind.Number && timeout.TryGetInt64(out var us) && us is > 0 and <= BatchingPolicy.MaxTimeoutMicroseconds
-                        ? us
-                        : throw MedServeException.Invalid("parameters.timeout must be a whole number of microseconds from 1 to 3600000000 (one hour)", "parameters.timeout");
-                }
-                if (parameters.TryGetProperty("priority", out var p))
-                {
-                    // 'online' (default) or 'batch': a caller may put its own bulk work behind interactive requests.
-                    priority = p.ValueKind == JsonValueKind.String && p.GetString() is "online" or "batch"
-                        ? (p.GetString() == "batch" ? RequestPriority.Job : RequestPriority.Online)
-                        : throw MedServeException.Invalid("parameters.priority must be \"online\" or \"batch\"", "parameters.priority");
-                }
-            }
-
-            if (!root.TryGetProperty("inputs", out var inputsElement) || inputsElement.ValueKind != JsonValueKind.Array)
-            {
-                throw MedServeException.Invalid("'inputs' must be an array of tensors", "inputs");
-            }
-            var count = inputsElement.GetArrayLength();
-            if (count == 0)
-            {
-                throw MedServeException.Invalid("'inputs' is empty", "inputs");
-            }
-
-            var inputs = new Tensor[count];
-            var binaryOffset = 0;
-            var index = 0;
-            long elements = 0;
-            foreach (var input in inputsElement.EnumerateArray())
-            {
-                inputs[index] = ParseInput(input, index, json.Length, binary.Span, ref binaryOffset, ref elements, maxElements);
-                index++;
-            }
-            if (binaryOffset != binary.Length)
-            {
-                throw MedServeException.Invalid($"the body carries {binary.Length} bytes of binary data but the inputs' binary_data_size add up to {binaryOffset}", "binary_data_size");
-            }
-
-            string[]? requested = null;
-            var binaryOutputs = new HashSet<string>(StringComparer.Ordinal);
-            if (root.TryGetProperty("outputs", out var outputsElement))
-            {
-                if (outputsElement.ValueKind != JsonValueKind.Array)
-                {
-                    throw MedServeException.Invalid("'outputs' must be an array", "outputs");
-                }
-                var names = new List<string>();
-                foreach (var output in outputsElement.EnumerateArray())
-                {
-                    var name = output.ValueKind == JsonValueKind.Object && output.TryGetProperty("name", out var n2) && n2.ValueKind == JsonValueKind.String
-                        ? n2.GetString()!
-                        : throw MedServeException.Invalid($"outputs[{names.Count}] needs a 'name'", "outputs");
-                    names.Add(name);
-                    if (output.TryGetProperty("parameters", out var op) && op.ValueKind == JsonValueKind.Object
-                        && op.TryGetProperty("binary_data", out var bd) && bd.ValueKind == JsonValueKind.True)
+                    // Kept for its turn (an 'id' or 'parameters' error further on goes first); read on past the value.
+                    inputsError = e;
+                    if (container)
                     {
-                        binaryOutputs.Add(name);
+                        while (!(reader.TokenType is JsonTokenType.EndArray or JsonTokenType.EndObject && reader.CurrentDepth == depth))
+                        {
+                            reader.Read();
+                        }
                     }
                 }
-                requested = names.Count > 0 ? [.. names] : null;
+                continue;
             }
+            var which = NameIs(ref reader, "id"u8) ? 1 : NameIs(ref reader, "parameters"u8) ? 2 : NameIs(ref reader, "outputs"u8) ? 3 : 0;
+            reader.Read();
+            switch (which)
+            {
+                case 1: id = reader; hasId = true; break;
+                case 2: parameters = reader; hasParameters = true; break;
+                case 3: outputs = reader; hasOutputs = true; break;
+            }
+            reader.Skip();
+        }
+        ReadToEnd(ref reader);
 
-            return (new InferenceRequest(inputs, requested, id) { TimeoutMicroseconds = timeoutMicroseconds, Priority = priority },
-                new V2OutputOptions(allBinary, binaryOutputs));
+        string? requestId = null;
+        if (hasId)
+        {
+            requestId = id.TokenType == JsonTokenType.String
+                ? id.GetString()
+                : throw MedServeException.Invalid("'id' must be a string", "id");
+        }
+        var (allBinary, timeoutMicroseconds, priority) = hasParameters ? ReadParameters(ref parameters) : (false, 0L, RequestPriority.Online);
+        if (inputsGiven == 0)
+        {
+            throw MedServeException.Invalid("'inputs' must be an array of tensors", "inputs");
+        }
+        if (inputsGiven > 1)
+        {
+            inputs = ReadInputs(ref lastInputs, json.Length, binary, maxElements, ref eager);
+        }
+        else if (inputsError is not null)
+        {
+            ExceptionDispatchInfo.Throw(inputsError);
+        }
+        var (requested, binaryOutputs) = hasOutputs ? ReadOutputs(ref outputs) : (null, NoBinaryOutputs);
+        return (new InferenceRequest(inputs!, requested, requestId) { TimeoutMicroseconds = timeoutMicroseconds, Priority = priority },
+            new V2OutputOptions(allBinary, binaryOutputs));
+    }
+
+    /// <summary>After the top-level value: only whitespace may follow (anything else is invalid JSON).</summary>
+    private static void ReadToEnd(ref Utf8JsonReader reader)
+    {
+        if (reader.Read())
+        {
+            throw new InvalidOperationException("the JSON reader found a second top-level value"); // it throws JsonException first
         }
     }
 
-    private static Tensor ParseInput(JsonElement input, int index, int jsonBytes, ReadOnlySpan<byte> binary, ref int binaryOffset, ref long totalElements, long maxElements)
+    private static (bool AllBinary, long TimeoutMicroseconds, RequestPriority Priority) ReadParameters(ref Utf8JsonReader reader)
     {
-        if (input.ValueKind != JsonValueKind.Object)
+        if (reader.TokenType == JsonTokenType.Null)
+        {
+            return (false, 0, RequestPriority.Online);
+        }
+        if (reader.TokenType != JsonTokenType.StartObject)
+        {
+            throw MedServeException.Invalid("'parameters' must be an object", "parameters");
+        }
+        var allBinary = false;
+        Utf8JsonReader timeout = default, priority = default;
+        bool hasTimeout = false, hasPriority = false;
+        while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+        {
+            var which = NameIs(ref reader, "binary_data_output"u8) ? 1 : NameIs(ref reader, "timeout"u8) ? 2 : NameIs(ref reader, "priority"u8) ? 3 : 0;
+            reader.Read();
+            switch (which)
+            {
+                case 1: allBinary = reader.TokenType == JsonTokenType.True; break;
+                case 2: timeout = reader; hasTimeout = true; break;
+                case 3: priority = reader; hasPriority = true; break;
+            }
+            reader.Skip();
+        }
+
+        long timeoutMicroseconds = 0;
+        if (hasTimeout)
+        {
+            // Triton and KServe: microseconds the request may wait before it runs.
+            timeoutMicroseconds = timeout.TokenType == JsonTokenType.Number && timeout.TryGetInt64(out var us) && us is > 0 and <= BatchingPolicy.MaxTimeoutMicroseconds
+                ? us
+                : throw MedServeException.Invalid("parameters.timeout must be a whole number of microseconds from 1 to 3600000000 (one hour)", "parameters.timeout");
+        }
+        var requestPriority = RequestPriority.Online;
+        if (hasPriority)
+        {
+            // 'online' (default) or 'batch': a caller may put its own bulk work behind interactive requests.
+            requestPriority = priority.TokenType == JsonTokenType.String && TextEquals(ref priority, "batch"u8, "batch")
+                ? RequestPriority.Job
+                : priority.TokenType == JsonTokenType.String && TextEquals(ref priority, "online"u8, "online")
+                    ? RequestPriority.Online
+                    : throw MedServeException.Invalid("parameters.priority must be \"online\" or \"batch\"", "parameters.priority");
+        }
+        return (allBinary, timeoutMicroseconds, requestPriority);
+    }
+
+    /// <summary>
+    /// Whether the property name at the reader is <paramref name="name"/>. A name whose escapes do not decode (a lone
+    /// surrogate such as \ud800, on which <see cref="Utf8JsonReader.ValueTextEquals(ReadOnlySpan{byte})"/> throws) is no
+    /// field of the protocol: it is skipped like any other unknown field.
+    /// </summary>
+    private static bool NameIs(ref Utf8JsonReader reader, ReadOnlySpan<byte> name)
+    {
+        if (!reader.ValueIsEscaped)
+        {
+            return reader.ValueSpan.SequenceEqual(name);
+        }
+        try
+        {
+            return reader.ValueTextEquals(name);
+        }
+        catch (InvalidOperationException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Whether the string token at the reader is <paramref name="utf8"/>. Escaped text is decoded as
+    /// <see cref="Utf8JsonReader.GetString"/> does (which refuses escapes that are not valid UTF-16).
+    /// </summary>
+    private static bool TextEquals(ref Utf8JsonReader reader, ReadOnlySpan<byte> utf8, string text) =>
+        reader.ValueIsEscaped ? reader.GetString() == text : reader.ValueSpan.SequenceEqual(utf8);
+
+    private static (string[]? Requested, IReadOnlySet<string> Binary) ReadOutputs(ref Utf8JsonReader reader)
+    {
+        if (reader.TokenType != JsonTokenType.StartArray)
+        {
+            throw MedServeException.Invalid("'outputs' must be an array", "outputs");
+        }
+        List<string>? names = null;
+        HashSet<string>? binary = null;
+        while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+        {
+            var index = names?.Count ?? 0;
+            if (reader.TokenType != JsonTokenType.StartObject)
+            {
+                throw MedServeException.Invalid($"outputs[{index}] needs a 'name'", "outputs");
+            }
+            Utf8JsonReader nameValue = default;
+            var hasName = false;
+            var binaryData = false;
+            while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+            {
+                if (NameIs(ref reader, "name"u8))
+                {
+                    reader.Read();
+                    nameValue = reader;
+                    hasName = true;
+                }
+                else if (NameIs(ref reader, "parameters"u8))
+                {
+                    reader.Read();
+                    binaryData = false;
+                    if (reader.TokenType == JsonTokenType.StartObject)
+                    {
+                        while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+                        {
+                            var isBinaryData = NameIs(ref reader, "binary_data"u8);
+                            reader.Read();
+                            if (isBinaryData)
+                            {
+                                binaryData = reader.TokenType == JsonTokenType.True;
+                            }
+                            reader.Skip();
+                        }
+                        continue;
+                    }
+                }
+                else
+                {
+                    reader.Read();
+                }
+                reader.Skip();
+            }
+            var name = hasName && nameValue.TokenType == JsonTokenType.String
+                ? nameValue.GetString()!
+                : throw MedServeException.Invalid($"outputs[{index}] needs a 'name'", "outputs");
+            (names ??= []).Add(name);
+            if (binaryData)
+            {
+                (binary ??= new HashSet<string>(StringComparer.Ordinal)).Add(name);
+            }
+        }
+        return (names is { Count: > 0 } ? [.. names] : null, binary ?? (IReadOnlySet<string>)NoBinaryOutputs);
+    }
+
+    /// <summary>The 'inputs' array, the reader at its value; on return, at its end. <paramref name="eager"/>: see <see cref="ReadInput"/>.</summary>
+    private static Tensor[] ReadInputs(ref Utf8JsonReader reader, int jsonBytes, ReadOnlySpan<byte> binary, long maxElements, ref bool eager)
+    {
+        if (reader.TokenType != JsonTokenType.StartArray)
+        {
+            throw MedServeException.Invalid("'inputs' must be an array of tensors", "inputs");
+        }
+        var inputs = new Tensor[1];
+        var count = 0;
+        var binaryOffset = 0;
+        long elements = 0;
+        while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+        {
+            var input = ReadInput(ref reader, count, jsonBytes, binary, ref binaryOffset, ref elements, maxElements, ref eager);
+            if (count == inputs.Length)
+            {
+                Array.Resize(ref inputs, count * 2);
+            }
+            inputs[count++] = input;
+        }
+        if (count == 0)
+        {
+            throw MedServeException.Invalid("'inputs' is empty", "inputs");
+        }
+        if (binaryOffset != binary.Length)
+        {
+            throw MedServeException.Invalid($"the body carries {binary.Length} bytes of binary data but the inputs' binary_data_size add up to {binaryOffset}", "binary_data_size");
+        }
+        if (count != inputs.Length)
+        {
+            Array.Resize(ref inputs, count);
+        }
+        return inputs;
+    }
+
+    /// <summary>What reading a data value gave.</summary>
+    private enum DataRead
+    {
+        Complete,
+        /// <summary>More elements than the buffer holds.</summary>
+        TooMany,
+        /// <summary>An element that is not a value of the datatype.</summary>
+        Invalid,
+        /// <summary>An escaped string, not decoded on the first pass: the data is read again when the input is complete.</summary>
+        Escaped,
+    }
+
+    /// <summary>
+    /// One input object, the reader at its start; on return, at its end. Fields are taken as they come; the data is read
+    /// into its final buffer at once when the datatype and shape are already known (the usual order), else when the
+    /// object has ended. The checks run when the object has ended, in the documented order.
+    /// </summary>
+    /// <remarks>
+    /// A buffer allocated for the shape before the data is read is wasted when the input then fails, or a later field
+    /// changes what it needs (a 'shape' given again). <paramref name="eager"/> allows it while no such buffer has been
+    /// wasted in this request; after one has, data is read when its object has ended, so a request that repeats the
+    /// pattern costs allocations in proportion to its data, not to the shapes it claims.
+    /// </remarks>
+    private static Tensor ReadInput(ref Utf8JsonReader reader, int index, int jsonBytes, ReadOnlySpan<byte> binary, ref int binaryOffset, ref long totalElements, long maxElements, ref bool eager)
+    {
+        if (reader.TokenType != JsonTokenType.StartObject)
         {
             throw MedServeException.Invalid($"inputs[{index}] must be an object", "inputs");
         }
-        var name = input.TryGetProperty("name", out var nameElement) && nameElement.ValueKind == JsonValueKind.String
-            ? nameElement.GetString()!
-            : throw MedServeException.Invalid($"inputs[{index}] needs a string 'name'", $"inputs[{index}].name");
-        // The caller chose the name: it may carry anything, patient data included. Messages name the position instead.
-        var field = $"inputs[{index}]";
+        Utf8JsonReader nameValue = default, datatypeValue = default, dataValue = default;
+        bool hasName = false, hasDatatype = false, hasData = false;
+        TensorDatatype? knownDatatype = null; // the datatype when its text is plainly one of the names, else null
+        long[]? shape = null;  // null: no valid shape (yet)
+        var shapeError = -2;   // -2: no 'shape'; -1: not an array; >= 0: the first bad dimension; ignored while shape is set
+        long elements = 0;
+        bool hasSize = false, sizeValid = false;
+        long size = 0;
+        // The data as read on the first pass, and the datatype and shape it was read for.
+        byte[]? early = null;
+        var earlyRead = DataRead.Complete;
+        var earlyCount = 0;
+        TensorDatatype earlyDatatype = default;
+        long[]? earlyShape = null;
 
-        if (!input.TryGetProperty("datatype", out var dtElement) || !TensorTypes.TryParse(dtElement.ValueKind == JsonValueKind.String ? dtElement.GetString() : null, out var datatype))
+        while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
-            throw MedServeException.Invalid($"{field}: 'datatype' must be one of BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP16, FP32, FP64", field);
+            if (NameIs(ref reader, "data"u8))
+            {
+                reader.Read();
+                dataValue = reader;
+                early = null;
+                if (!hasData && eager && knownDatatype is { } dt && dt != TensorDatatype.BYTES && shape is not null && !hasSize
+                    && elements <= maxElements - totalElements && elements <= int.MaxValue / 8 && elements <= jsonBytes / 2 + 1)
+                {
+                    // The usual order: datatype and shape first. Read the numbers straight into the tensor's buffer.
+                    eager = false; // until the buffer is the tensor's
+                    early = new byte[(int)elements * dt.ElementSize()];
+                    earlyRead = ReadData(ref reader, dt, early, (int)elements, decodeEscaped: false, out earlyCount);
+                    (earlyDatatype, earlyShape) = (dt, shape);
+                }
+                else
+                {
+                    // Data given again is read once, when the object has ended.
+                    reader.Skip();
+                }
+                hasData = true;
+                continue;
+            }
+            if (NameIs(ref reader, "name"u8))
+            {
+                reader.Read();
+                nameValue = reader;
+                hasName = true;
+            }
+            else if (NameIs(ref reader, "datatype"u8))
+            {
+                reader.Read();
+                datatypeValue = reader;
+                hasDatatype = true;
+                knownDatatype = reader.TokenType == JsonTokenType.String && !reader.ValueIsEscaped ? PlainDatatype(reader.ValueSpan) : null;
+            }
+            else if (NameIs(ref reader, "shape"u8))
+            {
+                reader.Read();
+                shape = ReadShape(ref reader, out shapeError, out elements);
+                continue;
+            }
+            else if (NameIs(ref reader, "parameters"u8))
+            {
+                reader.Read();
+                hasSize = false;
+                if (reader.TokenType == JsonTokenType.StartObject)
+                {
+                    while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+                    {
+                        var isSize = NameIs(ref reader, "binary_data_size"u8);
+                        reader.Read();
+                        if (isSize)
+                        {
+                            hasSize = true;
+                            sizeValid = reader.TokenType == JsonTokenType.Number && reader.TryGetInt64(out size) && size >= 0;
+                        }
+                        reader.Skip();
+                    }
+                    continue;
+                }
+            }
+            else
+            {
+                reader.Read();
+            }
+            reader.Skip();
+        }
+
+        var name = hasName && nameValue.TokenType == JsonTokenType.String
+            ? nameValue.GetString()!
+            : throw MedServeException.Invalid($"inputs[{index}] needs a string 'name'", $"inputs[{index}].name");
+
+        TensorDatatype datatype;
+        if (knownDatatype is { } known)
+        {
+            datatype = known;
+        }
+        else if (!hasDatatype || !TensorTypes.TryParse(datatypeValue.TokenType == JsonTokenType.String ? datatypeValue.GetString() : null, out datatype))
+        {
+            throw MedServeException.Invalid($"{Field(index)}: 'datatype' must be one of BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP16, FP32, FP64", Field(index));
         }
         if (datatype == TensorDatatype.BYTES)
         {
-            throw MedServeException.Invalid($"{field}: datatype BYTES is not supported by this server", field);
+            throw MedServeException.Invalid($"{Field(index)}: datatype BYTES is not supported by this server", Field(index));
         }
 
-        if (!input.TryGetProperty("shape", out var shapeElement) || shapeElement.ValueKind != JsonValueKind.Array)
+        if (shape is null)
         {
-            throw MedServeException.Invalid($"{field}: 'shape' must be an array of dimensions", field);
-        }
-        var shape = new long[shapeElement.GetArrayLength()];
-        long elements = 1;
-        var d = 0;
-        foreach (var dim in shapeElement.EnumerateArray())
-        {
-            if (dim.ValueKind != JsonValueKind.Number || !dim.TryGetInt64(out var value) || value < 1)
-            {
-                throw MedServeException.Invalid($"{field}: shape dimension {d} must be a positive integer", field);
-            }
-            shape[d++] = value;
-            elements = value > long.MaxValue / elements ? long.MaxValue : elements * value;
+            throw MedServeException.Invalid(shapeError < 0
+                ? $"{Field(index)}: 'shape' must be an array of dimensions"
+                : $"{Field(index)}: shape dimension {shapeError} must be a positive integer", Field(index));
         }
         if (elements > maxElements - totalElements)
         {
             throw new MedServeException(ErrorKind.TooLarge, totalElements == 0
-                ? $"{field}: shape {ShapeText(shape)} has {ElementText(elements)} elements; the limit is {maxElements} per request (MedServe:Limits:MaxTensorElements)"
-                : $"{field}: shape {ShapeText(shape)} has {ElementText(elements)} elements, {ElementText(totalElements)} already in earlier inputs; the limit is {maxElements} per request (MedServe:Limits:MaxTensorElements)", field);
+                ? $"{Field(index)}: shape {ShapeText(shape)} has {ElementText(elements)} elements; the limit is {maxElements} per request (MedServe:Limits:MaxTensorElements)"
+                : $"{Field(index)}: shape {ShapeText(shape)} has {ElementText(elements)} elements, {ElementText(totalElements)} already in earlier inputs; the limit is {maxElements} per request (MedServe:Limits:MaxTensorElements)", Field(index));
         }
         if (elements > int.MaxValue / 8)
         {
-            throw new MedServeException(ErrorKind.TooLarge, $"{field}: shape {ShapeText(shape)} is too large for one tensor", field);
+            throw new MedServeException(ErrorKind.TooLarge, $"{Field(index)}: shape {ShapeText(shape)} is too large for one tensor", Field(index));
         }
         totalElements += elements;
 
         var elementSize = datatype.ElementSize();
         var byteLength = checked((int)elements * elementSize);
 
-        if (input.TryGetProperty("parameters", out var parameters) && parameters.ValueKind == JsonValueKind.Object
-            && parameters.TryGetProperty("binary_data_size", out var sizeElement))
+        if (hasSize)
         {
-            if (sizeElement.ValueKind != JsonValueKind.Number || !sizeElement.TryGetInt64(out var size) || size < 0)
+            if (!sizeValid)
             {
-                throw MedServeException.Invalid($"{field}: binary_data_size must be a non-negative integer", field);
+                throw MedServeException.Invalid($"{Field(index)}: binary_data_size must be a non-negative integer", Field(index));
             }
             if (size != byteLength)
             {
-                throw MedServeException.Invalid($"{field}: binary_data_size is {size} bytes but shape {ShapeText(shape)} of {datatype} needs {byteLength}", field);
+                throw MedServeException.Invalid($"{Field(index)}: binary_data_size is {size} bytes but shape {ShapeText(shape)} of {datatype} needs {byteLength}", Field(index));
             }
             if (binaryOffset + size > binary.Length)
             {
-                throw MedServeException.Invalid($"{field}: binary data is truncated: {size} bytes expected at offset {binaryOffset}, {Math.Max(0, binary.Length - binaryOffset)} present", field);
+                throw MedServeException.Invalid($"{Field(index)}: binary data is truncated: {size} bytes expected at offset {binaryOffset}, {Math.Max(0, binary.Length - binaryOffset)} present", Field(index));
             }
             var bytes = binary.Slice(binaryOffset, (int)size).ToArray();
             binaryOffset += (int)size;
             return new Tensor(name, datatype, shape, bytes);
         }
 
-        if (!input.TryGetProperty("data", out var data))
+        if (!hasData)
         {
-            throw MedServeException.Invalid($"{field}: needs 'data' (or parameters.binary_data_size with a binary body)", field);
+            throw MedServeException.Invalid($"{Field(index)}: needs 'data' (or parameters.binary_data_size with a binary body)", Field(index));
         }
         if (elements > jsonBytes / 2 + 1)
         {
             // Every JSON element takes at least two bytes: refuse before allocating for a shape the body cannot fill.
-            throw MedServeException.Invalid($"{field}: shape {ShapeText(shape)} needs {elements} elements but the body is only {jsonBytes} bytes", field);
+            throw MedServeException.Invalid($"{Field(index)}: shape {ShapeText(shape)} needs {elements} elements but the body is only {jsonBytes} bytes", Field(index));
         }
-        var buffer = new byte[byteLength];
-        var written = 0;
-        Fill(data, datatype, buffer, ref written, (int)elements, field);
+        var (buffer, read, written) = (early, earlyRead, earlyCount);
+        if (buffer is null || read == DataRead.Escaped || earlyDatatype != datatype || !ReferenceEquals(earlyShape, shape))
+        {
+            // The data came before the datatype or shape (or they were given again after it): read it now.
+            buffer = new byte[byteLength];
+            read = ReadData(ref dataValue, datatype, buffer, (int)elements, decodeEscaped: true, out written);
+        }
+        switch (read)
+        {
+            case DataRead.TooMany:
+                throw MedServeException.Invalid($"{Field(index)}: data has more elements than its shape allows ({elements})", Field(index));
+            case DataRead.Invalid:
+                throw MedServeException.Invalid($"{Field(index)}: element {written} is not a valid {datatype} value", Field(index));
+        }
         if (written != elements)
         {
-            throw MedServeException.Invalid($"{field}: data has {written} elements but shape {ShapeText(shape)} needs {elements}", field);
+            throw MedServeException.Invalid($"{Field(index)}: data has {written} elements but shape {ShapeText(shape)} needs {elements}", Field(index));
         }
+        eager |= ReferenceEquals(buffer, early);
         return new Tensor(name, datatype, shape, buffer);
     }
 
-    private static void Fill(JsonElement element, TensorDatatype datatype, byte[] buffer, ref int written, int capacity, string field)
+    /// <summary>
+    /// How messages name input <paramref name="index"/> (made only for a message). The caller chose the input's name: it
+    /// may carry anything, patient data included, so messages name the position instead.
+    /// </summary>
+    private static string Field(int index) => $"inputs[{index}]";
+
+    /// <summary>The datatype whose name <paramref name="text"/> is, exactly; null for anything else (which <see cref="TensorTypes.TryParse"/> then judges).</summary>
+    private static TensorDatatype? PlainDatatype(ReadOnlySpan<byte> text) =>
+        text.SequenceEqual("FP32"u8) ? TensorDatatype.FP32
+        : text.SequenceEqual("INT64"u8) ? TensorDatatype.INT64
+        : text.SequenceEqual("FP64"u8) ? TensorDatatype.FP64
+        : text.SequenceEqual("FP16"u8) ? TensorDatatype.FP16
+        : text.SequenceEqual("INT32"u8) ? TensorDatatype.INT32
+        : text.SequenceEqual("UINT8"u8) ? TensorDatatype.UINT8
+        : text.SequenceEqual("BOOL"u8) ? TensorDatatype.BOOL
+        : text.SequenceEqual("INT8"u8) ? TensorDatatype.INT8
+        : text.SequenceEqual("INT16"u8) ? TensorDatatype.INT16
+        : text.SequenceEqual("UINT16"u8) ? TensorDatatype.UINT16
+        : text.SequenceEqual("UINT32"u8) ? TensorDatatype.UINT32
+        : text.SequenceEqual("UINT64"u8) ? TensorDatatype.UINT64
+        : text.SequenceEqual("BYTES"u8) ? TensorDatatype.BYTES
+        : null;
+
+    /// <summary>
+    /// A 'shape' value, the reader at it; on return, at its end. Null when it is not an array of positive integers:
+    /// <paramref name="error"/> is then -1 (not an array) or the first bad dimension.
+    /// </summary>
+    private static long[]? ReadShape(ref Utf8JsonReader reader, out int error, out long elements)
     {
-        if (element.ValueKind == JsonValueKind.Array)
+        elements = 1;
+        if (reader.TokenType != JsonTokenType.StartArray)
         {
-            foreach (var item in element.EnumerateArray())
+            error = -1;
+            reader.Skip();
+            return null;
+        }
+        Span<long> dims = stackalloc long[16];
+        List<long>? more = null;
+        var count = 0;
+        error = -2;
+        while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+        {
+            if (error >= 0)
             {
-                Fill(item, datatype, buffer, ref written, capacity, field);
+                reader.Skip();
+                continue;
             }
-            return;
+            if (reader.TokenType != JsonTokenType.Number || !reader.TryGetInt64(out var value) || value < 1)
+            {
+                error = count;
+                reader.Skip();
+                continue;
+            }
+            if (count < dims.Length)
+            {
+                dims[count] = value;
+            }
+            else
+            {
+                (more ??= []).Add(value);
+            }
+            count++;
+            elements = value > long.MaxValue / elements ? long.MaxValue : elements * value;
         }
-        if (written >= capacity)
+        if (error >= 0)
         {
-            // Count the rest for an honest message, without storing it.
-            throw MedServeException.Invalid($"{field}: data has more elements than its shape allows ({capacity})", field);
+            return null;
         }
-        if (!TryWrite(element, datatype, buffer, written))
-        {
-            throw MedServeException.Invalid($"{field}: element {written} is not a valid {datatype} value", field);
-        }
-        written++;
+        var shape = new long[count];
+        dims[..Math.Min(count, dims.Length)].CopyTo(shape);
+        more?.CopyTo(shape, dims.Length);
+        return shape;
     }
 
-    private static bool TryWrite(JsonElement e, TensorDatatype datatype, byte[] buffer, int i)
+    /// <summary>
+    /// A 'data' value (one element, or arrays nested to any depth, taken in order), the reader at it; on return, at its
+    /// end. Elements go into <paramref name="buffer"/> as <paramref name="datatype"/>, little-endian; reading stops at
+    /// the first element past <paramref name="capacity"/> or not a value of the datatype (<paramref name="written"/> is
+    /// then its position), or, unless <paramref name="decodeEscaped"/>, at an escaped string.
+    /// </summary>
+    private static DataRead ReadData(ref Utf8JsonReader reader, TensorDatatype datatype, Span<byte> buffer, int capacity, bool decodeEscaped, out int written)
     {
-        var span = buffer.AsSpan();
+        written = 0;
+        var depth = reader.CurrentDepth;
+        if (reader.TokenType != JsonTokenType.StartArray)
+        {
+            var single = capacity == 0 ? DataRead.TooMany : WriteElement(ref reader, datatype, buffer, 0, decodeEscaped);
+            written = single == DataRead.Complete ? 1 : 0;
+            reader.Skip();
+            return single;
+        }
+        DataRead outcome;
+        while (true)
+        {
+            reader.Read();
+            var token = reader.TokenType;
+            if (token == JsonTokenType.StartArray)
+            {
+                continue;
+            }
+            if (token == JsonTokenType.EndArray)
+            {
+                if (reader.CurrentDepth == depth)
+                {
+                    return DataRead.Complete;
+                }
+                continue;
+            }
+            if (written >= capacity)
+            {
+                outcome = DataRead.TooMany;
+                break;
+            }
+            outcome = WriteElement(ref reader, datatype, buffer, written, decodeEscaped);
+            if (outcome != DataRead.Complete)
+            {
+                break;
+            }
+            written++;
+        }
+        // Stopped early: read on to the value's end, for the fields after it.
+        while (!(reader.TokenType == JsonTokenType.EndArray && reader.CurrentDepth == depth))
+        {
+            reader.Read();
+        }
+        return outcome;
+    }
+
+    /// <summary>Writes the element at the reader (a number, true or false, or a string for NaN and the infinities) as element <paramref name="i"/>.</summary>
+    private static DataRead WriteElement(ref Utf8JsonReader reader, TensorDatatype datatype, Span<byte> buffer, int i, bool decodeEscaped)
+    {
+        var token = reader.TokenType;
         switch (datatype)
         {
-            case TensorDatatype.BOOL:
-                if (e.ValueKind is JsonValueKind.True or JsonValueKind.False)
-                {
-                    span[i] = e.ValueKind == JsonValueKind.True ? (byte)1 : (byte)0;
-                    return true;
-                }
-                return false;
             case TensorDatatype.FP32:
-                if (TryGetFloating(e, out var f32))
+            {
+                var read = ReadFloating(ref reader, decodeEscaped, out var f32);
+                if (read != DataRead.Complete)
                 {
-                    var v = (float)f32;
-                    if (float.IsInfinity(v) && !double.IsInfinity(f32))
-                    {
-                        return false; // out of FP32 range
-                    }
-                    MemoryMarshal.Cast<byte, float>(span)[i] = v;
-                    return true;
+                    return read;
                 }
-                return false;
+                var v = (float)f32;
+                if (float.IsInfinity(v) && !double.IsInfinity(f32))
+                {
+                    return DataRead.Invalid; // out of FP32 range
+                }
+                BinaryPrimitives.WriteSingleLittleEndian(buffer[(i * sizeof(float))..], v);
+                return DataRead.Complete;
+            }
             case TensorDatatype.FP64:
-                if (TryGetFloating(e, out var f64))
+            {
+                var read = ReadFloating(ref reader, decodeEscaped, out var f64);
+                if (read == DataRead.Complete)
                 {
-                    MemoryMarshal.Cast<byte, double>(span)[i] = f64;
-                    return true;
+                    BinaryPrimitives.WriteDoubleLittleEndian(buffer[(i * sizeof(double))..], f64);
                 }
-                return false;
+                return read;
+            }
             case TensorDatatype.FP16:
-                if (TryGetFloating(e, out var f16))
+            {
+                var read = ReadFloating(ref reader, decodeEscaped, out var f16);
+                if (read == DataRead.Complete)
                 {
-                    MemoryMarshal.Cast<byte, Half>(span)[i] = (Half)f16;
-                    return true;
+                    BinaryPrimitives.WriteHalfLittleEndian(buffer[(i * 2)..], (Half)f16);
                 }
-                return false;
+                return read;
+            }
+            case TensorDatatype.BOOL:
+                if (token is JsonTokenType.True or JsonTokenType.False)
+                {
+                    buffer[i] = token == JsonTokenType.True ? (byte)1 : (byte)0;
+                    return DataRead.Complete;
+                }
+                return DataRead.Invalid;
         }
-        if (e.ValueKind != JsonValueKind.Number)
+        if (token != JsonTokenType.Number)
         {
-            return false;
+            return DataRead.Invalid;
         }
         switch (datatype)
         {
-            case TensorDatatype.UINT8 when e.TryGetByte(out var u8): span[i] = u8; return true;
-            case TensorDatatype.INT8 when e.TryGetSByte(out var i8): span[i] = unchecked((byte)i8); return true;
-            case TensorDatatype.UINT16 when e.TryGetUInt16(out var u16): MemoryMarshal.Cast<byte, ushort>(span)[i] = u16; return true;
-            case TensorDatatype.INT16 when e.TryGetInt16(out var i16): MemoryMarshal.Cast<byte, short>(span)[i] = i16; return true;
-            case TensorDatatype.UINT32 when e.TryGetUInt32(out var u32): MemoryMarshal.Cast<byte, uint>(span)[i] = u32; return true;
-            case TensorDatatype.INT32 when e.TryGetInt32(out var i32): MemoryMarshal.Cast<byte, int>(span)[i] = i32; return true;
-            case TensorDatatype.UINT64 when e.TryGetUInt64(out var u64): MemoryMarshal.Cast<byte, ulong>(span)[i] = u64; return true;
-            case TensorDatatype.INT64 when e.TryGetInt64(out var i64): MemoryMarshal.Cast<byte, long>(span)[i] = i64; return true;
-            default: return false;
+            case TensorDatatype.UINT8 when reader.TryGetByte(out var u8): buffer[i] = u8; return DataRead.Complete;
+            case TensorDatatype.INT8 when reader.TryGetSByte(out var i8): buffer[i] = unchecked((byte)i8); return DataRead.Complete;
+            case TensorDatatype.UINT16 when reader.TryGetUInt16(out var u16): BinaryPrimitives.WriteUInt16LittleEndian(buffer[(i * 2)..], u16); return DataRead.Complete;
+            case TensorDatatype.INT16 when reader.TryGetInt16(out var i16): BinaryPrimitives.WriteInt16LittleEndian(buffer[(i * 2)..], i16); return DataRead.Complete;
+            case TensorDatatype.UINT32 when reader.TryGetUInt32(out var u32): BinaryPrimitives.WriteUInt32LittleEndian(buffer[(i * 4)..], u32); return DataRead.Complete;
+            case TensorDatatype.INT32 when reader.TryGetInt32(out var i32): BinaryPrimitives.WriteInt32LittleEndian(buffer[(i * 4)..], i32); return DataRead.Complete;
+            case TensorDatatype.UINT64 when reader.TryGetUInt64(out var u64): BinaryPrimitives.WriteUInt64LittleEndian(buffer[(i * 8)..], u64); return DataRead.Complete;
+            case TensorDatatype.INT64 when reader.TryGetInt64(out var i64): BinaryPrimitives.WriteInt64LittleEndian(buffer[(i * 8)..], i64); return DataRead.Complete;
+            default: return DataRead.Invalid;
         }
     }
 
     /// <summary>JSON has no NaN or infinity: the strings "NaN", "Infinity" and "-Infinity" stand for them.</summary>
-    private static bool TryGetFloating(JsonElement e, out double value)
+    private static DataRead ReadFloating(ref Utf8JsonReader reader, bool decodeEscaped, out double value)
     {
-        if (e.ValueKind == JsonValueKind.Number)
+        value = 0;
+        if (reader.TokenType == JsonTokenType.Number)
         {
-            return e.TryGetDouble(out value);
+            return TryParseShort(reader.ValueSpan, out value) || reader.TryGetDouble(out value) ? DataRead.Complete : DataRead.Invalid;
         }
-        if (e.ValueKind == JsonValueKind.String)
+        if (reader.TokenType != JsonTokenType.String)
         {
-            switch (e.GetString())
+            return DataRead.Invalid;
+        }
+        if (reader.ValueIsEscaped)
+        {
+            if (!decodeEscaped)
             {
-                case "NaN": value = double.NaN; return true;
-                case "Infinity" or "inf": value = double.PositiveInfinity; return true;
-                case "-Infinity" or "-inf": value = double.NegativeInfinity; return true;
+                return DataRead.Escaped;
+            }
+            switch (reader.GetString())
+            {
+                case "NaN": value = double.NaN; return DataRead.Complete;
+                case "Infinity" or "inf": value = double.PositiveInfinity; return DataRead.Complete;
+                case "-Infinity" or "-inf": value = double.NegativeInfinity; return DataRead.Complete;
+                default: return DataRead.Invalid;
             }
         }
+        var text = reader.ValueSpan;
+        if (text.SequenceEqual("NaN"u8))
+        {
+            value = double.NaN;
+        }
+        else if (text.SequenceEqual("Infinity"u8) || text.SequenceEqual("inf"u8))
+        {
+            value = double.PositiveInfinity;
+        }
+        else if (text.SequenceEqual("-Infinity"u8) || text.SequenceEqual("-inf"u8))
+        {
+            value = double.NegativeInfinity;
+        }
+        else
+        {
+            return DataRead.Invalid;
+        }
+        return DataRead.Complete;
+    }
+
+    /// <summary>Powers of ten that a double holds exactly.</summary>
+    private static ReadOnlySpan<double> ExactPowersOf10 =>
+    [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+        1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    ];
+
+    /// <summary>
+    /// Parses a JSON number of at most 15 significant digits and a power of ten within ±22 (what clients send: a float
+    /// written in its shortest form, a feature value), false for any other. Such a number's digits and power of ten are
+    /// both exact doubles, so one multiplication or division gives the correctly rounded double (Clinger's fast path):
+    /// the value <see cref="Utf8JsonReader.TryGetDouble"/> gives, several times faster. The reader has already checked
+    /// the number's syntax.
+    /// </summary>
+    private static bool TryParseShort(ReadOnlySpan<byte> text, out double value)
+    {
         value = 0;
-        return false;
+        var i = 0;
+        var negative = text.Length > 0 && text[0] == (byte)'-';
+        if (negative)
+        {
+            i++;
+        }
+        ulong digits = 0;
+        var significant = 0;
+        var scale = 0;
+        var fraction = false;
+        for (; i < text.Length; i++)
+        {
+            var c = text[i];
+            if (c == (byte)'.')
+            {
+                fraction = true;
+                continue;
+            }
+            var d = (uint)(c - '0');
+            if (d > 9)
+            {
+                break;
+            }
+            if ((digits != 0 || d != 0) && ++significant > 15)
+            {
+                return false;
+            }
+            digits = (digits * 10) + d;
+            scale -= fraction ? 1 : 0;
+        }
+        if (i < text.Length)
+        {
+            // The exponent: e or E, a sign, digits.
+            if ((text[i] | 0x20) != 'e' || ++i == text.Length)
+            {
+                return false;
+            }
+            var negativeExponent = text[i] == (byte)'-';
+            if (text[i] is (byte)'-' or (byte)'+')
+            {
+                i++;
+            }
+            var exponent = 0;
+            var exponentDigits = 0;
+            for (; i < text.Length; i++)
+            {
+                var d = (uint)(text[i] - '0');
+                if (d > 9 || ++exponentDigits > 4)
+                {
+                    return false;
+                }
+                exponent = (exponent * 10) + (int)d;
+            }
+            if (exponentDigits == 0)
+            {
+                return false;
+            }
+            scale += negativeExponent ? -exponent : exponent;
+        }
+        if (digits == 0)
+        {
+            value = negative ? -0.0 : 0.0;
+            return true;
+        }
+        if (scale is < -22 or > 22)
+        {
+            return false;
+        }
+        var magnitude = scale < 0 ? digits / ExactPowersOf10[-scale] : digits * ExactPowersOf10[scale];
+        value = negative ? -magnitude : magnitude;
+        return true;
     }
 
     /// <summary>
