@@ -10,6 +10,7 @@ namespace MedServe.Micro;
 /// queue delay) and eight at once (one full batch of the default policy: eight rows).
 /// </summary>
 [MemoryDiagnoser]
+[MedianColumn]
 [SimpleJob(launchCount: 1, warmupCount: 3, iterationCount: 5)]
 public class BatcherBenchmarks
 {

@@ -12,6 +12,7 @@ namespace MedServe.Micro;
 /// buffer, so what is allocated is the codec's own.
 /// </summary>
 [MemoryDiagnoser]
+[MedianColumn]
 [SimpleJob(launchCount: 1, warmupCount: 3, iterationCount: 5)]
 public class CodecBenchmarks
 {
