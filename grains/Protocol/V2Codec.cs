@@ -73,6 +73,12 @@ public static class V2Codec
         {
             throw MedServeException.Invalid($"request body is not valid JSON (line {e.LineNumber + 1}, byte {e.BytePositionInLine + 1})");
         }
+        catch (InvalidOperationException)
+        {
+            // Valid UTF-8 and valid JSON, but a string whose escapes make no UTF-16 text (a lone surrogate, "\ud800"):
+            // System.Text.Json throws when it is decoded. The caller's input, so a 400, never a 500.
+            throw MedServeException.Invalid("request body has a string whose \\u escapes are not valid UTF-16 (a lone surrogate)");
+        }
     }
 
     /// <summary>

@@ -9,6 +9,16 @@ public sealed class V2CodecTests
 {
     private static InferenceRequest Parse(string json) => V2Codec.ParseRequest(Encoding.UTF8.GetBytes(json), null).Request;
 
+    [Theory]
+    [InlineData("""{"id":"\ud800","inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1]}]}""")]
+    [InlineData("""{"inputs":[{"name":"\udc00x","datatype":"FP32","shape":[1],"data":[1]}]}""")]
+    [InlineData("""{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":["\ud800"]}]}""")]
+    public void A_lone_surrogate_escape_in_a_string_is_a_400_not_a_500(string body)
+    {
+        var e = Assert.Throws<MedServeException>(() => V2Codec.ParseRequest(System.Text.Encoding.UTF8.GetBytes(body), null));
+        Assert.Equal(ErrorKind.InvalidInput, e.Kind);
+    }
+
     [Fact]
     public void Nested_and_flat_data_give_the_same_buffer()
     {
