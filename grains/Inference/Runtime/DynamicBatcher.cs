@@ -53,7 +53,7 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
     private readonly TaskCompletionSource _drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _scheduled; // 1 while this batcher waits in the pool's ready queue
     private int _runningBatches; // guarded by _gate
-    private double _meanRunSeconds = double.MaxValue; // smoothed wall time of a run; racy updates are fine
+    private double _meanRunSeconds = double.MaxValue; // smoothed wall time of a run per request; racy updates are fine
 
     /// <summary>Runs shorter than this on average may run on the thread of the request that found the queue empty.</summary>
     public static readonly TimeSpan InlineRunLimit = TimeSpan.FromMilliseconds(0.5);
@@ -434,8 +434,8 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
     }
 
     /// <summary>
-    /// Whether this model's runs are short enough to run on a caller's thread: under <see cref="InlineRunLimit"/> on
-    /// average (a fresh replica's are not known yet, so its first runs go to the pool).
+    /// Whether this model's runs are short enough to run on a caller's thread: under <see cref="InlineRunLimit"/> per
+    /// request on average (a fresh replica's are not known yet, so its first runs go to the pool).
     /// </summary>
     private bool ShortRuns => _meanRunSeconds < InlineRunLimit.TotalSeconds;
 
@@ -533,8 +533,10 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
         }
         finally
         {
-            // Smoothed run time (wall clock of the whole batch: the caller's thread is held that long when it runs inline).
-            var seconds = Stopwatch.GetElapsedTime(wall).TotalSeconds;
+            // Smoothed run time per request: what a request that runs alone on its caller's thread holds it for. Per
+            // request, not per batch: a batch of eight taking longer must not stop lone requests from running inline
+            // (the bench saw the CNN flip to pool hand-overs once batches formed, and run slower with batching on).
+            var seconds = Stopwatch.GetElapsedTime(wall).TotalSeconds / batch.Count;
             _meanRunSeconds = _meanRunSeconds == double.MaxValue ? seconds : (0.9 * _meanRunSeconds) + (0.1 * seconds);
         }
     }
