@@ -186,10 +186,12 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
                     }
                     _lastCompanyArrival = now;
                 }
-                if (_queued == 0 && _runningBatches < _pool.Size && ShortRuns && _pool.TryEnterInline())
+                if (_queued == 0 && _runningBatches < _pool.Size && ShortRuns && (policy.MaxQueueDelayMicroseconds == 0 || policy.MaxBatchSize == 1)
+                    && _pool.TryEnterInline())
                 {
                     // Nothing waiting and runs this short: run it now on the caller's thread. No hand-over to a pool
-                    // thread and back, and the answer is there when the caller looks.
+                    // thread and back, and the answer is there when the caller looks. Not when the policy asks batches to
+                    // wait for company (a queue delay): that request goes through the queue's rules.
                     inline = true;
                     _running++;
                     _runningBatches++;
