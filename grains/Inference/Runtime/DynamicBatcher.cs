@@ -422,16 +422,23 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
         }
         finally
         {
-            lock (_gate)
-            {
-                _runningBatches--;
-                again = _queued > 0;
-                SignalIfDrained();
-            }
-            if (again)
-            {
-                Schedule();
-            }
+            BatchDone();
+        }
+    }
+
+    /// <summary>A batch has been answered: one fewer running; with more queued, the batcher is ready again.</summary>
+    private void BatchDone()
+    {
+        bool again;
+        lock (_gate)
+        {
+            _runningBatches--;
+            again = _queued > 0;
+            SignalIfDrained();
+        }
+        if (again)
+        {
+            Schedule();
         }
     }
 
@@ -444,7 +451,6 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
     /// <summary>Runs one request that found nothing queued on the thread that brought it (see <see cref="ShortRuns"/>).</summary>
     private void RunInline(Item item)
     {
-        var again = false;
         try
         {
             Execute([item]);
@@ -452,16 +458,7 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
         finally
         {
             _pool.ExitInline();
-            lock (_gate)
-            {
-                _runningBatches--;
-                again = _queued > 0;
-                SignalIfDrained();
-            }
-            if (again)
-            {
-                Schedule();
-            }
+            BatchDone();
         }
     }
 
