@@ -51,11 +51,17 @@ public static class MedServeClaims
     /// </summary>
     public static ClaimsPrincipal KeyPrincipal(string keyId, string name, string role, string scheme)
     {
+        var key = (keyId, name, role, scheme);
+        if (Principals.TryGetValue(key, out var known))
+        {
+            return known;
+        }
+        // Bounded: counted only when a principal is added (ConcurrentDictionary.Count takes every lock).
         if (Principals.Count > 10_000)
         {
             Principals.Clear();
         }
-        return Principals.GetOrAdd((keyId, name, role, scheme), static k => Principal(k.KeyId, k.Name, k.Role, k.Scheme));
+        return Principals.GetOrAdd(key, static k => Principal(k.KeyId, k.Name, k.Role, k.Scheme));
     }
 
     /// <summary>The principal of a key: its id (never the key), name, role and the role's permissions.</summary>
