@@ -52,13 +52,16 @@ public static class Limits
             ? "key:" + key
             : "ip:" + (context.Connection.RemoteIpAddress?.ToString() ?? "unknown");
 
+    private static readonly RateLimitPartition<string> Unlimited = RateLimitPartition.GetNoLimiter("unlimited");
+
     private static RateLimitPartition<string> Partition(HttpContext context, int perSecond, int burst)
     {
-        var key = PartitionKey(context);
         if (perSecond <= 0)
         {
-            return RateLimitPartition.GetNoLimiter(key);
+            // No limit: one shared partition, and no per-request key to build.
+            return Unlimited;
         }
+        var key = PartitionKey(context);
         // A token bucket per key: a burst of up to 'burst' requests, refilled at 'perSecond' (a tenth of a second at a
         // time, so a key over its rate waits a fraction of a second, not a whole one).
         return RateLimitPartition.GetTokenBucketLimiter(key, _ => new TokenBucketRateLimiterOptions

@@ -5,6 +5,9 @@ using System.Text;
 using System.Text.Encodings.Web;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authentication.Cookies;
+using Microsoft.AspNetCore.Authorization;
+using Microsoft.AspNetCore.Authorization.Infrastructure;
+using Microsoft.AspNetCore.Authorization.Policy;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -92,38 +95,49 @@ public sealed class KeyValidator(IGrainFactory grains, IOptions<SecurityOptions>
     /// <summary>The principal id of the operator's admin key.</summary>
     public const string OperatorKeyId = "admin-env";
 
-    private readonly ConcurrentDictionary<string, (ApiKeyInfo Info, DateTimeOffset Until)> _cache = new(StringComparer.Ordinal);
+    private static readonly ApiKeyInfo OperatorKey = new() { Id = OperatorKeyId, Name = "MEDSERVE_ADMIN_KEY", Role = Roles.Admin };
+
+    // Keys presented lately, by the presented string itself: a key that calls again within the cache time costs one
+    // dictionary look-up, not a SHA-256 of the key and a grain call (the string is in this process's memory anyway, in
+    // the request's header; the dictionary hashes it with the runtime's randomised string hash).
+    private readonly ConcurrentDictionary<string, (ApiKeyInfo Info, DateTimeOffset Until)> _presented = new(StringComparer.Ordinal);
     private readonly byte[]? _adminKeyHash = options.Value.AdminKey is { Length: > 0 } k ? SHA256.HashData(Encoding.UTF8.GetBytes(k)) : null;
 
     /// <summary>The key's record, or the reason it is refused (in words safe to show: never the key).</summary>
-    public async Task<(ApiKeyInfo? Key, string? Refusal)> ValidateAsync(string key)
+    public async ValueTask<(ApiKeyInfo? Key, string? Refusal)> ValidateAsync(string key)
     {
+        var now = clock.GetUtcNow();
+        if (_presented.TryGetValue(key, out var known) && known.Until > now)
+        {
+            return known.Info.Refusal(now) is { } refused ? (null, refused) : (known.Info, null);
+        }
         var hash = SHA256.HashData(Encoding.UTF8.GetBytes(key));
         if (_adminKeyHash is not null && CryptographicOperations.FixedTimeEquals(hash, _adminKeyHash))
         {
-            return (new ApiKeyInfo { Id = OperatorKeyId, Name = "MEDSERVE_ADMIN_KEY", Role = Roles.Admin }, null);
-        }
-        var now = clock.GetUtcNow();
-        var hex = Convert.ToHexStringLower(hash);
-        if (_cache.TryGetValue(hex, out var cached) && cached.Until > now)
-        {
-            return cached.Info.Refusal(now) is { } refused ? (null, refused) : (cached.Info, null);
+            Remember(key, OperatorKey, DateTimeOffset.MaxValue);
+            return (OperatorKey, null);
         }
         if (ApiKeys.IdOf(key) is not { } id)
         {
             return (null, "the key is not a MedServe key");
         }
         var check = await grains.GetGrain<IKeyStoreGrain>(0).FindAsync(id);
-        if (check is null || !CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(check.Sha256), Encoding.ASCII.GetBytes(hex)))
+        if (check is null || !CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(check.Sha256), Encoding.ASCII.GetBytes(Convert.ToHexStringLower(hash))))
         {
             return (null, "the key is not known");
         }
-        if (_cache.Count > 10_000)
-        {
-            _cache.Clear();
-        }
-        _cache[hex] = (check.Info, now + options.Value.KeyCacheTime);
+        Remember(key, check.Info, now + options.Value.KeyCacheTime);
         return check.Info.Refusal(now) is { } refusal ? (null, refusal) : (check.Info, null);
+    }
+
+    private void Remember(string key, ApiKeyInfo info, DateTimeOffset until)
+    {
+        // Bounded: counted only when a key is added (ConcurrentDictionary.Count takes every lock).
+        if (_presented.Count > 10_000)
+        {
+            _presented.Clear();
+        }
+        _presented[key] = (info, until);
     }
 
     /// <summary>Whether a signed-in key (by id) is still good: a revoked or expired key ends its web sessions too.</summary>
@@ -193,9 +207,6 @@ public static class SecurityHosting
     public static string[] ExpandFlags(string[] args) =>
         [.. args.SelectMany((a, i) => a == "--insecure-dev" && (i + 1 >= args.Length || args[i + 1].StartsWith("--", StringComparison.Ordinal)) ? new[] { a, "true" } : [a])];
 
-    /// <summary>The scheme that picks between a bearer key (services) and the sign-in cookie (people).</summary>
-    public const string Scheme = "MedServe";
-
     public static IServiceCollection AddMedServeSecurity(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddOptions<SecurityOptions>().Bind(configuration.GetSection("MedServe")).Configure(o =>
@@ -210,8 +221,11 @@ public static class SecurityHosting
         services.AddSingleton<AuditWriter>();
         services.AddHostedService(sp => sp.GetRequiredService<AuditWriter>());
         var jwtConfigured = (configuration.GetSection("MedServe:Jwt").Get<IdentityProviderOptions>() ?? new()).Configured;
-        var auth = services.AddAuthentication(Scheme)
-            .AddPolicyScheme(Scheme, "API key, identity provider token or sign-in cookie", o => o.ForwardDefaultSelector = context =>
+        // A bearer key is the common case (every V2 call): its handler is the default scheme and handles it itself; it
+        // hands anything else on to the scheme that owns it (a token to the identity provider's, no header to the
+        // sign-in cookie), so a key costs one handler, not a policy scheme and then the key's.
+        var auth = services.AddAuthentication(ApiKeyHandler.SchemeName)
+            .AddScheme<AuthenticationSchemeOptions, ApiKeyHandler>(ApiKeyHandler.SchemeName, "API key, identity provider token or sign-in cookie", o => o.ForwardDefaultSelector = context =>
             {
                 var header = context.Request.Headers.Authorization.ToString();
                 // A JWT is three dot-separated parts; MedServe keys have no dots.
@@ -221,10 +235,9 @@ public static class SecurityHosting
                 }
                 return header.Length > 0
                     || (!context.Request.Cookies.ContainsKey(SignIn.CookieName) && context.RequestServices.GetRequiredService<IOptions<SecurityOptions>>().Value.InsecureDev)
-                    ? ApiKeyHandler.SchemeName
+                    ? null
                     : CookieAuthenticationDefaults.AuthenticationScheme;
             })
-            .AddScheme<AuthenticationSchemeOptions, ApiKeyHandler>(ApiKeyHandler.SchemeName, null)
             .AddCookie(o =>
             {
                 o.Cookie.Name = SignIn.CookieName;
@@ -254,14 +267,25 @@ public static class SecurityHosting
             });
         var (_, oidc) = auth.AddIdentityProviders(configuration);
         services.Configure<SecurityOptions>(o => o.OidcConfigured = oidc);
+        // The framework registers its authorization services as transient, so every request built a policy evaluator,
+        // an authorization service, a handler provider and its handlers anew; all are stateless over singletons (options,
+        // loggers; MedServe has no handler of its own), so one of each serves every request. Added first: AddAuthorization
+        // only adds what is missing.
+        services.TryAddSingleton<IAuthorizationService, DefaultAuthorizationService>();
+        services.TryAddSingleton<IAuthorizationPolicyProvider, DefaultAuthorizationPolicyProvider>();
+        services.TryAddSingleton<IAuthorizationHandlerProvider, DefaultAuthorizationHandlerProvider>();
+        services.TryAddSingleton<IAuthorizationEvaluator, DefaultAuthorizationEvaluator>();
+        services.TryAddSingleton<IAuthorizationHandlerContextFactory, DefaultAuthorizationHandlerContextFactory>();
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IAuthorizationHandler, PassThroughAuthorizationHandler>());
+        services.TryAddSingleton<IPolicyEvaluator, PolicyEvaluator>();
         services.AddAuthorization(o =>
         {
             foreach (var permission in Permissions.All)
             {
-                o.AddPolicy(permission, p => p.RequireAuthenticatedUser().RequireClaim(MedServeClaims.Permission, permission));
+                o.AddPolicy(permission, p => p.AddRequirements(new PermissionRequirement(permission)));
             }
             // Deploying is a model manager's, re-scaling an operator's: the same endpoint takes either.
-            o.AddPolicy(DeployOrScale, p => p.RequireAuthenticatedUser().RequireClaim(MedServeClaims.Permission, Permissions.ManageModels, Permissions.Operate));
+            o.AddPolicy(DeployOrScale, p => p.AddRequirements(new PermissionRequirement(Permissions.ManageModels, Permissions.Operate)));
             // Everything not marked otherwise needs a signed-in user or a key.
             o.FallbackPolicy = new Microsoft.AspNetCore.Authorization.AuthorizationPolicyBuilder().RequireAuthenticatedUser().Build();
         });
@@ -283,4 +307,36 @@ public static class SecurityHosting
         context.Response.Redirect(context.RedirectUri);
         return Task.CompletedTask;
     }
+}
+
+/// <summary>
+/// An authenticated user holding one of these permissions (claims <see cref="MedServeClaims.Permission"/>). Its own
+/// handler: one pass over the principal's claims, where the framework's pair of requirements (authenticated user, then
+/// a claim with a value in a list) walked them through LINQ on every request.
+/// </summary>
+public sealed class PermissionRequirement(params string[] anyOf) : AuthorizationHandler<PermissionRequirement>, IAuthorizationRequirement
+{
+    public IReadOnlyList<string> AnyOf { get; } = anyOf;
+
+    protected override Task HandleRequirementAsync(AuthorizationHandlerContext context, PermissionRequirement requirement)
+    {
+        var user = context.User;
+        if (user.Identities.Any(i => i.IsAuthenticated))
+        {
+            foreach (var identity in user.Identities)
+            {
+                foreach (var claim in identity.Claims)
+                {
+                    if (claim.Type == MedServeClaims.Permission && requirement.AnyOf.Contains(claim.Value))
+                    {
+                        context.Succeed(requirement);
+                        return Task.CompletedTask;
+                    }
+                }
+            }
+        }
+        return Task.CompletedTask;
+    }
+
+    public override string ToString() => $"{nameof(PermissionRequirement)}: {string.Join(" or ", AnyOf)}";
 }
