@@ -23,19 +23,5 @@ public sealed class LocalReplicas(IOptions<SiloMessagingOptions> messaging) : IL
     internal void Remove(string key, IBatcher batcher) => _replicas.TryRemove(new KeyValuePair<string, IBatcher>(key, batcher));
 
     public Task<InferenceResponse>? TryInfer(string replicaKey, InferenceRequest request, CancellationToken cancellationToken) =>
-        _replicas.TryGetValue(replicaKey, out var batcher) ? InferAsync(batcher, request, cancellationToken) : null;
-
-    private async Task<InferenceResponse> InferAsync(IBatcher batcher, InferenceRequest request, CancellationToken cancellationToken)
-    {
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(_callTimeout);
-        try
-        {
-            return await batcher.EnqueueAsync(request, timeout.Token);
-        }
-        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-        {
-            throw new TimeoutException($"the replica did not answer within the call timeout ({_callTimeout.TotalSeconds:0.#} s)");
-        }
-    }
+        _replicas.TryGetValue(replicaKey, out var batcher) ? batcher.EnqueueAsync(request, cancellationToken, _callTimeout) : null;
 }

@@ -141,7 +141,7 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
     /// Queues a request. <paramref name="cancellationToken"/> says the caller has given up (its HTTP connection closed,
     /// its grain call timed out): a request cancelled before it runs is never run, and its task is cancelled.
     /// </summary>
-    public Task<InferenceResponse> EnqueueAsync(InferenceRequest request, CancellationToken cancellationToken = default)
+    public Task<InferenceResponse> EnqueueAsync(InferenceRequest request, CancellationToken cancellationToken = default, TimeSpan callTimeout = default)
     {
         try
         {
@@ -162,6 +162,8 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
         var item = new Item(request, GroupOf(request), RowsOf(request), BytesOf(request), now, timeout, deadline, cancellationToken)
         {
             Trace = MedServeTracing.SampledParent(),
+            CallTimeout = callTimeout > TimeSpan.Zero ? callTimeout : TimeSpan.Zero,
+            CallDeadline = callTimeout > TimeSpan.Zero ? now + (long)(callTimeout.TotalSeconds * _time.TimestampFrequency) : 0,
         };
         MedServeException? refused;
         List<Item>? dropped = null;
@@ -215,11 +217,12 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
             RunInline(item);
             return item.Completion.Task;
         }
-        if (timeout > 0)
+        if (item.Expiry != 0)
         {
-            // Outside the lock: a timer that fires at once runs Expire, which takes the lock. A timer started after
-            // the request was already taken to run finds it gone and does nothing.
-            item.StartTimer(TimeSpan.FromMicroseconds(timeout), _time, Expire);
+            // Only for a request that waits: one run at once needs no timer. Outside the lock: a timer that fires at
+            // once runs Expire, which takes the lock. A timer started after the request was already taken to run finds
+            // it gone and does nothing.
+            item.StartTimer(TimeSpan.FromSeconds((item.Expiry - now) / (double)_time.TimestampFrequency), _time, Expire);
             lock (_gate)
             {
                 if (item.Node is null)
@@ -275,18 +278,39 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
             return 1;
         }
         var rows = request.Inputs[0].Shape[0];
-        return request.Inputs.All(t => t.Shape[0] == rows) ? (int)Math.Min(rows, int.MaxValue) : int.MaxValue;
+        foreach (var t in request.Inputs)
+        {
+            if (t.Shape[0] != rows)
+            {
+                return int.MaxValue;
+            }
+        }
+        return (int)Math.Min(rows, int.MaxValue);
     }
 
     /// <summary>Requests stack only when every input's non-batch dimensions agree.</summary>
     private string GroupOf(InferenceRequest request)
     {
-        if (!_model.Batchable || request.Inputs.Any(t => t.Shape[0] != request.Inputs[0].Shape[0]))
+        var inputs = request.Inputs;
+        if (!_model.Batchable || inputs.Length == 0)
         {
             return "";
         }
+        foreach (var t in inputs)
+        {
+            if (t.Shape.Length == 0 || t.Shape[0] != inputs[0].Shape[0])
+            {
+                return "";
+            }
+        }
+        // Most requests to a replica have the shape of the last one: give them its key without building it again.
+        var last = _lastGroup;
+        if (last is not null && last.Matches(inputs))
+        {
+            return last.Key;
+        }
         var key = new System.Text.StringBuilder();
-        foreach (var t in request.Inputs.OrderBy(t => t.Name, StringComparer.Ordinal))
+        foreach (var t in inputs.OrderBy(t => t.Name, StringComparer.Ordinal))
         {
             key.Append(t.Name).Append(':');
             for (var d = 1; d < t.Shape.Length; d++)
@@ -295,7 +319,35 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
             }
             key.Append(';');
         }
-        return key.ToString();
+        _lastGroup = new GroupKey(inputs, key.ToString());
+        return _lastGroup.Key;
+    }
+
+    private GroupKey? _lastGroup;
+
+    /// <summary>A group key and the input names and non-batch dimensions it was made of (in the request's order).</summary>
+    private sealed class GroupKey(Tensor[] inputs, string key)
+    {
+        private readonly (string Name, long[] Dims)[] _inputs = [.. inputs.Select(t => (t.Name, t.Shape[1..]))];
+
+        public string Key { get; } = key;
+
+        public bool Matches(Tensor[] inputs)
+        {
+            if (inputs.Length != _inputs.Length)
+            {
+                return false;
+            }
+            for (var i = 0; i < inputs.Length; i++)
+            {
+                if (!string.Equals(inputs[i].Name, _inputs[i].Name, StringComparison.Ordinal)
+                    || !inputs[i].Shape.AsSpan(1).SequenceEqual(_inputs[i].Dims))
+                {
+                    return false;
+                }
+            }
+            return true;
+        }
     }
 
     /// <summary>Timer path: a request expires the moment its timeout passes, even while every executor is busy.</summary>
@@ -330,7 +382,7 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
             {
                 var next = node.Next;
                 var item = node.Value;
-                if ((item.Deadline != 0 && item.Deadline <= now) || item.GivenUp.IsCancellationRequested)
+                if ((item.Expiry != 0 && item.Expiry <= now) || item.GivenUp.IsCancellationRequested)
                 {
                     (given ??= []).Add(item);
                     Remove(item);
@@ -362,6 +414,12 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
                 continue;
             }
             var waited = _time.GetElapsedTime(item.Enqueued);
+            if (item.ExpiresByCall)
+            {
+                item.Completion.TrySetException(new TimeoutException(
+                    $"{Name}: the request waited {waited.TotalMilliseconds:0.###} ms in the queue, past the call timeout ({item.CallTimeout.TotalSeconds:0.#} s); it was not run"));
+                continue;
+            }
             item.Completion.TrySetException(MedServeException.TimedOut(
                 $"{Name}: the request waited {waited.TotalMilliseconds:0.###} ms in the queue, past its timeout of {item.TimeoutMicroseconds} µs; it was not run"));
         }
@@ -837,8 +895,16 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
         public long Deadline { get; } = deadline;
         /// <summary>Cancelled when the caller has given up.</summary>
         public CancellationToken GivenUp { get; } = givenUp;
-        /// <summary>Has a deadline or a caller that may give up: the dispatch looks for it.</summary>
-        public bool Watched => Deadline != 0 || GivenUp.CanBeCanceled;
+        /// <summary>The timeout of the call it came through (<see cref="IBatcher.EnqueueAsync"/>), or zero.</summary>
+        public TimeSpan CallTimeout { get; init; }
+        /// <summary>Timestamp after which its caller's call has timed out; 0 for none.</summary>
+        public long CallDeadline { get; init; }
+        /// <summary>The earlier of <see cref="Deadline"/> and <see cref="CallDeadline"/>: past it the request is not run; 0 for none.</summary>
+        public long Expiry => Deadline == 0 ? CallDeadline : CallDeadline == 0 ? Deadline : Math.Min(Deadline, CallDeadline);
+        /// <summary>Whether its expiry is the call's timeout (a <see cref="TimeoutException"/>) rather than its own (a 504).</summary>
+        public bool ExpiresByCall => CallDeadline != 0 && CallDeadline == Expiry;
+        /// <summary>Has an expiry or a caller that may give up: the dispatch looks for it.</summary>
+        public bool Watched => Expiry != 0 || GivenUp.CanBeCanceled;
         public TaskCompletionSource<InferenceResponse> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public LinkedListNode<Item>? Node { get; set; }
         public double QueueMilliseconds { get; set; }

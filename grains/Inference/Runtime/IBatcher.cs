@@ -10,7 +10,12 @@ public interface IBatcher : IAsyncDisposable
     /// Queues a request; completes with its response or its error. A request whose <paramref name="cancellationToken"/>
     /// is cancelled before it runs (its caller gave up) is never run.
     /// </summary>
-    Task<InferenceResponse> EnqueueAsync(InferenceRequest request, CancellationToken cancellationToken = default);
+    /// <param name="callTimeout">
+    /// The timeout of the call this request came through, if it came without one of its own (a front end that reached a
+    /// local replica directly instead of through a grain call): still queued when it passes, the request is answered
+    /// with a <see cref="TimeoutException"/>, as the grain call would have been, and never run. Zero: none.
+    /// </param>
+    Task<InferenceResponse> EnqueueAsync(InferenceRequest request, CancellationToken cancellationToken = default, TimeSpan callTimeout = default);
 
     /// <summary>Requests accepted and not yet answered (queued and running).</summary>
     int InFlight { get; }

@@ -140,6 +140,32 @@ public sealed class DynamicBatcherTests
     }
 
     [Fact]
+    public async Task A_request_still_queued_when_its_call_times_out_gets_a_TimeoutException_and_never_runs()
+    {
+        // A front end that reaches a local replica directly passes the grain call's timeout: the request is answered as
+        // the grain call would have been, and a request that runs at once needs no timer for it.
+        var (clock, runner) = (new TestClock(), new GatedRunner());
+        await using var batcher = new DynamicBatcher(runner, new BatchingPolicy { MaxBatchSize = 1 }, 1, time: clock);
+        var blocker = batcher.EnqueueAsync(Req(100), callTimeout: TimeSpan.FromSeconds(30));
+        var running = await runner.NextRunAsync("the blocker");
+        var queued = batcher.EnqueueAsync(Req(7), callTimeout: TimeSpan.FromSeconds(30));
+        var ownTimeout = batcher.EnqueueAsync(Req(8, timeoutUs: 5_000_000), callTimeout: TimeSpan.FromSeconds(30));
+
+        clock.Advance(TimeSpan.FromSeconds(5));
+        Assert.Equal(ErrorKind.Timeout, (await Assert.ThrowsAsync<MedServeException>(() => ownTimeout)).Kind); // its own, earlier
+        clock.Advance(TimeSpan.FromSeconds(25) - TimeSpan.FromTicks(1));
+        Assert.False(queued.IsCompleted, "answered before the call timeout");
+        clock.Advance(TimeSpan.FromTicks(1));
+        var error = await Assert.ThrowsAsync<TimeoutException>(() => queued);
+        Assert.Contains("past the call timeout (30 s); it was not run", error.Message, StringComparison.Ordinal);
+
+        running.Release();
+        Assert.Equal(100f, Marker(await blocker)); // running when its call timed out: answered when done
+        Assert.DoesNotContain(7f, runner.AllMarkers);
+        Assert.DoesNotContain(8f, runner.AllMarkers);
+    }
+
+    [Fact]
     public async Task A_request_whose_caller_gave_up_is_skipped_at_dispatch_and_never_runs()
     {
         var (clock, runner) = (new TestClock(), new GatedRunner());
