@@ -18,6 +18,8 @@ public sealed partial class AuditWriter(IGrainFactory grains, TimeProvider clock
     public bool AuditsInference { get; } = security.Value.AuditInference;
 
     public const int Capacity = 200_000;
+
+    private static readonly TimeSpan FlushEvery = TimeSpan.FromMilliseconds(200);
     private const int BatchSize = 2048;
 
     private readonly Channel<AuditEvent> _queue = Channel.CreateBounded<AuditEvent>(new BoundedChannelOptions(Capacity)
@@ -36,9 +38,13 @@ public sealed partial class AuditWriter(IGrainFactory grains, TimeProvider clock
 
     public void Record(AuditEvent e)
     {
+        if (e.At == default)
+        {
+            e = e with { At = clock.GetUtcNow() };
+        }
         lock (_flushes)
         {
-            if (_queue.Writer.TryWrite(e with { At = e.At == default ? clock.GetUtcNow() : e.At }))
+            if (_queue.Writer.TryWrite(e))
             {
                 _recorded++;
                 return;
@@ -51,6 +57,7 @@ public sealed partial class AuditWriter(IGrainFactory grains, TimeProvider clock
     public void Record(HttpContext context, string action, string? model = null, string? version = null, string? inputSha256 = null, string outcome = "ok", string? detail = null) =>
         Record(new AuditEvent
         {
+            At = clock.GetUtcNow(),
             Actor = context.User.KeyIdOf(),
             Action = action,
             Model = model,
@@ -103,7 +110,7 @@ public sealed partial class AuditWriter(IGrainFactory grains, TimeProvider clock
             }
         });
         var batch = new List<AuditEvent>(BatchSize);
-        var delay = TimeSpan.FromMilliseconds(200);
+        var delay = FlushEvery;
         var stopRounds = 0;
         while (true)
         {
@@ -131,7 +138,7 @@ public sealed partial class AuditWriter(IGrainFactory grains, TimeProvider clock
                     Interlocked.Add(ref _written, batch.Count);
                     batch.Clear();
                     Flushed();
-                    delay = TimeSpan.FromMilliseconds(200);
+                    delay = FlushEvery;
                 }
                 catch (Exception e) when (e is not OperationCanceledException)
                 {
