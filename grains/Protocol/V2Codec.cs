@@ -227,6 +227,35 @@ public static class V2Codec
     }
 
     /// <summary>
+    /// At the value of an input's or output's <c>parameters</c>: reads past it, and says whether it is an object
+    /// naming <paramref name="key"/>, with that value's token type and, for a whole number that fits a long, the
+    /// number (a key given twice: the last one).
+    /// </summary>
+    private static bool ReadParameter(ref Utf8JsonReader reader, ReadOnlySpan<byte> key, out JsonTokenType valueType, out long? integer)
+    {
+        (valueType, integer) = (JsonTokenType.None, null);
+        if (reader.TokenType != JsonTokenType.StartObject)
+        {
+            reader.Skip();
+            return false;
+        }
+        var found = false;
+        while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+        {
+            var isKey = NameIs(ref reader, key);
+            reader.Read();
+            if (isKey)
+            {
+                found = true;
+                valueType = reader.TokenType;
+                integer = reader.TokenType == JsonTokenType.Number && reader.TryGetInt64(out var n) ? n : null;
+            }
+            reader.Skip();
+        }
+        return found;
+    }
+
+    /// <summary>
     /// Whether the property name at the reader is <paramref name="name"/>. A name whose escapes do not decode (a lone
     /// surrogate such as \ud800, on which <see cref="Utf8JsonReader.ValueTextEquals(ReadOnlySpan{byte})"/> throws) is no
     /// field of the protocol: it is skipped like any other unknown field.
@@ -283,21 +312,8 @@ public static class V2Codec
                 else if (NameIs(ref reader, "parameters"u8))
                 {
                     reader.Read();
-                    binaryData = false;
-                    if (reader.TokenType == JsonTokenType.StartObject)
-                    {
-                        while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
-                        {
-                            var isBinaryData = NameIs(ref reader, "binary_data"u8);
-                            reader.Read();
-                            if (isBinaryData)
-                            {
-                                binaryData = reader.TokenType == JsonTokenType.True;
-                            }
-                            reader.Skip();
-                        }
-                        continue;
-                    }
+                    binaryData = ReadParameter(ref reader, "binary_data"u8, out var type, out _) && type == JsonTokenType.True;
+                    continue;
                 }
                 else
                 {
@@ -442,22 +458,9 @@ public static class V2Codec
             else if (NameIs(ref reader, "parameters"u8))
             {
                 reader.Read();
-                hasSize = false;
-                if (reader.TokenType == JsonTokenType.StartObject)
-                {
-                    while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
-                    {
-                        var isSize = NameIs(ref reader, "binary_data_size"u8);
-                        reader.Read();
-                        if (isSize)
-                        {
-                            hasSize = true;
-                            sizeValid = reader.TokenType == JsonTokenType.Number && reader.TryGetInt64(out size) && size >= 0;
-                        }
-                        reader.Skip();
-                    }
-                    continue;
-                }
+                hasSize = ReadParameter(ref reader, "binary_data_size"u8, out _, out var declared);
+                (size, sizeValid) = (declared ?? 0, declared >= 0);
+                continue;
             }
             else
             {
