@@ -54,6 +54,7 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
     private int _scheduled; // 1 while this batcher waits in the pool's ready queue
     private int _runningBatches; // guarded by _gate
     private double _meanRunSeconds = double.MaxValue; // smoothed wall time of a run per request; racy updates are fine
+    private GroupKey? _lastGroup; // the group key of the last request's shape; racy updates are fine
 
     /// <summary>Runs shorter than this on average may run on the thread of the request that found the queue empty.</summary>
     public static readonly TimeSpan InlineRunLimit = TimeSpan.FromMilliseconds(0.5);
@@ -162,7 +163,6 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
         var item = new Item(request, GroupOf(request), RowsOf(request), BytesOf(request), now, timeout, deadline, cancellationToken)
         {
             Trace = MedServeTracing.SampledParent(),
-            CallTimeout = callTimeout > TimeSpan.Zero ? callTimeout : TimeSpan.Zero,
             CallDeadline = callTimeout > TimeSpan.Zero ? now + (long)(callTimeout.TotalSeconds * _time.TimestampFrequency) : 0,
         };
         MedServeException? refused;
@@ -323,8 +323,6 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
         return _lastGroup.Key;
     }
 
-    private GroupKey? _lastGroup;
-
     /// <summary>A group key and the input names and non-batch dimensions it was made of (in the request's order).</summary>
     private sealed class GroupKey(Tensor[] inputs, string key)
     {
@@ -417,7 +415,7 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
             if (item.ExpiresByCall)
             {
                 item.Completion.TrySetException(new TimeoutException(
-                    $"{Name}: the request waited {waited.TotalMilliseconds:0.###} ms in the queue, past the call timeout ({item.CallTimeout.TotalSeconds:0.#} s); it was not run"));
+                    $"{Name}: the request waited {waited.TotalMilliseconds:0.###} ms in the queue, past the call timeout ({(item.CallDeadline - item.Enqueued) / (double)_time.TimestampFrequency:0.#} s); it was not run"));
                 continue;
             }
             item.Completion.TrySetException(MedServeException.TimedOut(
@@ -895,9 +893,7 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
         public long Deadline { get; } = deadline;
         /// <summary>Cancelled when the caller has given up.</summary>
         public CancellationToken GivenUp { get; } = givenUp;
-        /// <summary>The timeout of the call it came through (<see cref="IBatcher.EnqueueAsync"/>), or zero.</summary>
-        public TimeSpan CallTimeout { get; init; }
-        /// <summary>Timestamp after which its caller's call has timed out; 0 for none.</summary>
+        /// <summary>Timestamp after which the call it came through (<see cref="IBatcher.EnqueueAsync"/>) has timed out; 0 for none.</summary>
         public long CallDeadline { get; init; }
         /// <summary>The earlier of <see cref="Deadline"/> and <see cref="CallDeadline"/>: past it the request is not run; 0 for none.</summary>
         public long Expiry => Deadline == 0 ? CallDeadline : CallDeadline == 0 ? Deadline : Math.Min(Deadline, CallDeadline);
