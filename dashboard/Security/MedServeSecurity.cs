@@ -269,7 +269,7 @@ public static class SecurityHosting
         services.Configure<SecurityOptions>(o => o.OidcConfigured = oidc);
         // The framework registers its authorization services as transient, so every request built a policy evaluator,
         // an authorization service, a handler provider and its handlers anew; all are stateless over singletons (options,
-        // loggers; MedServe has no handler of its own), so one of each serves every request. Added first: AddAuthorization
+        // loggers; MedServe's one requirement is its own handler), so one of each serves every request. Added first: AddAuthorization
         // only adds what is missing.
         services.TryAddSingleton<IAuthorizationService, DefaultAuthorizationService>();
         services.TryAddSingleton<IAuthorizationPolicyProvider, DefaultAuthorizationPolicyProvider>();
@@ -310,9 +310,9 @@ public static class SecurityHosting
 }
 
 /// <summary>
-/// An authenticated user holding one of these permissions (claims <see cref="MedServeClaims.Permission"/>). Its own
-/// handler: one pass over the principal's claims, where the framework's pair of requirements (authenticated user, then
-/// a claim with a value in a list) walked them through LINQ on every request.
+/// An authenticated user holding one of these permissions (claims <see cref="MedServeClaims.Permission"/>), as one
+/// requirement that is its own handler, where the framework's pair (authenticated user, then a claim with a value in a
+/// list) evaluated two requirements and walked every claim through LINQ on every request.
 /// </summary>
 public sealed class PermissionRequirement(params string[] anyOf) : AuthorizationHandler<PermissionRequirement>, IAuthorizationRequirement
 {
@@ -321,19 +321,9 @@ public sealed class PermissionRequirement(params string[] anyOf) : Authorization
     protected override Task HandleRequirementAsync(AuthorizationHandlerContext context, PermissionRequirement requirement)
     {
         var user = context.User;
-        if (user.Identities.Any(i => i.IsAuthenticated))
+        if (user.Identities.Any(i => i.IsAuthenticated) && requirement.AnyOf.Any(user.Has))
         {
-            foreach (var identity in user.Identities)
-            {
-                foreach (var claim in identity.Claims)
-                {
-                    if (claim.Type == MedServeClaims.Permission && requirement.AnyOf.Contains(claim.Value))
-                    {
-                        context.Succeed(requirement);
-                        return Task.CompletedTask;
-                    }
-                }
-            }
+            context.Succeed(requirement);
         }
         return Task.CompletedTask;
     }
