@@ -85,3 +85,32 @@ public sealed class MedServeException : Exception
     /// <summary>Worth retrying later (the same request may succeed): not ready, overloaded, unavailable.</summary>
     public bool IsRetryable => Kind is ErrorKind.NotReady or ErrorKind.Overloaded or ErrorKind.Unavailable;
 }
+
+/// <summary>
+/// What may be logged of an unexpected exception: its type and where it was thrown (the stack's frames), for it and
+/// each inner exception; never a message, which may carry input values.
+/// </summary>
+public static class ErrorShape
+{
+    public static string Of(Exception e)
+    {
+        var text = new System.Text.StringBuilder();
+        for (var current = e; current is not null; current = current.InnerException)
+        {
+            if (text.Length > 0)
+            {
+                text.Append(" <- ");
+            }
+            text.Append(current.GetType().FullName);
+            var frames = new System.Diagnostics.StackTrace(current, fNeedFileInfo: false).GetFrames();
+            foreach (var frame in frames.Take(12))
+            {
+                if (frame.GetMethod() is { } method)
+                {
+                    text.Append(" at ").Append(method.DeclaringType?.FullName).Append('.').Append(method.Name);
+                }
+            }
+        }
+        return text.ToString();
+    }
+}

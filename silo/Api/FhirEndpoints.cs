@@ -103,8 +103,8 @@ public static partial class FhirEndpoints
         }
         catch (Exception e) when (e is not (OperationCanceledException or BadHttpRequestException))
         {
-            // Never echo the exception: it may carry input values. Log its type only.
-            PredictFailed(logger, e.GetType().Name);
+            // Never echo the exception: it may carry input values. Log its type and frames only.
+            PredictFailed(logger, ErrorShape.Of(e));
             outcome = nameof(ErrorKind.Internal);
             result = Outcome(StatusCodes.Status500InternalServerError, FhirProblem.Single(OperationOutcome.IssueType.Exception, null, $"internal error while serving '{name}'"));
         }

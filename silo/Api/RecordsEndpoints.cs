@@ -87,8 +87,8 @@ public static partial class RecordsEndpoints
         }
         catch (Exception e) when (e is not (OperationCanceledException or BadHttpRequestException))
         {
-            // Never echo the exception: it may carry input values. Log its type only.
-            RecordsFailed(logger, e.GetType().Name);
+            // Never echo the exception: it may carry input values. Log its type and frames only.
+            RecordsFailed(logger, ErrorShape.Of(e));
             outcome = nameof(ErrorKind.Internal);
             result = HttpErrors.Problem(new MedServeException(ErrorKind.Internal, $"internal error while serving '{name}'"), context);
         }

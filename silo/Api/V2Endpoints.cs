@@ -194,8 +194,8 @@ public static partial class V2Endpoints
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
-            // Never echo the exception: it may carry input values. Log its type only.
-            InferFailed(logger, e.GetType().Name, name);
+            // Never echo the exception: it may carry input values. Log its type and frames only.
+            InferFailed(logger, ErrorShape.Of(e), name);
             return (Error(new MedServeException(ErrorKind.Internal, $"internal error while serving '{name}'")), nameof(ErrorKind.Internal), null, inputHash);
         }
         finally

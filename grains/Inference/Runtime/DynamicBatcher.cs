@@ -319,8 +319,9 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
             }
             key.Append(';');
         }
-        _lastGroup = new GroupKey(inputs, key.ToString());
-        return _lastGroup.Key;
+        var made = new GroupKey(inputs, key.ToString());
+        _lastGroup = made; // another thread may replace it at once: answer from the local
+        return made.Key;
     }
 
     /// <summary>A group key and the input names and non-batch dimensions it was made of (in the request's order).</summary>
@@ -911,17 +912,18 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
 
         public void StartTimer(TimeSpan after, TimeProvider time, Action<Item> expire)
         {
+            // Registered before it is published: once StopTimer can see it, a pool thread taking the request to run may
+            // dispose it at any moment, and a disposed source's Token throws (the load test saw that as a 500 once).
             var timer = new CancellationTokenSource(after < TimeSpan.FromMilliseconds(1) ? TimeSpan.FromMilliseconds(1) : after, time);
-            if (Interlocked.CompareExchange(ref _timer, timer, null) is not null)
-            {
-                timer.Dispose(); // stopped already
-                return;
-            }
             timer.Token.UnsafeRegister(static state =>
             {
                 var (callback, item) = ((Action<Item>, Item))state!;
                 callback(item);
             }, (expire, this));
+            if (Interlocked.CompareExchange(ref _timer, timer, null) is not null)
+            {
+                timer.Dispose(); // stopped already
+            }
         }
 
         /// <summary>Stops the timer (or keeps one from starting); safe from any thread, any number of times.</summary>

@@ -180,6 +180,17 @@ public sealed class ClusterTests(ITestOutputHelper output)
         var all = outcomes.ToList();
         output.WriteLine($"{all.Count} requests ({all.Count * slices.Length / 4096} slices) in {seconds:F0} s; mean queue wait {all.Average(o => o.QueueMs):F1} ms; "
             + string.Join(", ", all.GroupBy(o => o.Replica ?? "(none)").Select(g => $"{g.Key}: {g.Count()}")));
+        if (all.Any(o => o.Status != 200))
+        {
+            // What the front ends logged of it (types and frames, never data): the lead a failure needs.
+            foreach (var member in new[] { nodeA, nodeB })
+            {
+                var lines = member.Node.Output.Split('\n');
+                output.WriteLine($"silo {member.Name}:\n" + string.Join("\n", lines.Select((l, i) => (l, i))
+                    .Where(x => x.l.Contains("fail:", StringComparison.Ordinal) || x.l.Contains("warn:", StringComparison.Ordinal))
+                    .SelectMany(x => lines.Skip(x.i).Take(3))));
+            }
+        }
         Assert.All(all, o => Assert.True(o.Status == 200, $"every request under load is answered 200: {o}"));
         Assert.Equal(2, all.Select(o => o.Replica).Distinct().Count()); // both silos ran inference
         foreach (var member in new[] { nodeA, nodeB })
