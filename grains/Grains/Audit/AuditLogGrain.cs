@@ -86,6 +86,12 @@ internal sealed class AuditChunkGrain(
         chunk.State.Records.RemoveAll(r => r.Seq >= first);
         chunk.State.Records.AddRange(records);
         await chunk.WriteOrReloadAsync(DeactivateOnIdle);
+        if (chunk.State.Records.Count >= AuditLogGrain.ChunkSize)
+        {
+            // A full chunk is read only when someone pages through the trail: its records leave memory now rather than
+            // after the idle collection age (15 minutes), which under inference load held every recent record.
+            DeactivateOnIdle();
+        }
     }
 
     public Task<AuditRecord[]> ReadAsync() => Task.FromResult(chunk.State.Records.ToArray());

@@ -108,6 +108,24 @@ public sealed class AuditTests : IAsyncLifetime
     };
 
     [Fact]
+    public async Task A_trail_over_several_chunks_reads_back_whole_after_its_full_chunks_leave_memory()
+    {
+        // Full chunks deactivate once written; reading the trail brings them back from storage, chain intact.
+        var trail = _app.Services.GetRequiredService<IGrainFactory>().GetGrain<IAuditLogGrain>(0);
+        var (before, _) = await trail.HeadAsync();
+        var at = DateTimeOffset.UnixEpoch;
+        foreach (var size in new[] { 700, 400, 100 })
+        {
+            await trail.AppendAsync([.. Enumerable.Range(0, size).Select(i => new AuditEvent { At = at.AddSeconds(i), Actor = "k", Action = AuditActions.Infer, InputSha256 = $"h{i}" })]);
+        }
+        var (count, last) = await trail.HeadAsync();
+        Assert.Equal(before + 1200, count);
+        var records = await trail.ReadAsync(1, (int)count);
+        Assert.Equal(count, records.Length);
+        Assert.Null(AuditChain.Verify(records, count, last));
+    }
+
+    [Fact]
     public void The_chain_names_an_edited_a_removed_a_reordered_and_a_cut_off_record()
     {
         var records = new List<AuditRecord>();
@@ -136,5 +154,29 @@ public sealed class AuditTests : IAsyncLifetime
         Assert.Contains("reordered", AuditChain.Verify(reordered, 5, prev), StringComparison.Ordinal);
 
         Assert.Contains("records 5..5 removed", AuditChain.Verify(records.Take(4), 5, prev), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("k1", "infer", "breast-cancer-logreg", "1", "ok", null)]
+    [InlineData("quote\" back\\slash", "<script>&'", "ünïcødé-模型", "", "InvalidInput", "line\nbreak\u0001")]
+    public void A_records_hash_is_the_sha256_of_the_json_array_of_its_fields_so_trails_written_before_still_verify(
+        string actor, string action, string model, string version, string outcome, string? detail)
+    {
+        var e = new AuditEvent
+        {
+            At = new DateTimeOffset(2026, 12, 1, 18, 30, 5, 123, TimeSpan.FromHours(2)).AddTicks(4567),
+            Actor = actor, Action = action, Model = model, Version = version, InputSha256 = null, Outcome = outcome, Detail = detail,
+        };
+        foreach (var seq in new[] { 1L, 512L, long.MaxValue })
+        {
+            // The definition the first trails were written with.
+            string[] fields =
+            [
+                seq.ToString(System.Globalization.CultureInfo.InvariantCulture), e.At.UtcDateTime.ToString("O", System.Globalization.CultureInfo.InvariantCulture),
+                e.Actor, e.Action, e.Model ?? "", e.Version ?? "", e.InputSha256 ?? "", e.Outcome, e.Detail ?? "", AuditChain.Genesis,
+            ];
+            var expected = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(fields)));
+            Assert.Equal(expected, AuditChain.HashOf(seq, e, AuditChain.Genesis));
+        }
     }
 }
