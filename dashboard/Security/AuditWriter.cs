@@ -22,7 +22,9 @@ public sealed partial class AuditWriter(IGrainFactory grains, TimeProvider clock
     private static readonly TimeSpan FlushEvery = TimeSpan.FromMilliseconds(200);
     private const int BatchSize = 2048;
 
-    private readonly Channel<AuditEvent> _queue = Channel.CreateBounded<AuditEvent>(new BoundedChannelOptions(Capacity)
+    // Events wait here as values: an inference's fields inline (names shared, the input's digest as bytes), so the
+    // thousands waiting for the next batch under load allocate nothing that outlives the young generation.
+    private readonly Channel<Pending> _queue = Channel.CreateBounded<Pending>(new BoundedChannelOptions(Capacity)
     {
         FullMode = BoundedChannelFullMode.DropWrite,
         SingleReader = true,
@@ -42,15 +44,56 @@ public sealed partial class AuditWriter(IGrainFactory grains, TimeProvider clock
         {
             e = e with { At = clock.GetUtcNow() };
         }
+        Enqueue(new Pending(e, default));
+    }
+
+    /// <summary>
+    /// Records an inference by the caller of <paramref name="context"/> on <paramref name="model"/> (a name that is not a
+    /// valid model name is recorded as <c>(unknown)</c>): the version that served it (or the one asked for), the input's
+    /// digest, the front end's outcome (<c>success</c> is recorded as <c>ok</c>) and which front end (<paramref name="detail"/>).
+    /// </summary>
+    public void RecordInference(HttpContext context, string model, string? version, in InputDigest input, string outcome, string? detail = null) =>
+        Enqueue(new Pending(null, new InferenceNote(clock.GetUtcNow(), context.User.KeyIdOf(), ModelNames.IsValidName(model) ? Shared(model) : "(unknown)",
+            version is null ? null : Shared(version), input, outcome == "success" ? "ok" : Shared(outcome), detail)));
+
+    private void Enqueue(in Pending pending)
+    {
         lock (_flushes)
         {
-            if (_queue.Writer.TryWrite(e))
+            if (_queue.Writer.TryWrite(pending))
             {
                 _recorded++;
                 return;
             }
         }
         Interlocked.Increment(ref _lost);
+    }
+
+    /// <summary>One instance of each name the trail sees (model names, versions, outcomes): the request's copy dies young.</summary>
+    private string Shared(string name)
+    {
+        if (_names.TryGetValue(name, out var shared))
+        {
+            return shared;
+        }
+        return _names.Count < MaxSharedNames ? _names.GetOrAdd(name, name) : name;
+    }
+
+    private const int MaxSharedNames = 4096;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> _names = new(StringComparer.Ordinal);
+
+    /// <summary>An event waiting for its batch: a whole <see cref="AuditEvent"/>, or an inference's fields.</summary>
+    private readonly record struct Pending(AuditEvent? Event, InferenceNote Inference)
+    {
+        public AuditEvent ToEvent() => Event ?? Inference.ToEvent();
+    }
+
+    private readonly record struct InferenceNote(DateTimeOffset At, string Actor, string Model, string? Version, InputDigest Input, string Outcome, string? Detail)
+    {
+        public AuditEvent ToEvent() => new()
+        {
+            At = At, Actor = Actor, Action = AuditActions.Infer, Model = Model, Version = Version, InputSha256 = Input.ToHex(), Outcome = Outcome, Detail = Detail,
+        };
     }
 
     /// <summary>Records an action of the caller of <paramref name="context"/>.</summary>
@@ -128,7 +171,7 @@ public sealed partial class AuditWriter(IGrainFactory grains, TimeProvider clock
             }
             while (batch.Count < BatchSize && _queue.Reader.TryRead(out var e))
             {
-                batch.Add(e);
+                batch.Add(e.ToEvent());
             }
             if (batch.Count > 0)
             {

@@ -159,3 +159,29 @@ public static class AuditChain
     /// <summary>SHA-256 of an input, as the trail names it.</summary>
     public static string InputHash(ReadOnlySpan<byte> input) => Convert.ToHexStringLower(SHA256.HashData(input));
 }
+
+/// <summary>
+/// A SHA-256 of an input held as its 32 bytes, not yet as text: an inference's audit record waits in memory until its
+/// batch is written, and a string per request there outlives the young generation. <c>default</c> is "no input".
+/// </summary>
+public struct InputDigest
+{
+    private Sha256Bytes _bytes;
+    private bool _set;
+
+    public static InputDigest Of(ReadOnlySpan<byte> input)
+    {
+        var digest = new InputDigest { _set = true };
+        SHA256.HashData(input, digest._bytes);
+        return digest;
+    }
+
+    /// <summary>The digest as <see cref="AuditEvent.InputSha256"/> writes it (<see cref="AuditChain.InputHash"/>), or null for none.</summary>
+    public readonly string? ToHex() => _set ? Convert.ToHexStringLower(_bytes) : null;
+
+    [System.Runtime.CompilerServices.InlineArray(SHA256.HashSizeInBytes)]
+    private struct Sha256Bytes
+    {
+        private byte _first;
+    }
+}

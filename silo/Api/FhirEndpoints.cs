@@ -32,7 +32,7 @@ public static partial class FhirEndpoints
     {
         var started = Stopwatch.GetTimestamp();
         string? served = null;
-        string? inputHash = null;
+        var inputHash = default(InputDigest);
         string outcome;
         IResult result;
         try
@@ -55,7 +55,7 @@ public static partial class FhirEndpoints
                 throw FhirProblem.Of(StatusCodes.Status422UnprocessableEntity, OperationOutcome.IssueType.NotSupported, "Bundle", e.Message);
             }
             var body = await RecordsEndpoints.ReadBodyAsync(context.Request, context.RequestAborted);
-            inputHash = audit.AuditsInference ? AuditChain.InputHash(body) : null;
+            inputHash = audit.AuditsInference ? InputDigest.Of(body) : default;
             var resource = FhirPredict.Parse(body);
             var input = FhirPredict.Map(resource, features);
             var classifier = FhirPredict.IsClassifier(manifest);
@@ -110,7 +110,7 @@ public static partial class FhirEndpoints
         }
         if (audit.AuditsInference)
         {
-            audit.Record(context, AuditActions.Infer, ModelNames.IsValidName(name) ? name : "(unknown)", served ?? version, inputHash, outcome == "success" ? "ok" : outcome, "fhir");
+            audit.RecordInference(context, name, served ?? version, inputHash, outcome, "fhir");
         }
         var known = outcome != nameof(ErrorKind.NotFound) && ModelNames.IsValidName(name);
         InferenceMetrics.RecordRequest(known ? name : "(unknown)", known ? served ?? version : null, outcome, Stopwatch.GetElapsedTime(started));

@@ -34,7 +34,7 @@ public static partial class RecordsEndpoints
     {
         var started = Stopwatch.GetTimestamp();
         string? served = null;
-        string? inputHash = null;
+        var inputHash = default(InputDigest);
         string outcome;
         IResult result;
         try
@@ -49,7 +49,7 @@ public static partial class RecordsEndpoints
                 ?? throw MedServeException.NotFound($"model '{name}' has no version '{route.Version}'");
             var features = new FeatureValues(manifest);
             var body = await ReadBodyAsync(context.Request, context.RequestAborted);
-            inputHash = audit.AuditsInference ? AuditChain.InputHash(body) : null;
+            inputHash = audit.AuditsInference ? InputDigest.Of(body) : default;
             var rows = csv ? NamedRecords.ReadCsv(body, manifest) : NamedRecords.ReadJson(body, features);
             if (rows.Length == 0)
             {
@@ -94,7 +94,7 @@ public static partial class RecordsEndpoints
         }
         if (audit.AuditsInference)
         {
-            audit.Record(context, AuditActions.Infer, ModelNames.IsValidName(name) ? name : "(unknown)", served ?? version, inputHash, outcome == "success" ? "ok" : outcome, "records");
+            audit.RecordInference(context, name, served ?? version, inputHash, outcome, "records");
         }
         var known = outcome != nameof(ErrorKind.NotFound) && ModelNames.IsValidName(name);
         InferenceMetrics.RecordRequest(known ? name : "(unknown)", known ? served ?? version : null, outcome, Stopwatch.GetElapsedTime(started));

@@ -104,7 +104,7 @@ public static partial class V2Endpoints
         // Who ran which version on which input (its hash), batched into the audit trail off the request's path.
         if (audit.AuditsInference)
         {
-            audit.Record(context, AuditActions.Infer, ModelNames.IsValidName(name) ? name : "(unknown)", served ?? version, inputHash, outcome == "success" ? "ok" : outcome);
+            audit.RecordInference(context, name, served ?? version, inputHash, outcome);
         }
         // Labels stay bounded: unknown names and versions do not each make a new series. A request that named no
         // version counts for the version that served it.
@@ -113,10 +113,10 @@ public static partial class V2Endpoints
         return result;
     }
 
-    private static async Task<(IResult Result, string Outcome, string? Served, string? InputHash)> InferCoreAsync(string name, string? version, HttpContext context, ModelRouter router, NodeOptions options, bool hashInput, ILogger logger)
+    private static async Task<(IResult Result, string Outcome, string? Served, InputDigest InputHash)> InferCoreAsync(string name, string? version, HttpContext context, ModelRouter router, NodeOptions options, bool hashInput, ILogger logger)
     {
         byte[]? rented = null;
-        string? inputHash = null;
+        var inputHash = default(InputDigest);
         (long Max, string Setting) bodyLimit = (options.MaxInferBytes, "MedServe:MaxInferBytes, --max-infer-bytes");
         try
         {
@@ -140,7 +140,7 @@ public static partial class V2Endpoints
             }
             var (buffer, length) = await ReadBodyAsync(context.Request, bodyLimit.Max, bodyLimit.Setting, context.RequestAborted);
             rented = buffer;
-            inputHash = hashInput ? AuditChain.InputHash(buffer.AsSpan(0, length)) : null;
+            inputHash = hashInput ? InputDigest.Of(buffer.AsSpan(0, length)) : default;
             InferenceResponse response;
             V2OutputOptions outputOptions;
             if (dicom != DicomContent.Kind.None)
