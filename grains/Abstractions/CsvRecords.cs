@@ -1,6 +1,6 @@
 using System.Globalization;
 using System.Text;
-using Microsoft.VisualBasic.FileIO;
+using Sylvan.Data.Csv;
 
 namespace MedServe;
 
@@ -68,9 +68,31 @@ public static class CsvRecords
         }
         var width = (int)input.Shape[1];
         var named = input.Labels is { } l && l.Length == width ? new FeatureValues(manifest) : null;
-        using var parser = new TextFieldParser(new MemoryStream(csv), Encoding.UTF8) { TextFieldType = FieldType.Delimited, HasFieldsEnclosedInQuotes = true };
-        parser.SetDelimiters(",");
-        var header = parser.ReadFields() ?? throw MedServeException.Invalid("the CSV is empty", "body");
+        using var text = new StreamReader(new MemoryStream(csv), Encoding.UTF8, detectEncodingFromByteOrderMarks: true);
+        if (text.Peek() < 0)
+        {
+            throw MedServeException.Invalid("the CSV is empty", "body");
+        }
+        CsvDataReader parser;
+        try
+        {
+            parser = CsvDataReader.Create(text, new CsvDataReaderOptions
+            {
+                HasHeaders = true,
+                Delimiter = ',', // never guessed from the header
+                ResultSetMode = ResultSetMode.SingleResult,
+            });
+        }
+        catch (Exception e) when (e is CsvFormatException or CsvRecordTooLargeException)
+        {
+            throw MedServeException.Invalid("CSV line 1 (the header) is malformed", "line 1");
+        }
+        using var _ = parser;
+        var header = Enumerable.Range(0, parser.FieldCount).Select(parser.GetName).ToArray();
+        if (header.Length == 0 || header is [{ Length: 0 }])
+        {
+            throw MedServeException.Invalid("the CSV is empty", "body");
+        }
         var idColumn = Array.FindIndex(header, h => h.Trim().ToLowerInvariant() is "id" or "item_id");
         var featureColumns = columns is not null ? NamedColumns(header, columns)
             : named is not null ? MatchedColumns(header, idColumn, named, manifest.Name)
@@ -87,35 +109,55 @@ public static class CsvRecords
             throw MedServeException.Invalid($"{manifest.Name} does not name its features, so its columns take no units", "columns");
         }
         var rows = new List<CsvRow>();
-        while (!parser.EndOfData)
+        var cells = new (int Feature, double? Number, string? Unit, bool NotANumber)[width];
+        while (true)
         {
-            string[]? fields;
             try
             {
-                fields = parser.ReadFields();
+                if (!parser.Read())
+                {
+                    break;
+                }
             }
-            catch (MalformedLineException e)
+            catch (Exception e) when (e is CsvFormatException or CsvRecordTooLargeException)
             {
-                throw MedServeException.Invalid($"CSV line {e.LineNumber} is malformed", $"line {e.LineNumber}");
+                var at = (e is CsvFormatException f ? f.RowNumber : parser.RowNumber + 1) + 1;
+                throw MedServeException.Invalid($"CSV line {at} is malformed", $"line {at}");
             }
-            if (fields is null || fields.All(f => f.Length == 0))
+            // Records are numbered as lines with the header as line 1 (a quoted field across lines counts once):
+            // the reader numbers data rows from 1.
+            var line = parser.RowNumber + 1L;
+            var count = parser.RowFieldCount;
+            if (IsBlank(parser, count))
             {
                 continue;
             }
-            var line = parser.LineNumber < 0 ? rows.Count + 2 : parser.LineNumber - 1;
-            if (fields.Length != header.Length)
+            if (count != header.Length)
             {
-                throw MedServeException.Invalid($"CSV line {line} has {fields.Length} fields; the header has {header.Length}", $"line {line}");
+                throw MedServeException.Invalid($"CSV line {line} has {count} fields; the header has {header.Length}", $"line {line}");
             }
-            var id = idColumn >= 0 && fields[idColumn].Trim() is { Length: > 0 } given ? given : null;
-            var (values, errors) = ReadRow(fields, featureColumns, units, named, width);
+            var id = idColumn >= 0 && parser.GetFieldSpan(idColumn).Trim() is { Length: > 0 } given ? given.ToString() : null;
+            var (values, errors) = ReadRow(parser, featureColumns, units, named, width, cells);
             rows.Add(new CsvRow(line, id, values, errors));
         }
         return [.. rows];
     }
 
+    private static bool IsBlank(CsvDataReader parser, int count)
+    {
+        for (var i = 0; i < count; i++)
+        {
+            if (parser.GetFieldSpan(i).Length > 0)
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
     /// <summary>One row's values in the model's order, or its errors naming each bad feature (or column, for unnamed features).</summary>
-    private static (double[]? Values, IReadOnlyList<FieldError> Errors) ReadRow(string[] fields, int[] featureColumns, string?[] units, FeatureValues? named, int width)
+    private static (double[]? Values, IReadOnlyList<FieldError> Errors) ReadRow(CsvDataReader fields, int[] featureColumns, string?[] units, FeatureValues? named, int width,
+        (int Feature, double? Number, string? Unit, bool NotANumber)[] cells)
     {
         if (named is null)
         {
@@ -123,7 +165,7 @@ public static class CsvRecords
             var values = new double[width];
             for (var k = 0; k < width; k++)
             {
-                var text = fields[featureColumns[k]].Trim();
+                var text = fields.GetFieldSpan(featureColumns[k]).Trim();
                 if (text.Length == 0)
                 {
                     values[k] = double.NaN;
@@ -136,17 +178,18 @@ public static class CsvRecords
             }
             return (values, []);
         }
-        var row = named.Read(Enumerable.Range(0, width).Select(k =>
+        for (var k = 0; k < width; k++)
         {
-            var text = fields[featureColumns[k]].Trim();
-            return text.Length == 0 ? (k, (double?)null, units[k], false)
+            var text = fields.GetFieldSpan(featureColumns[k]).Trim();
+            cells[k] = text.Length == 0 ? (k, null, units[k], false)
                 : TryNumber(text, out var value) ? (k, value, units[k], false)
                 : (k, null, units[k], true);
-        }));
+        }
+        var row = named.Read(cells);
         return (row.Values, row.Errors);
     }
 
-    private static bool TryNumber(string text, out double value) =>
+    private static bool TryNumber(ReadOnlySpan<char> text, out double value) =>
         double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out value);
 
     /// <summary>

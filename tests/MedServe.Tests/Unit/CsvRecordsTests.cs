@@ -84,4 +84,26 @@ public sealed class CsvRecordsTests
         var wide = Assert.Throws<MedServeException>(() => Read("x,y,z\n1,2,3\n", Model(null)));
         Assert.Equal("columns", wide.Field);
     }
+
+    [Fact]
+    public void Quoted_fields_blank_lines_and_a_byte_order_mark_are_read_and_lines_are_numbered_from_the_header()
+    {
+        var items = Read("\uFEFFid,a,b\n\"p,1\",\"1.5\",2\n\n\"x\",3,not-a-number\n", Model(null));
+
+        Assert.Equal(["p,1", "x"], items.Select(i => i.Id));
+        AssertClose([1.5, 2], Values(items[0]));
+        Assert.Equal("CSV line 4: column 3: not a number", items[1].Error);
+    }
+
+    [Theory]
+    [InlineData("", "the CSV is empty")]
+    [InlineData("a,b\n1,2\n3\n", "CSV line 3 has 1 fields; the header has 2")]
+    [InlineData("a,b\n1,2\n3,4,5\n", "CSV line 3 has 3 fields; the header has 2")]
+    [InlineData("a,b\n1,2\n\"3,4\n", "CSV line 3 is malformed")]
+    public void Whole_file_errors_refuse_it_naming_the_line(string csv, string expected)
+    {
+        var e = Assert.Throws<MedServeException>(() => Read(csv, Model(null)));
+        Assert.Equal(ErrorKind.InvalidInput, e.Kind);
+        Assert.Equal(expected, e.Message);
+    }
 }
