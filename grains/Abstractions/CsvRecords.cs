@@ -58,9 +58,10 @@ public static class CsvRecords
 
     /// <summary>
     /// The records of a CSV in the model's order, each checked field by field (see <see cref="ReadItems"/>); a row that
-    /// fails carries its errors instead of values. Whole-file errors throw, naming the line or column.
+    /// fails carries its errors instead of values. Whole-file errors throw, naming the line or column. Read as enumerated
+    /// (a 200,000-row job never holds every row twice).
     /// </summary>
-    public static CsvRow[] ReadRows(byte[] csv, ModelManifest manifest, string[]? columns)
+    public static IEnumerable<CsvRow> ReadRows(byte[] csv, ModelManifest manifest, string[]? columns)
     {
         if (manifest.Inputs is not [{ Shape: [-1, > 0] } input] || input.Datatype is not (TensorDatatype.FP32 or TensorDatatype.FP64))
         {
@@ -108,7 +109,6 @@ public static class CsvRecords
         {
             throw MedServeException.Invalid($"{manifest.Name} does not name its features, so its columns take no units", "columns");
         }
-        var rows = new List<CsvRow>();
         var cells = new (int Feature, double? Number, string? Unit, bool NotANumber)[width];
         while (true)
         {
@@ -138,9 +138,8 @@ public static class CsvRecords
             }
             var id = idColumn >= 0 && parser.GetFieldSpan(idColumn).Trim() is { Length: > 0 } given ? given.ToString() : null;
             var (values, errors) = ReadRow(parser, featureColumns, units, named, width, cells);
-            rows.Add(new CsvRow(line, id, values, errors));
+            yield return new CsvRow(line, id, values, errors);
         }
-        return [.. rows];
     }
 
     private static bool IsBlank(CsvDataReader parser, int count)
