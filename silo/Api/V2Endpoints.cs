@@ -186,6 +186,13 @@ public static partial class V2Endpoints
         {
             return (Error(new MedServeException(ErrorKind.TooLarge, $"request body is over the limit of {bodyLimit.Max} bytes ({bodyLimit.Setting})")), nameof(ErrorKind.TooLarge), null, inputHash);
         }
+        catch (BadHttpRequestException e)
+        {
+            // The body could not be read as HTTP (broken chunked framing, sent too slowly): the request's fault, never a
+            // 500. Kestrel's status (400, 408); its message is not echoed, so no byte of the request can reach the answer.
+            var reason = e.StatusCode == StatusCodes.Status408RequestTimeout ? "it arrived too slowly" : "its HTTP framing is broken (a bad chunk, or it ended early)";
+            return (Results.Json(new { error = $"the request body could not be read: {reason}" }, statusCode: e.StatusCode), nameof(ErrorKind.InvalidInput), null, inputHash);
+        }
         catch (Exception e) when (e is TimeoutException or OrleansException)
         {
             // The cluster could not answer in time (a silo went away, a call timed out): retryable.

@@ -62,6 +62,30 @@ public sealed class LimitsTests(SmallLimitsNode node) : IClassFixture<SmallLimit
         await node.AssertServingAsync();
     }
 
+    [Theory]
+    [InlineData("/v2/models/diabetes-linear/infer", "application/json", "\"error\":\"the request body could not be read")]
+    [InlineData("/v2/models/diabetes-linear/records", "text/csv", null)]
+    [InlineData("/fhir/models/diabetes-linear/$predict", "application/fhir+json", null)]
+    public async Task A_body_whose_chunked_framing_is_broken_is_a_400_not_a_500(string path, string contentType, string? says)
+    {
+        using var tcp = new System.Net.Sockets.TcpClient();
+        await tcp.ConnectAsync(node.BaseAddress.Host, node.BaseAddress.Port);
+        await using var stream = tcp.GetStream();
+        var request = $"POST {path} HTTP/1.1\r\n"
+            + $"Host: {node.BaseAddress.Authority}\r\nAuthorization: Bearer {NodeFixture.AdminKey}\r\n"
+            + $"Content-Type: {contentType}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            + "5\r\n{\"inp\r\nZZ\r\nnot a chunk\r\n0\r\n\r\n";
+        await stream.WriteAsync(Encoding.ASCII.GetBytes(request));
+        using var reader = new StreamReader(stream, Encoding.UTF8);
+        var answer = await reader.ReadToEndAsync();
+        Assert.StartsWith("HTTP/1.1 400", answer, StringComparison.Ordinal);
+        if (says is not null)
+        {
+            Assert.Contains(says, answer, StringComparison.Ordinal);
+        }
+        await node.AssertServingAsync();
+    }
+
     [Fact]
     public async Task A_tensor_name_with_invalid_utf8_is_a_400_naming_the_problem()
     {
