@@ -157,7 +157,7 @@ public static class AuditChain
     }
 
     /// <summary>SHA-256 of an input, as the trail names it.</summary>
-    public static string InputHash(ReadOnlySpan<byte> input) => Convert.ToHexStringLower(SHA256.HashData(input));
+    public static string InputHash(ReadOnlySpan<byte> input) => InputDigest.Of(input).ToHex()!;
 }
 
 /// <summary>
@@ -176,7 +176,7 @@ public struct InputDigest
         return digest;
     }
 
-    /// <summary>The digest as <see cref="AuditEvent.InputSha256"/> writes it (<see cref="AuditChain.InputHash"/>), or null for none.</summary>
+    /// <summary>The digest as <see cref="AuditEvent.InputSha256"/> writes it (lower-case hex), or null for none.</summary>
     public readonly string? ToHex() => _set ? Convert.ToHexStringLower(_bytes) : null;
 
     [System.Runtime.CompilerServices.InlineArray(SHA256.HashSizeInBytes)]

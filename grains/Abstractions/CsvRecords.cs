@@ -155,7 +155,7 @@ public static class CsvRecords
     }
 
     /// <summary>One row's values in the model's order, or its errors naming each bad feature (or column, for unnamed features).</summary>
-    private static (double[]? Values, IReadOnlyList<FieldError> Errors) ReadRow(CsvDataReader fields, int[] featureColumns, string?[] units, FeatureValues? named, int width,
+    private static (double[]? Values, IReadOnlyList<FieldError> Errors) ReadRow(CsvDataReader parser, int[] featureColumns, string?[] units, FeatureValues? named, int width,
         (int Feature, double? Number, string? Unit, bool NotANumber)[] cells)
     {
         if (named is null)
@@ -164,7 +164,7 @@ public static class CsvRecords
             var values = new double[width];
             for (var k = 0; k < width; k++)
             {
-                var text = fields.GetFieldSpan(featureColumns[k]).Trim();
+                var text = parser.GetFieldSpan(featureColumns[k]).Trim();
                 if (text.Length == 0)
                 {
                     values[k] = double.NaN;
@@ -179,7 +179,7 @@ public static class CsvRecords
         }
         for (var k = 0; k < width; k++)
         {
-            var text = fields.GetFieldSpan(featureColumns[k]).Trim();
+            var text = parser.GetFieldSpan(featureColumns[k]).Trim();
             cells[k] = text.Length == 0 ? (k, null, units[k], false)
                 : TryNumber(text, out var value) ? (k, value, units[k], false)
                 : (k, null, units[k], true);
