@@ -424,7 +424,8 @@ public static class V2Codec
                 {
                     // The usual order: datatype and shape first. Read the numbers straight into the tensor's buffer.
                     eager = false; // until the buffer is the tensor's
-                    early = new byte[(int)elements * dt.ElementSize()];
+                    // Not zeroed: a buffer is returned only when every element was written (else the input is refused).
+                    early = GC.AllocateUninitializedArray<byte>((int)elements * dt.ElementSize());
                     earlyRead = ReadData(ref reader, dt, early, (int)elements, decodeEscaped: false, out earlyCount);
                     (earlyDatatype, earlyShape) = (dt, shape);
                 }
@@ -522,7 +523,9 @@ public static class V2Codec
             {
                 throw MedServeException.Invalid($"{Field(index)}: binary data is truncated: {size} bytes expected at offset {binaryOffset}, {Math.Max(0, binary.Length - binaryOffset)} present", Field(index));
             }
-            var bytes = binary.Slice(binaryOffset, (int)size).ToArray();
+            // Every byte is written at once: no need for the runtime to zero the array first (a CT slice is 16 KB+).
+            var bytes = GC.AllocateUninitializedArray<byte>((int)size);
+            binary.Slice(binaryOffset, (int)size).CopyTo(bytes);
             binaryOffset += (int)size;
             return new Tensor(name, datatype, shape, bytes);
         }
@@ -540,7 +543,7 @@ public static class V2Codec
         if (buffer is null || read == DataRead.Escaped || earlyDatatype != datatype || !ReferenceEquals(earlyShape, shape))
         {
             // The data came before the datatype or shape (or they were given again after it): read it now.
-            buffer = new byte[byteLength];
+            buffer = GC.AllocateUninitializedArray<byte>(byteLength); // returned only when every element was written
             read = ReadData(ref dataValue, datatype, buffer, (int)elements, decodeEscaped: true, out written);
         }
         switch (read)

@@ -116,6 +116,7 @@ public static partial class V2Endpoints
     private static async Task<(IResult Result, string Outcome, string? Served, InputDigest InputHash)> InferCoreAsync(string name, string? version, HttpContext context, ModelRouter router, NodeOptions options, bool hashInput, ILogger logger)
     {
         byte[]? rented = null;
+        var rentedLength = 0;
         var inputHash = default(InputDigest);
         (long Max, string Setting) bodyLimit = (options.MaxInferBytes, "MedServe:MaxInferBytes, --max-infer-bytes");
         try
@@ -139,7 +140,7 @@ public static partial class V2Endpoints
                 }
             }
             var (buffer, length) = await ReadBodyAsync(context.Request, bodyLimit.Max, bodyLimit.Setting, context.RequestAborted);
-            rented = buffer;
+            (rented, rentedLength) = (buffer, length);
             inputHash = hashInput ? InputDigest.Of(buffer.AsSpan(0, length)) : default;
             InferenceResponse response;
             V2OutputOptions outputOptions;
@@ -156,7 +157,7 @@ public static partial class V2Endpoints
             {
                 InferenceRequest request;
                 (request, outputOptions) = V2Codec.ParseRequest(buffer.AsMemory(0, length), jsonLength, limits.MaxTensorElements);
-                ArrayPool<byte>.Shared.Return(rented, clearArray: true);
+                ReturnBody(rented, length);
                 rented = null;
                 // A client that goes away gives up its request: the replica skips it if it has not run yet.
                 response = await router.InferAsync(name, version, request, context.RequestAborted);
@@ -209,7 +210,7 @@ public static partial class V2Endpoints
         {
             if (rented is not null)
             {
-                ArrayPool<byte>.Shared.Return(rented, clearArray: true);
+                ReturnBody(rented, rentedLength);
             }
         }
     }
@@ -254,9 +255,19 @@ public static partial class V2Endpoints
         }
         catch
         {
-            ArrayPool<byte>.Shared.Return(buffer, clearArray: true);
+            ReturnBody(buffer, buffer.Length); // a failed read may have left bytes past what it reported
             throw;
         }
+    }
+
+    /// <summary>
+    /// Returns a body buffer to the pool with the request's bytes wiped: no patient data stays in a pooled array. Only the
+    /// bytes the body filled: the rest of a rented array (often twice the body) holds nothing of it.
+    /// </summary>
+    private static void ReturnBody(byte[] buffer, int length)
+    {
+        buffer.AsSpan(0, Math.Min(length, buffer.Length)).Clear();
+        ArrayPool<byte>.Shared.Return(buffer);
     }
 
     [LoggerMessage(3001, LogLevel.Error, "Infer on {Model} failed with {ExceptionType}")]

@@ -1,5 +1,7 @@
 using System.Buffers;
 using System.Diagnostics;
+using System.Numerics;
+using System.Runtime.Intrinsics;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
@@ -205,17 +207,43 @@ public sealed class OnnxModel : IModelRunner
         switch (t.Datatype)
         {
             case TensorDatatype.FP32:
-                var f = t.AsSpan<float>();
-                for (var i = 0; i < f.Length; i++) { if (!float.IsFinite(f[i])) { return i; } }
-                return -1;
+                return FirstWithAllBitsOf(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, uint>(t.Data), 0x7F80_0000u);
             case TensorDatatype.FP64:
-                var d = t.AsSpan<double>();
-                for (var i = 0; i < d.Length; i++) { if (!double.IsFinite(d[i])) { return i; } }
-                return -1;
+                return FirstWithAllBitsOf(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(t.Data), 0x7FF0_0000_0000_0000ul);
             default:
                 for (long i = 0; i < t.ElementCount; i++) { if (!double.IsFinite(t.GetDouble(i))) { return i; } }
                 return -1;
         }
+    }
+
+    /// <summary>
+    /// The first element whose exponent bits are all set (<paramref name="exponent"/>: an IEEE float's NaN or infinity),
+    /// or -1. Vectorised: an image's validation reads thousands of values per request.
+    /// </summary>
+    private static long FirstWithAllBitsOf<T>(ReadOnlySpan<T> bits, T exponent)
+        where T : unmanaged, IBinaryInteger<T>
+    {
+        var i = 0;
+        if (Vector256.IsHardwareAccelerated && bits.Length >= Vector256<T>.Count)
+        {
+            var mask = Vector256.Create(exponent);
+            for (; i <= bits.Length - Vector256<T>.Count; i += Vector256<T>.Count)
+            {
+                var v = Vector256.Create(bits.Slice(i, Vector256<T>.Count));
+                if (Vector256.EqualsAny(v & mask, mask))
+                {
+                    break; // the scalar loop below names the element
+                }
+            }
+        }
+        for (; i < bits.Length; i++)
+        {
+            if ((bits[i] & exponent) == exponent)
+            {
+                return i;
+            }
+        }
+        return -1;
     }
 
     /// <summary>
