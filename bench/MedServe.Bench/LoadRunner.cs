@@ -11,7 +11,12 @@ internal readonly record struct Observation(double ComputeMs, double QueueMs, do
 /// <summary>One measured run: latencies (sorted, ms) and what the server reported per request.</summary>
 internal sealed record LoadStats(long Requests, long Errors, string? FirstError, double Elapsed, double[] Latencies, double[] Compute, double[] Queue, double[] Batch)
 {
-    public double Percentile(double q) => Pct(Latencies, q);
+    /// <summary>p50, p95 and p99 (ms) as a load generator that keeps no per-request latencies reported them (wrk).</summary>
+    public (double P50, double P95, double P99)? Summary { get; init; }
+
+    public double Percentile(double q) => Summary is { } s
+        ? q switch { 0.50 => s.P50, 0.95 => s.P95, 0.99 => s.P99, _ => throw new ArgumentOutOfRangeException(nameof(q), "wrk reports p50, p95 and p99") }
+        : Pct(Latencies, q);
 
     public static double Pct(double[] sorted, double q) =>
         sorted.Length == 0 ? double.NaN : sorted[Math.Clamp((int)Math.Ceiling(q * sorted.Length) - 1, 0, sorted.Length - 1)];

@@ -21,6 +21,8 @@ internal sealed record BenchOptions
     public int BatchDelayMicroseconds { get; init; }
     public string DataDir { get; init; } = "/work/shared/data";
     public string? Label { get; init; }
+    /// <summary>What sends the HTTP load: wrk (the default where it is installed) or this .NET process. The grain client is always this process.</summary>
+    public string Load { get; init; } = WrkRunner.Path is null ? "dotnet" : "wrk";
     /// <summary>Extra arguments for the MedServe node (e.g. <c>--MedServe:AuditInference false</c> to measure what auditing costs).</summary>
     public string[] NodeArgs { get; init; } = [];
     /// <summary>Batching modes to run MedServe in (<c>off</c>, <c>on</c>), alternated at each concurrency.</summary>
@@ -52,6 +54,7 @@ internal sealed record BenchOptions
                 "--batch-delay-us" => o with { BatchDelayMicroseconds = int.Parse(Next(), CultureInfo.InvariantCulture) },
                 "--data-dir" => o with { DataDir = Next() },
                 "--label" => o with { Label = Next() },
+                "--load" => o with { Load = Modes(Next(), "wrk", "dotnet") is [var l] ? l : throw new ArgumentException("--load: one of wrk, dotnet") },
                 "--node-args" => o with { NodeArgs = Next().Split(' ', StringSplitOptions.RemoveEmptyEntries) },
                 "--batching" => o with { Batching = Modes(Next(), "off", "on") },
                 "--tracing" => o with { Tracing = TracingModes(Next()) },

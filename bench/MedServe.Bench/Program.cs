@@ -14,6 +14,11 @@ using Microsoft.ML.OnnxRuntime;
 // Usage: dotnet bench/MedServe.Bench/bin/Release/net10.0/MedServe.Bench.dll [seconds] [concurrency,...] [options]
 // (bench/run.sh builds and runs it; see BenchOptions for the options).
 var options = BenchOptions.Parse(args);
+if (options.Load == "wrk" && WrkRunner.Path is null)
+{
+    Console.Error.WriteLine("bench: --load wrk needs wrk on PATH (Debian: apt-get install wrk); or --load dotnet");
+    return 2;
+}
 var repo = FindRepo();
 var workloads = options.Models.Select(m => Workload.Load(repo, m, options.DataDir)).ToArray();
 var results = new List<Result>();
@@ -201,13 +206,14 @@ async Task HttpRun(HttpClient http, int pid, Workload w, string server, string t
     }, w);
     Dictionary<string, double>? before = null;
     double? cpu0 = null;
-    var stats = await LoadRunner.RunAsync(c, options.Warmup, options.Seconds,
-        i => V2Http.InferAsync(http, w.Name, bodies[i % bodies.Length], header),
-        async () =>
-        {
-            before = scrape ? await Metrics.ScrapeAsync(http, w.Name) : null;
-            cpu0 = ProcessCpu.ReadSeconds(pid); // after the scrape: its CPU is not the requests'
-        });
+    async Task AtStart()
+    {
+        before = scrape ? await Metrics.ScrapeAsync(http, w.Name) : null;
+        cpu0 = ProcessCpu.ReadSeconds(pid); // after the scrape: its CPU is not the requests'
+    }
+    var stats = options.Load == "wrk"
+        ? await WrkRunner.RunAsync(http.BaseAddress!, w.Name, bodies, header, c, options.Warmup, options.Seconds, AtStart)
+        : await LoadRunner.RunAsync(c, options.Warmup, options.Seconds, i => V2Http.InferAsync(http, w.Name, bodies[i % bodies.Length], header), AtStart);
     var cpu = ProcessCpu.ReadSeconds(pid) - cpu0; // before the closing scrape
     var server1 = scrape ? Metrics.Diff(before, await Metrics.ScrapeAsync(http, w.Name)) : null;
     Add(w, server, transport, batching, c, 1, stats, server1, cpu, check);

@@ -221,11 +221,18 @@ internal static class Report
         {
             md.AppendLine("- " + n);
         }
+        md.AppendLine(o.Load == "wrk"
+            ? "- HTTP load: `wrk` (one thread, C, epoll), each connection sending the workload's bodies in turn; latency percentiles are wrk's. Grain-client load: this .NET process (closed loop, N tasks)."
+            : "- HTTP and grain-client load: this .NET process (closed loop, N tasks over SocketsHttpHandler); its thread pool spins on the cores the server uses, which weighs most at one connection (bench/README).");
         md.AppendLine("- The load generator runs on the same cores as the server, so HTTP figures are a floor on what the server does with the machine to itself; " +
             "compare configurations within one run, not across runs or machines.");
         md.AppendLine(Inv, $"- Raw ONNX Runtime rows: c is the number of threads ({o.RawWorkers}), each calling Run in a loop on one shared session (1 intra-op thread, no spinning, as MedServe's sessions); latency is per Run.");
         md.AppendLine(Inv, $"- The naive server uses ONNX Runtime's default session options{(o.NaiveIntraOpThreads is { } nt ? $" with {nt} intra-op threads" : "")} and NamedOnnxValue/DenseTensor, as a user would.");
-        if (!results.Any(r => r.Server == "MedServe" && r.Transport != "grain client" && r.QueueP50Ms is not null))
+        if (o.Load == "wrk")
+        {
+            md.AppendLine("- wrk reads no response bodies: HTTP rows show server compute as the /metrics mean per run and no queue time; the grain client's come from each `InferenceResponse`. Each HTTP configuration's answer is checked against raw ONNX Runtime by one request before the load (check column).");
+        }
+        else if (!results.Any(r => r.Server == "MedServe" && r.Transport != "grain client" && r.QueueP50Ms is not null))
         {
             md.AppendLine("- MedServe's V2 HTTP responses carried no queue or compute time in `parameters`, so HTTP rows show server compute as the /metrics mean per run and no queue time; the grain client's come from each `InferenceResponse`.");
         }
