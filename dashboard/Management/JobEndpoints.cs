@@ -143,6 +143,18 @@ public static partial class JobEndpoints
 
     private static async Task<byte[]> ReadBodyAsync(HttpRequest request, long max, CancellationToken ct)
     {
+        if (request.ContentLength is { } declared and > 0 && declared <= max)
+        {
+            // The usual case: read straight into an array of the declared size. A 40 MB CSV otherwise grows a MemoryStream
+            // through every doubling and is copied once more at the end (a tenth of a fresh node's submit).
+            var body = GC.AllocateUninitializedArray<byte>((int)declared);
+            var filled = 0;
+            while (filled < body.Length && await request.Body.ReadAsync(body.AsMemory(filled), ct) is var n and > 0)
+            {
+                filled += n;
+            }
+            return filled == body.Length ? body : body[..filled]; // Kestrel refuses a shorter body; this is belt and braces
+        }
         using var buffer = new MemoryStream();
         var chunk = new byte[81920];
         int read;

@@ -11,7 +11,7 @@ namespace MedServe;
 /// Something someone did, as a front end reports it to the audit trail: who (a key id, never the key), what, on which
 /// model version, a SHA-256 of the input (never the input), and how it ended.
 /// </summary>
-[GenerateSerializer, Immutable, Alias("medserve.audit-event")]
+[GenerateSerializer, Immutable, SuppressReferenceTracking, Alias("medserve.audit-event")]
 public sealed record AuditEvent
 {
     [Id(0)] public DateTimeOffset At { get; init; }
@@ -28,7 +28,7 @@ public sealed record AuditEvent
 }
 
 /// <summary>A stored audit record: the event, its place in the trail, and the hash chain that makes edits show.</summary>
-[GenerateSerializer, Immutable, Alias("medserve.audit-record")]
+[GenerateSerializer, Immutable, SuppressReferenceTracking, Alias("medserve.audit-record")]
 public sealed record AuditRecord
 {
     [Id(0)] public long Seq { get; init; }

@@ -12,7 +12,7 @@ public enum JobState
 }
 
 /// <summary>One unit of work of a job: a record or a tensor set, with the id its result is known by.</summary>
-[GenerateSerializer, Immutable, Alias("medserve.job-item")]
+[GenerateSerializer, Immutable, SuppressReferenceTracking, Alias("medserve.job-item")]
 public sealed record JobItem(
     [property: Id(0)] string Id,
     [property: Id(1)] Tensor[] Inputs)
@@ -25,14 +25,14 @@ public sealed record JobItem(
 }
 
 /// <summary>The answer to one item: its outputs, or the error that item alone met.</summary>
-[GenerateSerializer, Immutable, Alias("medserve.job-item-result")]
+[GenerateSerializer, Immutable, SuppressReferenceTracking, Alias("medserve.job-item-result")]
 public sealed record JobItemResult(
     [property: Id(0)] string ItemId,
     [property: Id(1)] Tensor[]? Outputs,
     [property: Id(2)] string? Error = null);
 
 /// <summary>What a user submits: the model (default version unless given), the items, the outputs wanted.</summary>
-[GenerateSerializer, Immutable, Alias("medserve.job-submission")]
+[GenerateSerializer, Immutable, SuppressReferenceTracking, Alias("medserve.job-submission")]
 public sealed record JobSubmission
 {
     [Id(0)] public string Model { get; init; } = "";
@@ -160,13 +160,13 @@ public static class JobStreams
 }
 
 /// <summary>Items of a delivery that could not run for a reason not their own (out of memory, an execution provider error), by position.</summary>
-[GenerateSerializer, Immutable, Alias("medserve.job-retry")]
+[GenerateSerializer, Immutable, SuppressReferenceTracking, Alias("medserve.job-retry")]
 public sealed record JobRetry(
     [property: Id(0)] int[] Indexes,
     [property: Id(1)] string Reason);
 
 /// <summary>A delivery of items through the job stream.</summary>
-[GenerateSerializer, Immutable, Alias("medserve.job-work")]
+[GenerateSerializer, Immutable, SuppressReferenceTracking, Alias("medserve.job-work")]
 public sealed record JobWork(
     [property: Id(0)] string JobId,
     [property: Id(1)] long Delivery,

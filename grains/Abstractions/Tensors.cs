@@ -22,7 +22,7 @@ public enum TensorDatatype
 /// A named tensor: shape plus one contiguous little-endian buffer of its elements (row-major).
 /// BOOL is one byte per element. The buffer is never copied on the way through the cluster.
 /// </summary>
-[GenerateSerializer, Immutable, Alias("medserve.tensor")]
+[GenerateSerializer, Immutable, SuppressReferenceTracking, Alias("medserve.tensor")]
 public sealed record Tensor(
     [property: Id(0)] string Name,
     [property: Id(1)] TensorDatatype Datatype,
@@ -61,7 +61,7 @@ public enum RequestPriority
 /// its priority, and how long it may wait in the queue (V2 <c>parameters.timeout</c>, microseconds; 0 takes
 /// the deployment's default).
 /// </summary>
-[GenerateSerializer, Immutable, Alias("medserve.inference-request")]
+[GenerateSerializer, Immutable, SuppressReferenceTracking, Alias("medserve.inference-request")]
 public sealed record InferenceRequest(
     [property: Id(0)] Tensor[] Inputs,
     [property: Id(1)] string[]? RequestedOutputs = null,
@@ -73,7 +73,7 @@ public sealed record InferenceRequest(
 }
 
 /// <summary>The answer to an <see cref="InferenceRequest"/>.</summary>
-[GenerateSerializer, Immutable, Alias("medserve.inference-response")]
+[GenerateSerializer, Immutable, SuppressReferenceTracking, Alias("medserve.inference-response")]
 public sealed record InferenceResponse(
     [property: Id(0)] string ModelName,
     [property: Id(1)] string ModelVersion,

@@ -7,7 +7,7 @@ public sealed class AuditHead
     [Id(1)] public string LastHash { get; set; } = AuditChain.Genesis;
 }
 
-[GenerateSerializer, Alias("medserve.audit-chunk")]
+[GenerateSerializer, SuppressReferenceTracking, Alias("medserve.audit-chunk")]
 public sealed class AuditChunk
 {
     [Id(0)] public List<AuditRecord> Records { get; set; } = [];

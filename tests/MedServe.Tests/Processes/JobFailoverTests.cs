@@ -33,7 +33,7 @@ public sealed class JobFailoverTests
 
             var rows = TestData.BreastCancer();
             var lines = File.ReadAllLines(Paths.Data("tabular", "breast_cancer_test.csv")).Where(l => l.Length > 0).ToArray();
-            const int total = 30_000;
+            const int total = 100_000; // long enough to be killed mid-job with 32 deliveries of 1024 rows open at once
             var csv = new StringBuilder("id," + lines[0] + "\n");
             for (var i = 0; i < total; i++)
             {
