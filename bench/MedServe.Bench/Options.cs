@@ -22,7 +22,7 @@ internal sealed record BenchOptions
     public string DataDir { get; init; } = "/work/shared/data";
     public string? Label { get; init; }
     /// <summary>What sends the HTTP load: wrk (the default where it is installed) or this .NET process. The grain client is always this process.</summary>
-    public string Load { get; init; } = WrkRunner.Path is null ? "dotnet" : "wrk";
+    public string Load { get; init; } = WrkRunner.Executable is null ? "dotnet" : "wrk";
     /// <summary>Extra arguments for the MedServe node (e.g. <c>--MedServe:AuditInference false</c> to measure what auditing costs).</summary>
     public string[] NodeArgs { get; init; } = [];
     /// <summary>Batching modes to run MedServe in (<c>off</c>, <c>on</c>), alternated at each concurrency.</summary>

@@ -14,7 +14,7 @@ using Microsoft.ML.OnnxRuntime;
 // Usage: dotnet bench/MedServe.Bench/bin/Release/net10.0/MedServe.Bench.dll [seconds] [concurrency,...] [options]
 // (bench/run.sh builds and runs it; see BenchOptions for the options).
 var options = BenchOptions.Parse(args);
-if (options.Load == "wrk" && WrkRunner.Path is null)
+if (options.Load == "wrk" && WrkRunner.Executable is null)
 {
     Console.Error.WriteLine("bench: --load wrk needs wrk on PATH (Debian: apt-get install wrk); or --load dotnet");
     return 2;

@@ -13,8 +13,8 @@ namespace MedServe.Bench;
 /// </summary>
 internal static class WrkRunner
 {
-    public static string? Path => Environment.GetEnvironmentVariable("PATH")?.Split(System.IO.Path.PathSeparator)
-        .Select(d => System.IO.Path.Combine(d, "wrk")).FirstOrDefault(File.Exists);
+    public static string? Executable => Environment.GetEnvironmentVariable("PATH")?.Split(Path.PathSeparator)
+        .Select(d => Path.Combine(d, "wrk")).FirstOrDefault(File.Exists);
 
     public static async Task<LoadStats> RunAsync(Uri server, string model, byte[][] bodies, int? headerLength, int concurrency,
         double warmup, double seconds, Func<Task>? atStart)
@@ -24,9 +24,9 @@ internal static class WrkRunner
         {
             for (var i = 0; i < bodies.Length; i++)
             {
-                await File.WriteAllBytesAsync(System.IO.Path.Combine(dir.FullName, $"body{i + 1}.bin"), bodies[i]);
+                await File.WriteAllBytesAsync(Path.Combine(dir.FullName, $"body{i + 1}.bin"), bodies[i]);
             }
-            var script = System.IO.Path.Combine(dir.FullName, "load.lua");
+            var script = Path.Combine(dir.FullName, "load.lua");
             await File.WriteAllTextAsync(script, Script(dir.FullName, $"/v2/models/{model}/infer", bodies.Length, headerLength));
             var url = new Uri(server, "/").ToString();
             if (warmup > 0)
@@ -38,7 +38,7 @@ internal static class WrkRunner
                 await atStart();
             }
             await RunAsync(script, url, concurrency, seconds);
-            using var result = JsonDocument.Parse(await File.ReadAllTextAsync(System.IO.Path.Combine(dir.FullName, "result.json")));
+            using var result = JsonDocument.Parse(await File.ReadAllTextAsync(Path.Combine(dir.FullName, "result.json")));
             var r = result.RootElement;
             long Get(string name) => r.GetProperty(name).GetInt64();
             var failed = Get("status") + Get("connect") + Get("read") + Get("write") + Get("timeout");
@@ -58,7 +58,7 @@ internal static class WrkRunner
 
     private static async Task RunAsync(string script, string url, int concurrency, double seconds)
     {
-        var info = new ProcessStartInfo(Path ?? "wrk")
+        var info = new ProcessStartInfo(Executable ?? "wrk")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,

@@ -143,7 +143,7 @@ public static partial class JobEndpoints
 
     private static async Task<byte[]> ReadBodyAsync(HttpRequest request, long max, CancellationToken ct)
     {
-        if (request.ContentLength is { } declared and > 0 && declared <= max)
+        if (request.ContentLength is { } declared and > 0 && declared <= max && declared <= Array.MaxLength)
         {
             // The usual case: read straight into an array of the declared size. A 40 MB CSV otherwise grows a MemoryStream
             // through every doubling and is copied once more at the end (a tenth of a fresh node's submit).

@@ -237,7 +237,7 @@ public static partial class V2Endpoints
                     }
                     var bigger = ArrayPool<byte>.Shared.Rent((int)Math.Min(Math.Min((long)buffer.Length * 2, max + 1), Array.MaxLength));
                     buffer.AsSpan(0, length).CopyTo(bigger);
-                    ArrayPool<byte>.Shared.Return(buffer, clearArray: true);
+                    ReturnBody(buffer, length);
                     buffer = bigger;
                 }
                 var read = await request.Body.ReadAsync(buffer.AsMemory(length), ct);

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Diagnostics;
 using System.Numerics;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
@@ -207,9 +208,9 @@ public sealed class OnnxModel : IModelRunner
         switch (t.Datatype)
         {
             case TensorDatatype.FP32:
-                return FirstWithAllBitsOf(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, uint>(t.Data), 0x7F80_0000u);
+                return FirstWithAllBitsOf(MemoryMarshal.Cast<byte, uint>(t.Data), 0x7F80_0000u);
             case TensorDatatype.FP64:
-                return FirstWithAllBitsOf(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(t.Data), 0x7FF0_0000_0000_0000ul);
+                return FirstWithAllBitsOf(MemoryMarshal.Cast<byte, ulong>(t.Data), 0x7FF0_0000_0000_0000ul);
             default:
                 for (long i = 0; i < t.ElementCount; i++) { if (!double.IsFinite(t.GetDouble(i))) { return i; } }
                 return -1;
