@@ -194,7 +194,6 @@ public sealed class StatsRecorder : IDisposable
 
     private static InstrumentKind? KindOf(string name) => name switch
     {
-        "medserve.inference.requests" => InstrumentKind.Requests,
         "medserve.inference.request.duration" => InstrumentKind.Request,
         "medserve.inference.queue.duration" => InstrumentKind.Queue,
         "medserve.inference.compute.duration" => InstrumentKind.Compute,
@@ -205,9 +204,8 @@ public sealed class StatsRecorder : IDisposable
     /// <summary>Which of our instruments a measurement came from (the listener's state: no lookup per measurement).</summary>
     private sealed class InstrumentKind(int value)
     {
-        public const int RequestsValue = 0, RequestValue = 1, QueueValue = 2, ComputeValue = 3, BatchSizeValue = 4;
+        public const int RequestValue = 1, QueueValue = 2, ComputeValue = 3, BatchSizeValue = 4;
 
-        public static readonly InstrumentKind Requests = new(RequestsValue);
         public static readonly InstrumentKind Request = new(RequestValue);
         public static readonly InstrumentKind Queue = new(QueueValue);
         public static readonly InstrumentKind Compute = new(ComputeValue);
@@ -258,11 +256,10 @@ public sealed class StatsRecorder : IDisposable
                 }
                 switch (kind)
                 {
-                    case InstrumentKind.RequestsValue:
-                        var index = OutcomeIndex(outcome ?? "unknown"); // may grow _outcomeCounts: before reading it
-                        _outcomeCounts[index][slot] += (int)value;
-                        break;
                     case InstrumentKind.RequestValue:
+                        // A request's one measurement: its outcome and its duration.
+                        var index = OutcomeIndex(outcome ?? "unknown"); // may grow _outcomeCounts: before reading it
+                        _outcomeCounts[index][slot]++;
                         Bump(ref _request, SecondsBuckets, slot, LatencyBuckets.IndexOf(LatencyBuckets.Seconds, value));
                         break;
                     case InstrumentKind.QueueValue:

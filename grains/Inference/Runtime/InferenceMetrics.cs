@@ -5,8 +5,10 @@ namespace MedServe.Inference.Runtime;
 
 /// <summary>
 /// MedServe's OpenTelemetry instruments (meter <c>MedServe</c>), named after Triton's where one exists:
-/// request success/failure counts and request and compute durations as histograms, so fleet
-/// percentiles can be computed. Tags are model name, version and outcome: ids, never input values.
+/// request and compute durations as histograms, so fleet percentiles can be computed. Request counts by outcome are
+/// the request histogram's count (<c>medserve_inference_request_duration_seconds_count{outcome=...}</c>): one
+/// measurement per request, not a counter beside it recording the same event. Tags are model name, version and
+/// outcome: ids, never input values.
 /// </summary>
 public static class InferenceMetrics
 {
@@ -29,11 +31,8 @@ public static class InferenceMetrics
         HistogramBucketBoundaries = Array.ConvertAll(LatencyBuckets.Rows, b => (long)b),
     };
 
-    private static readonly Counter<long> Requests = Meter.CreateCounter<long>(
-        "medserve.inference.requests", "{request}", "Inference requests by outcome (Triton: nv_inference_request_success/failure)");
-
     private static readonly Histogram<double> RequestDuration = Meter.CreateHistogram<double>(
-        "medserve.inference.request.duration", "s", "End-to-end server time of an inference request (Triton: nv_inference_request_duration_us)", advice: Seconds);
+        "medserve.inference.request.duration", "s", "End-to-end server time of an inference request, by outcome; its count is the requests by outcome (Triton: nv_inference_request_duration_us, nv_inference_request_success/failure)", advice: Seconds);
 
     private static readonly Histogram<double> ComputeDuration = Meter.CreateHistogram<double>(
         "medserve.inference.compute.duration", "s", "ONNX Runtime time of one run (Triton: nv_inference_compute_infer_duration_us)", advice: Seconds);
@@ -48,13 +47,9 @@ public static class InferenceMetrics
     public static void RecordQueue(string model, string version, double seconds) =>
         QueueDuration.Record(seconds, new TagList { { "model", model }, { "version", version } });
 
-    /// <summary>Records one finished request as seen by a front end.</summary>
-    public static void RecordRequest(string model, string? version, string outcome, TimeSpan elapsed)
-    {
-        var tags = new TagList { { "model", model }, { "version", version ?? "default" }, { "outcome", outcome } };
-        Requests.Add(1, tags);
-        RequestDuration.Record(elapsed.TotalSeconds, tags);
-    }
+    /// <summary>Records one finished request as seen by a front end: its duration, and so one more of its outcome.</summary>
+    public static void RecordRequest(string model, string? version, string outcome, TimeSpan elapsed) =>
+        RequestDuration.Record(elapsed.TotalSeconds, new TagList { { "model", model }, { "version", version ?? "default" }, { "outcome", outcome } });
 
     /// <summary>Records one ONNX Runtime run.</summary>
     public static void RecordCompute(string model, string version, TimeSpan elapsed, long rows)

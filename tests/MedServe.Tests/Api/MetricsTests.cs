@@ -16,7 +16,7 @@ public sealed class MetricsTests(NodeFixture node)
         var text = await node.Http.GetStringAsync("/metrics");
 
         Assert.Matches("medserve_inference_request_duration_seconds_count\\{[^}]*model=\"diabetes-linear\"[^}]*outcome=\"success\"[^}]*\\} [1-9]", text);
-        Assert.Matches("medserve_inference_requests_total\\{[^}]*model=\"diabetes-linear\"[^}]*outcome=\"InvalidInput\"[^}]*\\} [1-9]", text);
+        Assert.Matches("medserve_inference_request_duration_seconds_count\\{[^}]*model=\"diabetes-linear\"[^}]*outcome=\"InvalidInput\"[^}]*\\} [1-9]", text);
         Assert.Matches("medserve_inference_compute_duration_seconds_bucket\\{[^}]*model=\"diabetes-linear\"", text);
         // No input value ever becomes a label.
         Assert.DoesNotContain("195.4", text, StringComparison.Ordinal);
