@@ -36,30 +36,41 @@ foreach (var w in workloads)
     Raw(w);
 }
 
-// 2. What a user would write instead: the naive ASP.NET Core server.
+// 2. What a user would write instead: the naive ASP.NET Core server. It stays up (idle) while MedServe is measured: at
+// each concurrency it runs half its time before MedServe's runs and half after, and its row pools the two halves, so
+// a drift in the machine over the minutes between them moves both servers alike instead of favouring one.
+var naivePort = ChildServer.FreePort();
+var naiveArgs = new List<string> { "--urls", $"http://127.0.0.1:{naivePort}", "--models", string.Join(',', workloads.Select(w => $"{w.Name}={w.OnnxPath}")) };
+if (options.NaiveIntraOpThreads is { } intraOp)
 {
-    var port = ChildServer.FreePort();
-    var naiveArgs = new List<string> { "--urls", $"http://127.0.0.1:{port}", "--models", string.Join(',', workloads.Select(w => $"{w.Name}={w.OnnxPath}")) };
-    if (options.NaiveIntraOpThreads is { } t)
+    naiveArgs.AddRange(["--intra-op-threads", intraOp.ToString(CultureInfo.InvariantCulture)]);
+}
+await using var naive = ChildServer.Start(Path.Combine(repo, "bench", "NaiveServer", "bin", "Release", "net10.0", "medserve-naive-server.dll"),
+    naiveArgs, naivePort, Path.Combine(logDir, "naive.log"), null);
+using var naiveHttp = V2Http.NewClient(naive.BaseAddress, maxC);
+await naive.WaitReadyAsync(naiveHttp, ["/v2/health/ready"], TimeSpan.FromMinutes(1));
+foreach (var w in workloads)
+{
+    await WarmServerAsync(w, [i => V2Http.InferAsync(naiveHttp, w.Name, w.JsonBodies[i % w.JsonBodies.Length], null),
+        i => V2Http.InferAsync(naiveHttp, w.Name, w.BinaryBodies[i % w.BinaryBodies.Length], w.BinaryHeaderLength)]);
+}
+var naiveHalf = Math.Max(1, Math.Round(options.Seconds / 2));
+var naiveSpread = new List<double>();
+
+async Task<Result[]> NaiveHalfAsync(Workload w, int c) =>
+[
+    await HttpRun(naiveHttp, naive.ProcessId, w, "naive ASP.NET", "HTTP JSON", "n/a", c, json: true, scrape: false, naiveHalf),
+    await HttpRun(naiveHttp, naive.ProcessId, w, "naive ASP.NET", "HTTP binary", "n/a", c, json: false, scrape: false, naiveHalf),
+];
+
+// The pooled naive rows go in at `at`: ahead of the MedServe rows measured between the halves.
+void AddNaive(int at, Result[] before, Result[] after)
+{
+    for (var i = 0; i < before.Length; i++)
     {
-        naiveArgs.AddRange(["--intra-op-threads", t.ToString(CultureInfo.InvariantCulture)]);
-    }
-    await using var naive = ChildServer.Start(Path.Combine(repo, "bench", "NaiveServer", "bin", "Release", "net10.0", "medserve-naive-server.dll"),
-        naiveArgs, port, Path.Combine(logDir, "naive.log"), null);
-    using var http = V2Http.NewClient(naive.BaseAddress, maxC);
-    await naive.WaitReadyAsync(http, ["/v2/health/ready"], TimeSpan.FromMinutes(1));
-    foreach (var w in workloads)
-    {
-        await WarmServerAsync(w, [i => V2Http.InferAsync(http, w.Name, w.JsonBodies[i % w.JsonBodies.Length], null),
-            i => V2Http.InferAsync(http, w.Name, w.BinaryBodies[i % w.BinaryBodies.Length], w.BinaryHeaderLength)]);
-    }
-    foreach (var w in workloads)
-    {
-        foreach (var c in options.Concurrency)
-        {
-            await HttpRun(http, naive.ProcessId, w, "naive ASP.NET", "HTTP JSON", "n/a", c, json: true, scrape: false);
-            await HttpRun(http, naive.ProcessId, w, "naive ASP.NET", "HTTP binary", "n/a", c, json: false, scrape: false);
-        }
+        var (a, b) = (before[i], after[i]);
+        naiveSpread.Add(Math.Abs(a.RequestsPerSecond - b.RequestsPerSecond) / Math.Max(1, Math.Min(a.RequestsPerSecond, b.RequestsPerSecond)));
+        results.Insert(at + i, Result.Pool(a, b));
     }
 }
 
@@ -99,6 +110,8 @@ foreach (var w in workloads)
             for (var k = 0; k < options.Concurrency.Length; k++)
             {
                 var c = options.Concurrency[k];
+                var naiveBefore = await NaiveHalfAsync(w, c);
+                var naiveAt = results.Count;
                 foreach (var batching in k % 2 == 0 ? options.Batching : options.Batching.Reverse())
                 {
                     foreach (var n in k % 2 == 0 ? Enumerable.Range(0, nodes.Count) : Enumerable.Range(0, nodes.Count).Reverse())
@@ -120,6 +133,7 @@ foreach (var w in workloads)
                         await GrainRun(client, http, node.ProcessId, w, server, batching, c);
                     }
                 }
+                AddNaive(naiveAt, naiveBefore, await NaiveHalfAsync(w, c));
             }
         }
     }
@@ -140,6 +154,13 @@ foreach (var w in workloads)
         // The traced nodes flushed their exporters as they stopped.
         notes.Add(string.Create(CultureInfo.InvariantCulture, $"tracing: the traced nodes exported {traceSink.Exports} OTLP batches, {traceSink.Bytes / 1024.0:0} KiB of spans, to a receiver in the load process (it answers 200 and counts bytes)"));
     }
+}
+
+if (naiveSpread.Count > 0)
+{
+    naiveSpread.Sort();
+    notes.Add(string.Create(CultureInfo.InvariantCulture,
+        $"drift: the naive server's two halves (before and after MedServe's runs at the same concurrency) differed by {naiveSpread[naiveSpread.Count / 2]:0%} in req/s at the median, {naiveSpread[^1]:0%} at most; its rows pool both"));
 }
 
 // 4. Report.
@@ -195,7 +216,8 @@ void Raw(Workload w)
     }
 }
 
-async Task HttpRun(HttpClient http, int pid, Workload w, string server, string transport, string batching, int c, bool json, bool scrape)
+// Measures one HTTP configuration for `seconds` (default: the option); a result is recorded unless it is a naive half.
+async Task<Result> HttpRun(HttpClient http, int pid, Workload w, string server, string transport, string batching, int c, bool json, bool scrape, double? seconds = null)
 {
     var bodies = json ? w.JsonBodies : w.BinaryBodies;
     int? header = json ? null : w.BinaryHeaderLength;
@@ -212,11 +234,11 @@ async Task HttpRun(HttpClient http, int pid, Workload w, string server, string t
         cpu0 = ProcessCpu.ReadSeconds(pid); // after the scrape: its CPU is not the requests'
     }
     var stats = options.Load == "wrk"
-        ? await WrkRunner.RunAsync(http.BaseAddress!, w.Name, bodies, header, c, options.Warmup, options.Seconds, AtStart)
-        : await LoadRunner.RunAsync(c, options.Warmup, options.Seconds, i => V2Http.InferAsync(http, w.Name, bodies[i % bodies.Length], header), AtStart);
+        ? await WrkRunner.RunAsync(http.BaseAddress!, w.Name, bodies, header, c, options.Warmup, seconds ?? options.Seconds, AtStart)
+        : await LoadRunner.RunAsync(c, options.Warmup, seconds ?? options.Seconds, i => V2Http.InferAsync(http, w.Name, bodies[i % bodies.Length], header), AtStart);
     var cpu = ProcessCpu.ReadSeconds(pid) - cpu0; // before the closing scrape
     var server1 = scrape ? Metrics.Diff(before, await Metrics.ScrapeAsync(http, w.Name)) : null;
-    Add(w, server, transport, batching, c, 1, stats, server1, cpu, check);
+    return Add(w, server, transport, batching, c, 1, stats, server1, cpu, check, record: seconds is null);
 }
 
 async Task GrainRun(MedServeClient client, HttpClient http, int pid, Workload w, string server, string batching, int c)
@@ -306,7 +328,7 @@ async Task SetBatchingAsync(HttpClient http, Workload w, string mode)
 }
 
 // cpuSeconds: the server process's CPU time (user + system) over the measured window; null for raw ONNX Runtime.
-void Add(Workload w, string server, string transport, string batching, int c, int rows, LoadStats s, ServerStats? srv, double? cpuSeconds, string check)
+Result Add(Workload w, string server, string transport, string batching, int c, int rows, LoadStats s, ServerStats? srv, double? cpuSeconds, string check, bool record = true)
 {
     var r = new Result
     {
@@ -338,7 +360,10 @@ void Add(Workload w, string server, string transport, string batching, int c, in
         ServerCpuUsPerRequest = cpuSeconds is { } cpu && s.Requests > 0 ? cpu * 1e6 / s.Requests : null,
         Check = check,
     };
-    results.Add(r);
+    if (record)
+    {
+        results.Add(r);
+    }
     var sb = new StringBuilder();
     sb.Append(CultureInfo.InvariantCulture, $"bench: {w.Key,-6} {r.Label,-44} c={c,-4} {r.RowsPerSecond,10:0} rows/s  p50 {r.P50Ms,8:0.000}  p99 {r.P99Ms,8:0.000} ms");
     if (r.ServerComputeMeanMs is { } cm)
@@ -358,6 +383,7 @@ void Add(Workload w, string server, string transport, string batching, int c, in
         sb.Append("  " + check);
     }
     Console.Error.WriteLine(sb.ToString());
+    return r;
 }
 
 static string FindRepo()

@@ -46,6 +46,32 @@ internal sealed record Result
 
     public bool IsRaw => Server.StartsWith("raw", StringComparison.Ordinal);
 
+    /// <summary>
+    /// One row from two runs of the same configuration (the naive server's halves): counts, time and CPU add up;
+    /// percentiles are the mean of the two (each half's own percentile).
+    /// </summary>
+    public static Result Pool(Result a, Result b)
+    {
+        var requests = a.Requests + b.Requests;
+        var seconds = a.Seconds + b.Seconds;
+        var cpu = a.ServerCpuSeconds + b.ServerCpuSeconds;
+        return a with
+        {
+            Requests = requests,
+            Errors = a.Errors + b.Errors,
+            FirstError = a.FirstError ?? b.FirstError,
+            Seconds = seconds,
+            RequestsPerSecond = requests / seconds,
+            RowsPerSecond = requests * a.RowsPerRequest / seconds,
+            P50Ms = (a.P50Ms + b.P50Ms) / 2,
+            P95Ms = (a.P95Ms + b.P95Ms) / 2,
+            P99Ms = (a.P99Ms + b.P99Ms) / 2,
+            ServerCpuSeconds = cpu,
+            ServerCpuUsPerRequest = cpu is { } c && requests > 0 ? c * 1e6 / requests : null,
+            Check = a.Check != "ok" ? a.Check : b.Check,
+        };
+    }
+
     public string Label => IsRaw
         ? $"raw ONNX Runtime, batch {RowsPerRequest}"
         : $"{Server} {Transport}" + (Batching == "n/a" ? "" : $", batching {Batching}");
@@ -95,7 +121,8 @@ internal static class Report
         md.AppendLine();
         md.AppendLine(string.Create(Inv, $"{o.Seconds:0.##} s per configuration after {o.Warmup:0.##} s warm-up at the same concurrency; closed loop, concurrency {string.Join(", ", o.Concurrency)}. ") +
             string.Create(Inv, $"{Environment.ProcessorCount} cores ({RuntimeInformation.OSDescription.Trim()}, .NET {Environment.Version}), **shared by the load generator and the server under test** ") +
-            "(servers run one at a time, each in its own process; raw ONNX Runtime runs in the load process with no server up). " +
+            "(each server in its own process, loaded one at a time while the others idle; raw ONNX Runtime runs in the load process before any server starts). " +
+            string.Create(Inv, $"At each concurrency the naive server runs half its time ({Math.Max(1, Math.Round(o.Seconds / 2)):0} s per encoding) before MedServe's runs and half after; its row pools the two. ") +
             string.Create(Inv, $"Batching on = `max_batch_size` {o.BatchMax}, `max_queue_delay_microseconds` {o.BatchDelayMicroseconds}; off = `max_batch_size` 1."));
         md.AppendLine();
         md.AppendLine("Ratios: **x ceiling** = rows/s over the best raw ONNX Runtime rows/s for the model; **x naive** = rows/s over the naive " +
