@@ -20,6 +20,15 @@ public sealed class ModelRouter(IGrainFactory grains, ILocalReplicas? local = nu
     private readonly ConcurrentDictionary<string, StrongBox<int>> _outstanding = new(StringComparer.Ordinal);
 
     /// <summary>
+    /// Grain references of the replicas called from here, made once per replica instead of once per request (a
+    /// reference parses its key and finds its grain type). Replica keys change only on deploys; the cache is dropped
+    /// whole if it ever holds more than <see cref="MaxReplicaRefs"/>.
+    /// </summary>
+    private readonly ConcurrentDictionary<string, IReplicaGrain> _replicaRefs = new(StringComparer.Ordinal);
+
+    private const int MaxReplicaRefs = 4096;
+
+    /// <summary>
     /// Runs a request on a ready replica. <paramref name="cancellationToken"/> is the caller giving up (an HTTP client
     /// that went away): the replica then skips the request if it has not run yet.
     /// </summary>
@@ -63,7 +72,7 @@ public sealed class ModelRouter(IGrainFactory grains, ILocalReplicas? local = nu
             try
             {
                 return await (local?.TryInfer(key, request, cancellationToken)
-                    ?? grains.GetGrain<IReplicaGrain>(key).InferAsync(request, cancellationToken));
+                    ?? Replica(key).InferAsync(request, cancellationToken));
             }
             catch (MedServeException e) when (e.Kind == ErrorKind.NotReady && attempt == 0)
             {
@@ -108,6 +117,19 @@ public sealed class ModelRouter(IGrainFactory grains, ILocalReplicas? local = nu
             return a;
         }
         return Load(a) <= Load(b) ? a : b;
+    }
+
+    private IReplicaGrain Replica(string key)
+    {
+        if (_replicaRefs.TryGetValue(key, out var replica))
+        {
+            return replica;
+        }
+        if (_replicaRefs.Count >= MaxReplicaRefs)
+        {
+            _replicaRefs.Clear();
+        }
+        return _replicaRefs.GetOrAdd(key, static (k, g) => g.GetGrain<IReplicaGrain>(k), grains);
     }
 
     private int Load(string key) => _outstanding.TryGetValue(key, out var box) ? Volatile.Read(ref box.Value) : 0;
