@@ -45,7 +45,9 @@ internal sealed class ChildServer : IAsyncDisposable
         {
             info.ArgumentList.Add(a);
         }
-        info.Environment["DOTNET_gcServer"] = "0";
+        // Each server runs with the GC its own runtimeconfig.json asks for, as a user starts it: both are ASP.NET Core
+        // apps and take Server GC (until session 9 the bench forced workstation GC on both, which is what neither ships;
+        // bench/README.md, "Garbage collector").
         // MedServe asks every caller for a key; the naive server ignores it.
         info.Environment["MEDSERVE_ADMIN_KEY"] = V2Http.BenchKey;
         var log = new StreamWriter(logPath, append: false) { AutoFlush = true };
