@@ -45,13 +45,13 @@ public static partial class V2Endpoints
         v2.MapGet("/models/{name}/ready", (string name, ModelRouter router) => Guard(() => ReadyAsync(name, null, router))).RequireAuthorization(Permissions.View);
         v2.MapGet("/models/{name}/versions/{version}/ready", (string name, string version, ModelRouter router) => Guard(() => ReadyAsync(name, version, router))).RequireAuthorization(Permissions.View);
         // Infer is the hot path: plain request delegates over services resolved once (all singletons), not a
-        // per-request binding that looks each one up. ASP.NET Core's http.server.request.duration leaves these
-        // endpoints out: medserve.inference.request.duration (by model, version and outcome) is their one histogram.
+        // per-request binding that looks each one up. ASP.NET Core's http.server.request.duration keeps counting them:
+        // it is where a request refused before the endpoint (401, 403, 429) shows.
         var services = new Lazy<InferServices>(() => new InferServices(app.ServiceProvider));
         v2.MapPost("/models/{name}/infer", context => RespondAsync(context, (string)context.Request.RouteValues["name"]!, null, services.Value))
-            .RequireAuthorization(Permissions.Infer).DisableHttpMetrics();
+            .RequireAuthorization(Permissions.Infer);
         v2.MapPost("/models/{name}/versions/{version}/infer", context => RespondAsync(context, (string)context.Request.RouteValues["name"]!, (string)context.Request.RouteValues["version"]!, services.Value))
-            .RequireAuthorization(Permissions.Infer).DisableHttpMetrics();
+            .RequireAuthorization(Permissions.Infer);
         return app;
     }
 

@@ -1,3 +1,4 @@
+using System.Text.RegularExpressions;
 using MedServe.Tests.Support;
 
 namespace MedServe.Tests.Api;
@@ -13,12 +14,43 @@ public sealed class MetricsTests(NodeFixture node)
         Assert.Equal(200, (await node.PostJsonAsync("/v2/models/diabetes-linear/infer", request)).Status);
         Assert.Equal(400, (await node.PostJsonAsync("/v2/models/diabetes-linear/infer", new { inputs = Array.Empty<object>() })).Status);
 
-        var text = await node.Http.GetStringAsync("/metrics");
+        var success = new Regex("medserve_inference_request_duration_seconds_count\\{[^}]*model=\"diabetes-linear\"[^}]*outcome=\"success\"[^}]*\\} [1-9]");
+        var invalid = new Regex("medserve_inference_request_duration_seconds_count\\{[^}]*model=\"diabetes-linear\"[^}]*outcome=\"InvalidInput\"[^}]*\\} [1-9]");
+        var compute = new Regex("medserve_inference_compute_duration_seconds_bucket\\{[^}]*model=\"diabetes-linear\"");
+        var text = await ScrapeUntilAsync(success, invalid, compute);
 
-        Assert.Matches("medserve_inference_request_duration_seconds_count\\{[^}]*model=\"diabetes-linear\"[^}]*outcome=\"success\"[^}]*\\} [1-9]", text);
-        Assert.Matches("medserve_inference_request_duration_seconds_count\\{[^}]*model=\"diabetes-linear\"[^}]*outcome=\"InvalidInput\"[^}]*\\} [1-9]", text);
-        Assert.Matches("medserve_inference_compute_duration_seconds_bucket\\{[^}]*model=\"diabetes-linear\"", text);
+        Assert.Matches(success, text);
+        Assert.Matches(invalid, text);
+        Assert.Matches(compute, text);
         // No input value ever becomes a label.
         Assert.DoesNotContain("195.4", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task An_infer_request_refused_before_the_endpoint_is_counted_by_ASP_NET_Core()
+    {
+        using var anonymous = new HttpClient { BaseAddress = node.Http.BaseAddress };
+        using var refused = await anonymous.PostAsync("/v2/models/diabetes-linear/infer", new StringContent("{}", System.Text.Encoding.UTF8, "application/json"));
+        Assert.Equal(401, (int)refused.StatusCode);
+
+        // The inference histogram only sees requests that reach the endpoint; a 401 (or 403, 429) shows here.
+        var refusedCount = new Regex("http_server_request_duration_seconds_count\\{[^}]*http_response_status_code=\"401\"[^}]*http_route=\"/v2/models/\\{name\\}/infer\"[^}]*\\} [1-9]");
+        Assert.Matches(refusedCount, await ScrapeUntilAsync(refusedCount));
+    }
+
+    /// <summary>
+    /// The exporter answers a scrape from its cache for a moment (another test's scrape may be that recent): scrapes
+    /// until every pattern is there, for at most ten seconds, and returns the last text.
+    /// </summary>
+    private async Task<string> ScrapeUntilAsync(params Regex[] patterns)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        var text = await node.Http.GetStringAsync("/metrics");
+        while (!patterns.All(p => p.IsMatch(text)) && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+            text = await node.Http.GetStringAsync("/metrics");
+        }
+        return text;
     }
 }
