@@ -21,6 +21,8 @@ internal sealed record BenchOptions
     public int BatchDelayMicroseconds { get; init; }
     public string DataDir { get; init; } = "/work/shared/data";
     public string? Label { get; init; }
+    /// <summary>Seconds of each of the naive server's two halves around MedServe's runs (wrk takes whole seconds).</summary>
+    public double NaiveHalfSeconds => Math.Max(1, Math.Round(Seconds / 2));
     /// <summary>What sends the HTTP load: wrk (the default where it is installed) or this .NET process. The grain client is always this process.</summary>
     public string Load { get; init; } = WrkRunner.Executable is null ? "dotnet" : "wrk";
     /// <summary>Extra arguments for the MedServe node (e.g. <c>--MedServe:AuditInference false</c> to measure what auditing costs).</summary>

@@ -54,13 +54,12 @@ foreach (var w in workloads)
     await WarmServerAsync(w, [i => V2Http.InferAsync(naiveHttp, w.Name, w.JsonBodies[i % w.JsonBodies.Length], null),
         i => V2Http.InferAsync(naiveHttp, w.Name, w.BinaryBodies[i % w.BinaryBodies.Length], w.BinaryHeaderLength)]);
 }
-var naiveHalf = Math.Max(1, Math.Round(options.Seconds / 2));
 var naiveSpread = new List<double>();
 
 async Task<Result[]> NaiveHalfAsync(Workload w, int c) =>
 [
-    await HttpRun(naiveHttp, naive.ProcessId, w, "naive ASP.NET", "HTTP JSON", "n/a", c, json: true, scrape: false, naiveHalf),
-    await HttpRun(naiveHttp, naive.ProcessId, w, "naive ASP.NET", "HTTP binary", "n/a", c, json: false, scrape: false, naiveHalf),
+    await HttpRun(naiveHttp, naive.ProcessId, w, "naive ASP.NET", "HTTP JSON", "n/a", c, json: true, scrape: false, options.NaiveHalfSeconds),
+    await HttpRun(naiveHttp, naive.ProcessId, w, "naive ASP.NET", "HTTP binary", "n/a", c, json: false, scrape: false, options.NaiveHalfSeconds),
 ];
 
 // The pooled naive rows go in at `at`: ahead of the MedServe rows measured between the halves.

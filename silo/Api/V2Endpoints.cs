@@ -113,7 +113,7 @@ public static partial class V2Endpoints
     {
         var started = Stopwatch.GetTimestamp();
         var audit = services.Audit;
-        var (result, outcome, served, inputHash) = await InferCoreAsync(name, version, context, services, audit.AuditsInference);
+        var (result, outcome, served, inputHash) = await InferCoreAsync(name, version, context, services);
         // Who ran which version on which input (its hash), batched into the audit trail off the request's path.
         if (audit.AuditsInference)
         {
@@ -126,9 +126,10 @@ public static partial class V2Endpoints
         return result;
     }
 
-    private static async Task<(IResult Result, string Outcome, string? Served, InputDigest InputHash)> InferCoreAsync(string name, string? version, HttpContext context, InferServices services, bool hashInput)
+    private static async Task<(IResult Result, string Outcome, string? Served, InputDigest InputHash)> InferCoreAsync(string name, string? version, HttpContext context, InferServices services)
     {
         var (router, options, logger, limits) = (services.Router, services.Options, services.Logger, services.Limits);
+        var hashInput = services.Audit.AuditsInference;
         byte[]? rented = null;
         var rentedLength = 0;
         var inputHash = default(InputDigest);
