@@ -592,9 +592,7 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
             // Smoothed run time per request: what a request that runs alone on its caller's thread holds it for. Per
             // request, not per batch: a batch of eight taking longer must not stop lone requests from running inline
             // (the bench saw the CNN flip to pool hand-overs once batches formed, and run slower with batching on).
-            var elapsed = Stopwatch.GetTimestamp() - wall;
-            _pool.AddRunTime(elapsed);
-            var seconds = elapsed / (double)Stopwatch.Frequency / batch.Count;
+            var seconds = Stopwatch.GetElapsedTime(wall).TotalSeconds / batch.Count;
             _meanRunSeconds = _meanRunSeconds == double.MaxValue ? seconds : (0.9 * _meanRunSeconds) + (0.1 * seconds);
         }
     }

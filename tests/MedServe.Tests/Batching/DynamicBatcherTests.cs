@@ -72,29 +72,6 @@ public sealed class DynamicBatcherTests
     }
 
     [Fact]
-    public async Task Under_the_pools_limit_requests_that_arrive_during_a_run_wait_for_it_and_leave_as_one_batch()
-    {
-        // Two threads, one run allowed at once (the limit a busy silo sets when runs take under half its CPU): the
-        // second thread must not take the first request to arrive as a batch of its own.
-        using var pool = new ExecutionPool(2);
-        pool.SetLimit(1);
-        var (clock, runner) = (new TestClock(), new GatedRunner());
-        await using var batcher = new DynamicBatcher(runner, new BatchingPolicy { MaxBatchSize = 8 }, pool, time: clock);
-        var blocker = batcher.EnqueueAsync(Req(100));
-        var running = await runner.NextRunAsync("the blocker");
-        var queued = Enumerable.Range(1, 3).Select(i => batcher.EnqueueAsync(Req(i))).ToArray();
-        Assert.True(SpinWait.SpinUntil(() => pool.Waiting == 1, Bound), "no pool thread took the queue to wait for the run");
-        Assert.False(runner.Started, "a second run started beside the first over the limit");
-
-        running.Release();
-        var batch = await runner.NextRunAsync("the requests queued during the run");
-        Assert.Equal([1f, 2f, 3f], batch.Markers);
-        batch.Release();
-        Assert.All(await Task.WhenAll(queued), r => Assert.Equal(3, r.BatchSize));
-        await blocker;
-    }
-
-    [Fact]
     public async Task A_batch_that_is_not_full_leaves_when_its_oldest_request_has_waited_the_queue_delay()
     {
         var (clock, runner) = (new TestClock(), new GatedRunner());
