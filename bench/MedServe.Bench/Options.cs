@@ -4,7 +4,7 @@ namespace MedServe.Bench;
 
 /// <summary>
 /// Command line: <c>[seconds-per-config] [concurrency,...] [--warmup s] [--server-warmup s] [--models logreg,cnn] [--raw-batches 1,8,32,128]
-/// [--raw-workers n] [--naive-intra-op-threads n] [--batch-max n] [--batch-delay-us n] [--batching off,on] [--tracing off,0.1,1]
+/// [--raw-workers n] [--naive-intra-op-threads n] [--batch-max n] [--batch-delay-us n] [--batch-runs n] [--batching off,on] [--tracing off,0.1,1]
 /// [--data-dir dir] [--label text] [--node-args "..."]</c>.
 /// </summary>
 internal sealed record BenchOptions
@@ -19,6 +19,7 @@ internal sealed record BenchOptions
     public int? NaiveIntraOpThreads { get; init; }
     public int BatchMax { get; init; } = 8; // the product default (BatchingPolicy)
     public int BatchDelayMicroseconds { get; init; }
+    public int BatchRuns { get; init; } // max_concurrent_runs for "on"; 0, the product default, leaves it out
     public string DataDir { get; init; } = "/work/shared/data";
     public string? Label { get; init; }
     /// <summary>Seconds of each of the naive server's two halves around MedServe's runs (wrk takes whole seconds).</summary>
@@ -54,6 +55,7 @@ internal sealed record BenchOptions
                 "--naive-intra-op-threads" => o with { NaiveIntraOpThreads = int.Parse(Next(), CultureInfo.InvariantCulture) },
                 "--batch-max" => o with { BatchMax = int.Parse(Next(), CultureInfo.InvariantCulture) },
                 "--batch-delay-us" => o with { BatchDelayMicroseconds = int.Parse(Next(), CultureInfo.InvariantCulture) },
+                "--batch-runs" => o with { BatchRuns = int.Parse(Next(), CultureInfo.InvariantCulture) },
                 "--data-dir" => o with { DataDir = Next() },
                 "--label" => o with { Label = Next() },
                 "--load" => o with { Load = Modes(Next(), "wrk", "dotnet") is [var l] ? l : throw new ArgumentException("--load: one of wrk, dotnet") },

@@ -303,6 +303,10 @@ async Task SetBatchingAsync(HttpClient http, Workload w, string mode)
     var policy = mode == "off"
         ? new Dictionary<string, object> { ["max_batch_size"] = 1 }
         : new Dictionary<string, object> { ["max_batch_size"] = options.BatchMax, ["max_queue_delay_microseconds"] = options.BatchDelayMicroseconds };
+    if (mode != "off" && options.BatchRuns > 0)
+    {
+        policy["max_concurrent_runs"] = options.BatchRuns;
+    }
     var started = Stopwatch.GetTimestamp();
     using var response = await http.PutAsJsonAsync($"/api/deployments/{w.Name}/{w.Version}?wait=true", new Dictionary<string, object> { ["replicas"] = 1, ["batching"] = policy });
     var text = await response.Content.ReadAsStringAsync();

@@ -123,7 +123,7 @@ internal static class Report
             string.Create(Inv, $"{Environment.ProcessorCount} cores ({RuntimeInformation.OSDescription.Trim()}, .NET {Environment.Version}), **shared by the load generator and the server under test** ") +
             "(each server in its own process, loaded one at a time while the others idle; raw ONNX Runtime runs in the load process before any server starts). " +
             string.Create(Inv, $"At each concurrency the naive server runs half its time ({o.NaiveHalfSeconds:0} s per encoding) before MedServe's runs and half after; its row pools the two. ") +
-            string.Create(Inv, $"Batching on = `max_batch_size` {o.BatchMax}, `max_queue_delay_microseconds` {o.BatchDelayMicroseconds}; off = `max_batch_size` 1."));
+            string.Create(Inv, $"Batching on = `max_batch_size` {o.BatchMax}, `max_queue_delay_microseconds` {o.BatchDelayMicroseconds}{(o.BatchRuns > 0 ? $", `max_concurrent_runs` {o.BatchRuns}" : "")}; off = `max_batch_size` 1."));
         md.AppendLine();
         md.AppendLine("Ratios: **x ceiling** = rows/s over the best raw ONNX Runtime rows/s for the model; **x naive** = rows/s over the naive " +
             "server's at the same concurrency and encoding (grain client: naive binary); **p50/p99 x naive** = latency over the naive server's (lower is better). " +

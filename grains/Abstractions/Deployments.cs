@@ -68,6 +68,17 @@ public sealed record BatchingPolicy
     /// </summary>
     [Id(5)] public long MaxQueueBytes { get; init; } = DefaultMaxQueueBytes;
 
+    /// <summary>
+    /// Most batches one replica runs at once; 0, the default, as many as its silo has ONNX Runtime threads. With 1, the
+    /// requests that arrive while a batch runs wait for it and leave as the next batch, however many threads are free:
+    /// worth it where a batch costs much less per row than a request alone and the silo's cores are shared with its
+    /// front ends (bench/README.md: a small CNN on two cores), not for a model whose runs are most of the silo's work.
+    /// </summary>
+    [Id(6)] public int MaxConcurrentRuns { get; init; }
+
+    /// <summary>Largest <see cref="MaxConcurrentRuns"/> a policy may ask for.</summary>
+    public const int MaxConcurrentRunsLimit = 1024;
+
     /// <summary>The default of <see cref="MaxQueueBytes"/>: 256 MiB.</summary>
     public const long DefaultMaxQueueBytes = 256L << 20;
 
@@ -77,9 +88,10 @@ public sealed record BatchingPolicy
     public bool Equals(BatchingPolicy? other) =>
         other is not null && MaxBatchSize == other.MaxBatchSize && MaxQueueDelayMicroseconds == other.MaxQueueDelayMicroseconds
         && (PreferredBatchSizes ?? []).SequenceEqual(other.PreferredBatchSizes ?? []) && MaxQueueSize == other.MaxQueueSize
-        && DefaultTimeoutMicroseconds == other.DefaultTimeoutMicroseconds && MaxQueueBytes == other.MaxQueueBytes;
+        && DefaultTimeoutMicroseconds == other.DefaultTimeoutMicroseconds && MaxQueueBytes == other.MaxQueueBytes
+        && MaxConcurrentRuns == other.MaxConcurrentRuns;
 
-    public override int GetHashCode() => HashCode.Combine(MaxBatchSize, MaxQueueDelayMicroseconds, PreferredBatchSizes?.Length ?? 0, MaxQueueSize, DefaultTimeoutMicroseconds, MaxQueueBytes);
+    public override int GetHashCode() => HashCode.Combine(MaxBatchSize, MaxQueueDelayMicroseconds, PreferredBatchSizes?.Length ?? 0, MaxQueueSize, DefaultTimeoutMicroseconds, MaxQueueBytes, MaxConcurrentRuns);
 
     /// <summary>Longest timeout a request or policy may ask for: one hour.</summary>
     public const long MaxTimeoutMicroseconds = 3_600_000_000;
@@ -93,6 +105,7 @@ public sealed record BatchingPolicy
         : MaxQueueSize is < 1 or > 1_000_000 ? ("batching.max_queue_size", "must be between 1 and 1000000")
         : DefaultTimeoutMicroseconds is < 0 or > MaxTimeoutMicroseconds ? ("batching.default_timeout_microseconds", "must be 0 (none) or up to 3600000000 (one hour)")
         : MaxQueueBytes is < 1 or > MaxQueueBytesLimit ? ("batching.max_queue_bytes", "must be between 1 and 68719476736 (64 GiB)")
+        : MaxConcurrentRuns is < 0 or > MaxConcurrentRunsLimit ? ("batching.max_concurrent_runs", "must be 0 (as many as the silo's ONNX Runtime threads) or between 1 and 1024")
         : null;
 }
 

@@ -188,7 +188,7 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
                     }
                     _lastCompanyArrival = now;
                 }
-                if (_queued == 0 && _runningBatches < _pool.Size && ShortRuns && (policy.MaxQueueDelayMicroseconds == 0 || policy.MaxBatchSize == 1)
+                if (_queued == 0 && _runningBatches < RunsAtOnce(policy) && ShortRuns && (policy.MaxQueueDelayMicroseconds == 0 || policy.MaxBatchSize == 1)
                     && _pool.TryEnterInline())
                 {
                     // Nothing waiting and runs this short: run it now on the caller's thread. No hand-over to a pool
@@ -236,6 +236,10 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
     }
 
     private string Name => $"{_model.Manifest.Name}:{_model.Manifest.Version}";
+
+    /// <summary>Batches this replica may run at once: the policy's <c>max_concurrent_runs</c>, at most the pool's threads.</summary>
+    private int RunsAtOnce(BatchingPolicy policy) =>
+        policy.MaxConcurrentRuns > 0 ? Math.Min(policy.MaxConcurrentRuns, _pool.Size) : _pool.Size;
 
     /// <summary>
     /// Under the lock: why this request may not be queued now (429), or null. Job items may use half of each bound.
@@ -449,7 +453,7 @@ public sealed class DynamicBatcher : IBatcher, IPoolWork
         {
             var now = _time.GetTimestamp();
             expired = TakeGivenUp(now);
-            if (_queued > 0 && _runningBatches < _pool.Size)
+            if (_queued > 0 && _runningBatches < RunsAtOnce(_policy))
             {
                 batch = TakeBatch(now, out var wait);
                 if (batch is not null)

@@ -98,9 +98,10 @@ public sealed class BatchingApiTests(NodeFixture node)
         try
         {
             await SetPolicyAsync(Logreg, new { max_batch_size = 4, max_queue_delay_microseconds = 100 });
-            await SetPolicyAsync(Logreg, new { max_batch_size = 32, max_queue_delay_microseconds = 2000, preferred_batch_sizes = new[] { 8, 16 } });
+            await SetPolicyAsync(Logreg, new { max_batch_size = 32, max_queue_delay_microseconds = 2000, preferred_batch_sizes = new[] { 8, 16 }, max_concurrent_runs = 1 });
             var shown = await node.GetJsonAsync($"/api/deployments/{Logreg}/1");
             Assert.Equal(32, shown.Body!["spec"]!["batching"]!["max_batch_size"]!.GetValue<int>());
+            Assert.Equal(1, shown.Body!["spec"]!["batching"]!["max_concurrent_runs"]!.GetValue<int>());
             Assert.Equal("Ready", shown.Body!["state"]!.GetValue<string>());
             await SetPolicyAsync(Logreg, new { max_batch_size = 1 });
         }
@@ -179,6 +180,10 @@ public sealed class BatchingApiTests(NodeFixture node)
 
         using var preferred = await node.Http.PutAsJsonAsync($"/api/deployments/{Logreg}/1", new { batching = new { max_batch_size = 8, preferred_batch_sizes = new[] { 16 } } });
         Assert.Equal("batching.preferred_batch_sizes", (await NodeFixture.ReadJsonAsync(preferred))!["field"]!.GetValue<string>());
+
+        using var runs = await node.Http.PutAsJsonAsync($"/api/deployments/{Logreg}/1", new { batching = new { max_concurrent_runs = -1 } });
+        Assert.Equal(HttpStatusCode.BadRequest, runs.StatusCode);
+        Assert.Equal("batching.max_concurrent_runs", (await NodeFixture.ReadJsonAsync(runs))!["field"]!.GetValue<string>());
 
         var (status, body) = await node.PostJsonAsync($"/v2/models/{Logreg}/infer", Row(new float[30], new { timeout = "soon" }));
         Assert.Equal(400, status);

@@ -72,6 +72,28 @@ public sealed class DynamicBatcherTests
     }
 
     [Fact]
+    public async Task With_one_run_at_once_requests_that_arrive_during_a_run_wait_for_it_though_a_thread_is_free()
+    {
+        // Two threads, max_concurrent_runs 1: the second thread must not take the first request to arrive as a batch of
+        // its own beside the running one; what queues during the run leaves as one batch after it.
+        using var pool = new ExecutionPool(2);
+        var (clock, runner) = (new TestClock(), new GatedRunner());
+        await using var batcher = new DynamicBatcher(runner, new BatchingPolicy { MaxBatchSize = 8, MaxConcurrentRuns = 1 }, pool, time: clock);
+        var blocker = batcher.EnqueueAsync(Req(100));
+        var running = await runner.NextRunAsync("the blocker");
+        var queued = Enumerable.Range(1, 3).Select(i => batcher.EnqueueAsync(Req(i))).ToArray();
+        Assert.Equal(3, batcher.Queued);
+        Assert.False(runner.Started, "a second run started beside the first");
+
+        running.Release();
+        var batch = await runner.NextRunAsync("the requests queued during the run");
+        Assert.Equal([1f, 2f, 3f], batch.Markers);
+        batch.Release();
+        Assert.All(await Task.WhenAll(queued), r => Assert.Equal(3, r.BatchSize));
+        await blocker;
+    }
+
+    [Fact]
     public async Task A_batch_that_is_not_full_leaves_when_its_oldest_request_has_waited_the_queue_delay()
     {
         var (clock, runner) = (new TestClock(), new GatedRunner());
