@@ -12,7 +12,8 @@ public interface IPoolWork
 /// The silo's ONNX Runtime threads: a fixed set of dedicated threads, sized to the cores (over the intra-op threads
 /// each run uses), shared by every replica on the silo. Inference never blocks .NET thread-pool threads, so Orleans'
 /// scheduler, Kestrel and the membership probes keep threads of their own however busy the models are, and no
-/// number of replicas makes the silo run more ONNX Runtime work at once than it has cores for.
+/// number of replicas makes the silo run more ONNX Runtime work at once than its threads, plus as many short runs on
+/// requests' own threads (<see cref="TryEnterInline"/>, bounded apart): at most twice its cores.
 /// <para>
 /// A replica with work schedules itself (once: it is in the ready queue at most once at a time); an idle thread takes
 /// it at once, without a dispatch loop between: the request's thread signals the runner's. Replicas take turns in the
