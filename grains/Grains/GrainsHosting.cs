@@ -82,7 +82,16 @@ public static class GrainsHosting
         silo.Services.AddHostedService<StatsRecorderStart>();
         // Job items travel on memory streams: no broker to run. Durability is the job grain's (stored items,
         // leases, results by item id), so a stream queue lost with its silo costs a resend, not an item.
-        silo.AddMemoryStreams(JobStreams.Provider);
+        silo.AddMemoryStreams(JobStreams.Provider, streams => streams.ConfigureCacheEviction(eviction => eviction.Configure(o =>
+        {
+            // A delivered message is of no further use (the job grain redelivers what is not answered), but memory
+            // streams keep each one until messages 30 minutes newer arrive: after a burst of job items, never, and the
+            // silo held every delivery of every recent job. Keep a message only while its worker may still be reading
+            // it. The purge takes a message older than DataMinTimeInCache whose age behind the newest exceeds
+            // DataMaxAgeInCache: below zero, the newest (the job's last delivery) goes too.
+            o.DataMinTimeInCache = JobStreams.CacheTime;
+            o.DataMaxAgeInCache = TimeSpan.FromTicks(-1);
+        })));
         silo.AddMemoryGrainStorage("PubSubStore");
         silo.Services.AddHostedService<Jobs.JobResumer>();
         // Job items and results are encrypted at rest (JobGrain). Where the keys live is the host's choice: files

@@ -1,5 +1,6 @@
 using System.Globalization;
 using MedServe.Tests.Support;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace MedServe.Tests.Grains;
 
@@ -48,6 +49,54 @@ public sealed class JobGrainTests(GrainClusterFixture fixture)
     {
         var stats = await fixture.Client.GetGrain<IManagementGrain>(0).GetSimpleGrainStatistics();
         return stats.Where(s => s.GrainType.EndsWith(".JobGrain", StringComparison.Ordinal)).Sum(s => s.ActivationCount);
+    }
+
+    [Fact]
+    public async Task An_ended_jobs_deliveries_leave_the_silos_stream_cache()
+    {
+        await DeployLogregAsync();
+        // The silo's own Orleans instruments (its meter factory's), not another cluster's in this test process.
+        var meters = fixture.Cluster.Silos[0].ServiceProvider.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>();
+        long purged = 0, added = 0;
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Scope == meters && instrument.Name is "orleans-streams-queue-cache-messages-added" or "orleans-streams-queue-cache-messages-purged")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((instrument, value, _, _) =>
+        {
+            if (instrument.Name == "orleans-streams-queue-cache-messages-purged")
+            {
+                purged += value;
+            }
+            else
+            {
+                added += value;
+            }
+        });
+        listener.Start();
+
+        var id = $"cache-{Guid.NewGuid():N}"[..22];
+        await fixture.Client.GetGrain<IJobGrain>(id).SubmitAsync(Rows(3000)); // several deliveries
+        Assert.Equal(JobState.Completed, (await WaitEndedAsync(id)).State);
+
+        // Each delivery leaves the cache JobStreams.CacheTime after it was queued (Orleans purges on its own clock:
+        // read its counts until every message added has been purged, for at most a minute).
+        for (var i = 0; i < 300; i++)
+        {
+            (purged, added) = (0, 0);
+            listener.RecordObservableInstruments();
+            if (added > 0 && purged == added)
+            {
+                break;
+            }
+            await Task.Delay(200);
+        }
+        Assert.True(added > 0, "the job's deliveries went through this silo's stream cache");
+        Assert.Equal(added, purged);
     }
 
     [Fact]
