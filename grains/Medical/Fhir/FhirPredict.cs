@@ -218,7 +218,7 @@ public static class FhirPredict
             }
             fields.Add((k, v.Number, v.Unit, false));
         }
-        var row = features.Read(fields);
+        var row = features.Read(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(fields));
         foreach (var e in row.Errors.Where(e => !issues.Any(i => (i.Diagnostics ?? "").Contains($"'{e.Field}'", StringComparison.Ordinal))))
         {
             var f = features.Features[features.IndexOf(e.Field)];

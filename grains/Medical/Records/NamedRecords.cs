@@ -124,7 +124,7 @@ public static class NamedRecords
                 _ => (k, null, unit, true),
             });
         }
-        var row = features.Read(fields);
+        var row = features.Read(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(fields));
         errors.AddRange(row.Errors.Where(e => errors.All(x => x.Field != e.Field)));
         return errors.Count == 0
             ? new RecordRow(i, where, id, row.Values, [])

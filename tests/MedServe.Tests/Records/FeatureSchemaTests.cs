@@ -29,7 +29,7 @@ public sealed class FeatureSchemaTests
         var values = new FeatureValues(diabetes);
         foreach (var (row, _) in RecordsApiTests.Diabetes())
         {
-            var read = values.Read(row.Select((v, k) => (k, (double?)v, (string?)null, false)));
+            var read = values.Read([.. row.Select((v, k) => (k, (double?)v, (string?)null, false))]);
             Assert.True(read.Ok, string.Join("; ", read.Errors.Select(e => e.Message)));
         }
         foreach (var name in new[] { "breast-cancer-logreg", "breast-cancer-mlp" })
@@ -39,7 +39,7 @@ public sealed class FeatureSchemaTests
             var bc = new FeatureValues(manifest);
             foreach (var row in TestData.BreastCancer())
             {
-                var read = bc.Read(row.Features.Select((v, k) => (k, (double?)v, (string?)null, false)));
+                var read = bc.Read([.. row.Features.Select((v, k) => (k, (double?)v, (string?)null, false))]);
                 Assert.True(read.Ok, string.Join("; ", read.Errors.Select(e => e.Message)));
             }
         }
