@@ -83,18 +83,22 @@ public static partial class JobEndpoints
         {
             throw new MedServeException(ErrorKind.TooLarge, $"the job has {submission.Items.Length} items; the limit is {limits.MaxJobItems} per job ({LimitsOptions.Section}:MaxJobItems): split it into several jobs", "items");
         }
+        var inputHash = AuditChain.InputHash(body);
+        var key = id is null ? SubmissionKey(mediaType, request.QueryString.Value, body) : null;
+        // The items hold everything the job needs: let the body (tens of MB for a large CSV) go before the job grain
+        // seals and stores them, rather than at the end of the request.
+        body = null!;
         if (id is null)
         {
             // No id given: the server names the job. A retry of the same body (same query) within the window gets
             // the same job back instead of running it twice; after that, retry with the id the first answer gave.
-            var key = SubmissionKey(mediaType, request.QueryString.Value, body);
-            id = await grains.GetGrain<IJobIndexGrain>(0).ClaimSubmissionAsync(key, Guid.NewGuid().ToString("N")[..16], SubmitWindowSeconds);
+            id = await grains.GetGrain<IJobIndexGrain>(0).ClaimSubmissionAsync(key!, Guid.NewGuid().ToString("N")[..16], SubmitWindowSeconds);
         }
         if (!JobIdPattern().IsMatch(id))
         {
             throw MedServeException.Invalid("a job id is 1 to 64 letters, digits, '.', '_' or '-'", "id");
         }
-        Audit.Note(request.HttpContext, submission.Model, submission.Version, AuditChain.InputHash(body), id);
+        Audit.Note(request.HttpContext, submission.Model, submission.Version, inputHash, id);
         var me = request.HttpContext.User.KeyIdOf();
         if (await grains.GetGrain<IJobGrain>(id).GetAsync() is { } existing && !MayRead(request.HttpContext.User, existing))
         {
