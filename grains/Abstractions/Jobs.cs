@@ -157,13 +157,6 @@ public static class JobStreams
 
     /// <summary>Stream namespace; the stream key is the job id, which is also the worker grain's key.</summary>
     public const string Namespace = "medserve.job-items";
-
-    /// <summary>
-    /// How long a delivery stays in its silo's stream cache after it was queued: long enough for its worker to read it
-    /// (deliveries open at once are bounded, so a worker is never far behind); one purged unread is sent again when its
-    /// lease ends, like one lost with its silo.
-    /// </summary>
-    public static readonly TimeSpan CacheTime = TimeSpan.FromSeconds(5);
 }
 
 /// <summary>Items of a delivery that could not run for a reason not their own (out of memory, an execution provider error), by position.</summary>

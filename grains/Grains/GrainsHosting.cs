@@ -89,7 +89,7 @@ public static class GrainsHosting
             // silo held every delivery of every recent job. Keep a message only while its worker may still be reading
             // it. The purge takes a message older than DataMinTimeInCache whose age behind the newest exceeds
             // DataMaxAgeInCache: below zero, the newest (the job's last delivery) goes too.
-            o.DataMinTimeInCache = JobStreams.CacheTime;
+            o.DataMinTimeInCache = Jobs.JobGrain.StreamCacheTime;
             o.DataMaxAgeInCache = TimeSpan.FromTicks(-1);
         })));
         silo.AddMemoryGrainStorage("PubSubStore");

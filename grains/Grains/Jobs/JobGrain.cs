@@ -95,6 +95,13 @@ internal sealed class JobGrain(
     private const long WindowBytes = 64L << 20;
     private const int ChunkBytes = 1 << 20;
     private static readonly TimeSpan Lease = TimeSpan.FromSeconds(20);
+
+    /// <summary>
+    /// How long a delivery stays in its silo's stream cache after it was queued (the silo's stream options): long enough
+    /// for its worker, which acknowledges each at once, to read it; one purged unread is sent again when its
+    /// <see cref="Lease"/> ends, like one lost with its silo.
+    /// </summary>
+    internal static readonly TimeSpan StreamCacheTime = TimeSpan.FromSeconds(5);
     private static readonly TimeSpan FlushEvery = TimeSpan.FromSeconds(1);
 
     /// <summary>Pause before an item the runtime failed is sent again, times the sends it has had (1 s, 2 s, 3 s, 4 s).</summary>
@@ -707,27 +714,28 @@ internal sealed class JobGrain(
     internal static string ContentHash(JobSubmission submission)
     {
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        // Each text is hashed as its UTF-8 bytes and a zero, encoded into one reused buffer (a byte array per id and per
+        // tensor name of 200,000 items was ~40 MB).
         var buffer = new byte[256];
+        void Reserve(int bytes)
+        {
+            if (buffer.Length < bytes)
+            {
+                buffer = new byte[bytes];
+            }
+        }
         void Text(string? text)
         {
-            // Encoded into one reused buffer: a byte array per id and per tensor name of 200,000 items was ~40 MB.
             text ??= "\0";
-            var max = System.Text.Encoding.UTF8.GetMaxByteCount(text.Length) + 1;
-            if (buffer.Length < max)
-            {
-                buffer = new byte[max];
-            }
+            Reserve(System.Text.Encoding.UTF8.GetMaxByteCount(text.Length) + 1);
             var n = System.Text.Encoding.UTF8.GetBytes(text, buffer);
             buffer[n] = 0;
             hash.AppendData(buffer, 0, n + 1);
         }
         void Shape(long[] shape)
         {
-            // The bytes Text(string.Join(',', shape)) would hash, without the string.
-            if (buffer.Length < (shape.Length * 21) + 1)
-            {
-                buffer = new byte[(shape.Length * 21) + 1];
-            }
+            // The bytes Text(string.Join(',', shape)) would hash, without the string (a long is at most 20 characters).
+            Reserve((shape.Length * 21) + 1);
             var n = 0;
             for (var d = 0; d < shape.Length; d++)
             {

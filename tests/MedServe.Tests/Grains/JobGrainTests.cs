@@ -83,7 +83,7 @@ public sealed class JobGrainTests(GrainClusterFixture fixture)
         await fixture.Client.GetGrain<IJobGrain>(id).SubmitAsync(Rows(3000)); // several deliveries
         Assert.Equal(JobState.Completed, (await WaitEndedAsync(id)).State);
 
-        // Each delivery leaves the cache JobStreams.CacheTime after it was queued (Orleans purges on its own clock:
+        // Each delivery leaves the cache JobGrain.StreamCacheTime after it was queued (Orleans purges on its own clock:
         // read its counts until every message added has been purged, for at most a minute).
         for (var i = 0; i < 300; i++)
         {
