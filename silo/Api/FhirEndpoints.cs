@@ -108,12 +108,7 @@ public static partial class FhirEndpoints
             outcome = nameof(ErrorKind.Internal);
             result = Outcome(StatusCodes.Status500InternalServerError, FhirProblem.Single(OperationOutcome.IssueType.Exception, null, $"internal error while serving '{name}'"));
         }
-        if (audit.AuditsInference)
-        {
-            audit.RecordInference(context, name, served ?? version, inputHash, outcome, "fhir");
-        }
-        var known = outcome != nameof(ErrorKind.NotFound) && ModelNames.IsValidName(name);
-        InferenceMetrics.RecordRequest(known ? name : "(unknown)", known ? served ?? version : null, outcome, Stopwatch.GetElapsedTime(started));
+        InferenceAnswered.Record(audit, context, name, version, served, inputHash, outcome, started, "fhir");
         return result;
     }
 

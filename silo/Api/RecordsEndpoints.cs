@@ -92,12 +92,7 @@ public static partial class RecordsEndpoints
             outcome = nameof(ErrorKind.Internal);
             result = HttpErrors.Problem(new MedServeException(ErrorKind.Internal, $"internal error while serving '{name}'"), context);
         }
-        if (audit.AuditsInference)
-        {
-            audit.RecordInference(context, name, served ?? version, inputHash, outcome, "records");
-        }
-        var known = outcome != nameof(ErrorKind.NotFound) && ModelNames.IsValidName(name);
-        InferenceMetrics.RecordRequest(known ? name : "(unknown)", known ? served ?? version : null, outcome, Stopwatch.GetElapsedTime(started));
+        InferenceAnswered.Record(audit, context, name, version, served, inputHash, outcome, started, "records");
         return result;
     }
 

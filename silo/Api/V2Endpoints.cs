@@ -112,17 +112,8 @@ public static partial class V2Endpoints
     private static async Task<IResult> InferAsync(string name, string? version, HttpContext context, InferServices services)
     {
         var started = Stopwatch.GetTimestamp();
-        var audit = services.Audit;
         var (result, outcome, served, inputHash) = await InferCoreAsync(name, version, context, services);
-        // Who ran which version on which input (its hash), batched into the audit trail off the request's path.
-        if (audit.AuditsInference)
-        {
-            audit.RecordInference(context, name, served ?? version, inputHash, outcome);
-        }
-        // Labels stay bounded: unknown names and versions do not each make a new series. A request that named no
-        // version counts for the version that served it.
-        var known = outcome != nameof(ErrorKind.NotFound) && ModelNames.IsValidName(name);
-        InferenceMetrics.RecordRequest(known ? name : "(unknown)", known ? served ?? version : null, outcome, Stopwatch.GetElapsedTime(started));
+        InferenceAnswered.Record(services.Audit, context, name, version, served, inputHash, outcome, started);
         return result;
     }
 
