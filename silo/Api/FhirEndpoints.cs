@@ -108,7 +108,7 @@ public static partial class FhirEndpoints
             outcome = nameof(ErrorKind.Internal);
             result = Outcome(StatusCodes.Status500InternalServerError, FhirProblem.Single(OperationOutcome.IssueType.Exception, null, $"internal error while serving '{name}'"));
         }
-        InferenceAnswered.Record(audit, context, name, version, served, inputHash, outcome, started, "fhir");
+        InferenceAnswered.Record(audit, router, context, name, version, served, inputHash, outcome, started, "fhir");
         return result;
     }
 

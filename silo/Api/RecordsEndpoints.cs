@@ -92,7 +92,7 @@ public static partial class RecordsEndpoints
             outcome = nameof(ErrorKind.Internal);
             result = HttpErrors.Problem(new MedServeException(ErrorKind.Internal, $"internal error while serving '{name}'"), context);
         }
-        InferenceAnswered.Record(audit, context, name, version, served, inputHash, outcome, started, "records");
+        InferenceAnswered.Record(audit, router, context, name, version, served, inputHash, outcome, started, "records");
         return result;
     }
 

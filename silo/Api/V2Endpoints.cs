@@ -113,7 +113,7 @@ public static partial class V2Endpoints
     {
         var started = Stopwatch.GetTimestamp();
         var (result, outcome, served, inputHash) = await InferCoreAsync(name, version, context, services);
-        InferenceAnswered.Record(services.Audit, context, name, version, served, inputHash, outcome, started);
+        InferenceAnswered.Record(services.Audit, services.Router, context, name, version, served, inputHash, outcome, started);
         return result;
     }
 

@@ -209,6 +209,13 @@ public sealed class ModelRouter(IGrainFactory grains, ILocalReplicas? local = nu
         public int Refreshing;
     }
 
+    /// <summary>
+    /// Whether a call for <paramref name="model"/> (and <paramref name="version"/>, null for the default) has been routed
+    /// from here: a name and version this router has resolved, so a metric may be labelled with them. A request that
+    /// fails before routing (a body that does not parse) names whatever its caller wrote.
+    /// </summary>
+    public bool HasRouted(string model, string? version) => _routes.ContainsKey((model, version));
+
     /// <summary>Forgets the cached routes of a model (after a deploy, undeploy or a replica that went away).</summary>
     public void Invalidate(string model)
     {

@@ -27,6 +27,23 @@ public sealed class MetricsTests(NodeFixture node)
     }
 
     [Fact]
+    public async Task A_request_that_fails_before_routing_makes_no_series_of_its_callers_names()
+    {
+        // Bodies that do not parse are refused before the model is looked up: the name and version in their paths are
+        // only what the caller wrote, and must not become labels (one series per made-up name would grow without end).
+        var name = $"made-up-{Guid.NewGuid():N}";
+        var version = $"v{Guid.NewGuid():N}"[..20];
+        Assert.Equal(400, (await node.PostJsonAsync($"/v2/models/{name}/infer", new { inputs = Array.Empty<object>() })).Status);
+        Assert.Equal(400, (await node.PostJsonAsync($"/v2/models/diabetes-linear/versions/{version}/infer", new { inputs = Array.Empty<object>() })).Status);
+
+        var unknown = new Regex("medserve_inference_request_duration_seconds_count\\{[^}]*model=\"\\(unknown\\)\"[^}]*outcome=\"InvalidInput\"[^}]*\\} ([0-9]+)");
+        var text = await ScrapeUntilAsync(unknown);
+        Assert.Matches(unknown, text);
+        Assert.DoesNotContain(name, text, StringComparison.Ordinal);
+        Assert.DoesNotContain(version, text, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task An_infer_request_refused_before_the_endpoint_is_counted_by_ASP_NET_Core()
     {
         using var anonymous = new HttpClient { BaseAddress = node.Http.BaseAddress };
