@@ -42,10 +42,30 @@ internal sealed class ModelGrain(
         return info;
     }
 
-    public Task<ModelInfo?> GetAsync() => Task.FromResult(state.State.Versions.Count == 0 ? null : Snapshot());
+    public Task<ModelInfo?> GetAsync()
+    {
+        ForgetIfUnknown();
+        return Task.FromResult(state.State.Versions.Count == 0 ? null : Snapshot());
+    }
 
-    public Task<ModelVersionInfo?> GetVersionAsync(string version) =>
-        Task.FromResult(state.State.Versions.GetValueOrDefault(version));
+    public Task<ModelVersionInfo?> GetVersionAsync(string version)
+    {
+        ForgetIfUnknown();
+        return Task.FromResult(state.State.Versions.GetValueOrDefault(version));
+    }
+
+    /// <summary>
+    /// Asked about a model that has no versions (any caller can name any model: a made-up name in an inference path):
+    /// the activation goes once the question is answered, instead of staying in memory for the collection age, one per
+    /// name asked about.
+    /// </summary>
+    private void ForgetIfUnknown()
+    {
+        if (state.State.Versions.Count == 0)
+        {
+            DeactivateOnIdle();
+        }
+    }
 
     public async Task DeleteVersionAsync(string version)
     {
@@ -93,7 +113,11 @@ internal sealed class ModelGrain(
         await state.WriteOrReloadAsync(DeactivateOnIdle);
     }
 
-    public Task<string?> GetDefaultVersionAsync() => Task.FromResult(DefaultVersion());
+    public Task<string?> GetDefaultVersionAsync()
+    {
+        ForgetIfUnknown();
+        return Task.FromResult(DefaultVersion());
+    }
 
     private string? DefaultVersion()
     {

@@ -48,7 +48,8 @@ public sealed class JobGrainTests(GrainClusterFixture fixture)
     private async Task<int> JobActivationsAsync()
     {
         var stats = await fixture.Client.GetGrain<IManagementGrain>(0).GetSimpleGrainStatistics();
-        return stats.Where(s => s.GrainType.EndsWith(".JobGrain", StringComparison.Ordinal)).Sum(s => s.ActivationCount);
+        // GrainType is the type's assembly-qualified name ("MedServe.Grains.Jobs.JobGrain,MedServe.Grains").
+        return stats.Where(s => s.GrainType.Split(',')[0].EndsWith(".JobGrain", StringComparison.Ordinal)).Sum(s => s.ActivationCount);
     }
 
     [Fact]
