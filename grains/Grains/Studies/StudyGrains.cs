@@ -33,7 +33,14 @@ internal sealed class StudyGrain(
         return study;
     }
 
-    public Task<StudyInfo?> GetAsync() => Task.FromResult(state.State.Study);
+    public Task<StudyInfo?> GetAsync()
+    {
+        if (state.State.Study is null)
+        {
+            DeactivateOnIdle(); // a UID nobody stored (any caller may ask about any): no activation stays for it
+        }
+        return Task.FromResult(state.State.Study);
+    }
 
     private async Task SaveAsync(StudyInfo study)
     {
@@ -68,13 +75,22 @@ internal sealed class DicomInstanceGrain(
 
     private IDataProtector Protector => protection.CreateProtector(ProtectionPurpose).CreateProtector(this.GetPrimaryKeyString());
 
+    /// <summary>
+    /// Written once and read rarely: the activation goes after each call, so a stored series (hundreds of files of up to
+    /// megabytes each) does not stay in the silo's memory for the collection age.
+    /// </summary>
     public async Task StoreAsync(byte[] part10)
     {
+        DeactivateOnIdle();
         state.State.Sealed = Protector.Protect(part10);
         await state.WriteStateAsync();
     }
 
-    public Task<byte[]?> ReadAsync() => Task.FromResult(state.State.Sealed is { } sealedBytes ? Protector.Unprotect(sealedBytes) : null);
+    public Task<byte[]?> ReadAsync()
+    {
+        DeactivateOnIdle();
+        return Task.FromResult(state.State.Sealed is { } sealedBytes ? Protector.Unprotect(sealedBytes) : null);
+    }
 }
 
 [GenerateSerializer, Alias("medserve.study-index-state")]
