@@ -170,9 +170,27 @@ internal sealed class JobGrain(
 
     public async Task<JobInfo> SubmitAsync(JobSubmission submission)
     {
+        try
+        {
+            return await SubmitCoreAsync(submission);
+        }
+        catch
+        {
+            // A refused submit (unknown model, bad items) leaves no job: nor an activation, which nothing would collect.
+            if (!record.RecordExists)
+            {
+                DeactivateOnIdle();
+            }
+            throw;
+        }
+    }
+
+    private async Task<JobInfo> SubmitCoreAsync(JobSubmission submission)
+    {
         var hash = ContentHash(submission);
         if (record.RecordExists)
         {
+            StayOnlyWhileRunning();
             return record.State.ContentHash == hash
                 ? Info() // a retry of the same submit
                 : throw MedServeException.Conflict("a job with that id exists already with other content; submit under another id", "id");
@@ -334,9 +352,9 @@ internal sealed class JobGrain(
 
     public async Task ReportAsync(long delivery, int[] indexes, JobItemResult[] answers, JobRetry? retryLater = null)
     {
-        if (!record.RecordExists || record.State.State != JobState.Running)
+        if (StayOnlyWhileRunning())
         {
-            return; // cancelled or deleted meanwhile
+            return; // cancelled, deleted or completed meanwhile: a late answer
         }
         _open.Remove(delivery);
         for (var k = 0; k < answers.Length && k < indexes.Length; k++)
@@ -367,12 +385,13 @@ internal sealed class JobGrain(
             _open[delivery] = (open.Items, Stopwatch.GetTimestamp());
             return Task.FromResult(true);
         }
+        StayOnlyWhileRunning(); // a worker renewing a delivery of a job that ended (or was deleted) meanwhile
         return Task.FromResult(false);
     }
 
     public async Task ResumeAsync()
     {
-        if (!record.RecordExists || record.State.State != JobState.Running)
+        if (StayOnlyWhileRunning())
         {
             return;
         }
@@ -774,8 +793,24 @@ internal sealed class JobGrain(
     {
         if (!record.RecordExists)
         {
+            DeactivateOnIdle();
             throw MedServeException.NotFound("no such job");
         }
+    }
+
+    /// <summary>
+    /// Job grains are never collected when idle (<see cref="CollectionAgeLimitAttribute"/>: a running job must keep
+    /// feeding its items), so a call that finds no job, or one that has ended (a worker's late answer or renewal, a
+    /// retried submit), lets the activation go itself. True when the job is not running.
+    /// </summary>
+    private bool StayOnlyWhileRunning()
+    {
+        if (record.RecordExists && record.State.State == JobState.Running)
+        {
+            return false;
+        }
+        DeactivateOnIdle();
+        return true;
     }
 
     /// <summary>Keeps (time, answered) samples of the last ten seconds, for the rate and the ETA.</summary>

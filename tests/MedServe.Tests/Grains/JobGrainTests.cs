@@ -45,6 +45,35 @@ public sealed class JobGrainTests(GrainClusterFixture fixture)
         throw new Xunit.Sdk.XunitException($"job {id} did not end");
     }
 
+    [Fact]
+    public async Task Refused_submits_and_late_calls_leave_no_job_activation()
+    {
+        // Job grains are never collected when idle (a running job keeps feeding its items): every call that finds no
+        // running job must let its activation go, or each made-up id or refused submit stays in memory for good.
+        await fixture.Client.GetGrain<IManagementGrain>(0).ForceActivationCollection(TimeSpan.Zero);
+        var before = await JobActivationsAsync();
+
+        var unknownModel = await Assert.ThrowsAsync<MedServeException>(() =>
+            fixture.Client.GetGrain<IJobGrain>($"refused-{Guid.NewGuid():N}").SubmitAsync(Rows(3) with { Model = $"made-up-{Guid.NewGuid():N}" }));
+        Assert.Equal(ErrorKind.NotFound, unknownModel.Kind);
+        var empty = await Assert.ThrowsAsync<MedServeException>(() =>
+            fixture.Client.GetGrain<IJobGrain>($"refused-{Guid.NewGuid():N}").SubmitAsync(Rows(0)));
+        Assert.Equal(ErrorKind.InvalidInput, empty.Kind);
+        // A worker's late renewal, answer or resume for a job that is not there (ended and deleted meanwhile).
+        Assert.False(await fixture.Client.GetGrain<IJobGrain>($"late-{Guid.NewGuid():N}").RenewAsync(1));
+        await fixture.Client.GetGrain<IJobGrain>($"late-{Guid.NewGuid():N}").ReportAsync(1, [0], [new JobItemResult("r0", null, "late")]);
+        await fixture.Client.GetGrain<IJobGrain>($"late-{Guid.NewGuid():N}").ResumeAsync();
+        await Assert.ThrowsAsync<MedServeException>(() => fixture.Client.GetGrain<IJobGrain>($"late-{Guid.NewGuid():N}").CancelAsync());
+
+        // Deactivation follows each answer: wait for it (at most five seconds).
+        for (var i = 0; i < 50 && await JobActivationsAsync() > before; i++)
+        {
+            await Task.Delay(100);
+        }
+        var now = await JobActivationsAsync();
+        Assert.True(now <= before, $"{now - before} job activation(s) stayed");
+    }
+
     private async Task<int> JobActivationsAsync()
     {
         var stats = await fixture.Client.GetGrain<IManagementGrain>(0).GetSimpleGrainStatistics();
