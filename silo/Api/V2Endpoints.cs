@@ -202,13 +202,13 @@ public static partial class V2Endpoints
         catch (Exception e) when (e is TimeoutException or OrleansException)
         {
             // The cluster could not answer in time (a silo went away, a call timed out): retryable.
-            InferFailed(logger, e.GetType().Name, name);
+            InferFailed(logger, e.GetType().Name, Logged(router, name, version));
             return (Error(MedServeException.NotReady($"the cluster could not serve '{name}' just now ({e.GetType().Name}); retry")), nameof(ErrorKind.NotReady), null, inputHash);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
             // Never echo the exception: it may carry input values. Log its type and frames only.
-            InferFailed(logger, ErrorShape.Of(e), name);
+            InferFailed(logger, ErrorShape.Of(e), Logged(router, name, version));
             return (Error(new MedServeException(ErrorKind.Internal, $"internal error while serving '{name}'")), nameof(ErrorKind.Internal), null, inputHash);
         }
         finally
@@ -274,6 +274,9 @@ public static partial class V2Endpoints
         buffer.AsSpan(0, Math.Min(length, buffer.Length)).Clear();
         ArrayPool<byte>.Shared.Return(buffer);
     }
+
+    /// <summary>A model name for the log: only one that has been routed; a path's name is whatever its caller wrote.</summary>
+    private static string Logged(ModelRouter router, string name, string? version) => router.HasRouted(name, version) ? name : "(unknown)";
 
     [LoggerMessage(3001, LogLevel.Error, "Infer on {Model} failed with {ExceptionType}")]
     private static partial void InferFailed(ILogger logger, string exceptionType, string model);

@@ -125,8 +125,12 @@ public sealed class TraceRedaction : BaseProcessor<Activity>
     /// <summary>Orleans 10's attributes that hold a grain id (<c>type/key</c>): kept with the key hashed.</summary>
     private static readonly string[] OrleansGrainIds = ["orleans.rpc.target_id", "orleans.rpc.source_id", "orleans.grain.id"];
 
-    /// <summary>Grain types whose keys are operator-chosen names (models, versions, replica slots), kept in clear.</summary>
-    private static readonly HashSet<string> NamedGrainTypes = new(StringComparer.Ordinal) { "replica", "deployment", "model", "catalog" };
+    /// <summary>
+    /// Grain types whose keys are operator-chosen names (versions, replica slots) that exist before they are called, kept
+    /// in clear. Not model grains: the router asks a model grain about a name before it knows the model exists, so its
+    /// key may be whatever a caller wrote in a path.
+    /// </summary>
+    private static readonly HashSet<string> NamedGrainTypes = new(StringComparer.Ordinal) { "replica", "deployment", "catalog" };
 
     public override void OnStart(Activity data)
     {
