@@ -53,8 +53,18 @@ public sealed partial class AuditWriter(IGrainFactory grains, TimeProvider clock
     /// digest, the front end's outcome (<c>success</c> is recorded as <c>ok</c>) and which front end (<paramref name="detail"/>).
     /// </summary>
     public void RecordInference(HttpContext context, string model, string? version, in InputDigest input, string outcome, string? detail = null) =>
-        Enqueue(new Pending(null, new InferenceNote(clock.GetUtcNow(), context.User.KeyIdOf(), ModelNames.IsValidName(model) ? Shared(model) : "(unknown)",
-            version is null ? null : Shared(version), input, outcome == "success" ? "ok" : Shared(outcome), detail)));
+        Enqueue(new Pending(null, new InferenceNote(clock.GetUtcNow(), context.User.KeyIdOf(), ModelOf(model)!, VersionOf(version), input,
+            outcome == "success" ? "ok" : Shared(outcome), detail)));
+
+    /// <summary>
+    /// A model name or version as the trail keeps it: as given when it is a valid one (a short plain name), else
+    /// <c>(unknown)</c>. A path segment or a body field is whatever its caller wrote, and the trail is kept for good
+    /// (its records are chained: free text in one could not be taken out).
+    /// </summary>
+    private string? ModelOf(string? model) => model is null ? null : ModelNames.IsValidName(model) ? Shared(model) : "(unknown)";
+
+    /// <inheritdoc cref="ModelOf"/>
+    private string? VersionOf(string? version) => version is null ? null : ModelNames.IsValidVersion(version) ? Shared(version) : "(unknown)";
 
     private void Enqueue(in Pending pending)
     {
@@ -103,8 +113,8 @@ public sealed partial class AuditWriter(IGrainFactory grains, TimeProvider clock
             At = clock.GetUtcNow(),
             Actor = context.User.KeyIdOf(),
             Action = action,
-            Model = model,
-            Version = version,
+            Model = ModelOf(model),
+            Version = VersionOf(version),
             InputSha256 = inputSha256,
             Outcome = outcome,
             Detail = detail,

@@ -58,6 +58,11 @@ public sealed class AuditTests : IAsyncLifetime
         {
             Assert.Equal(400, (int)bad.StatusCode);
         }
+        // A version in the path is whatever the caller wrote: the trail keeps it only when it is a valid version.
+        using (var junk = await _http.PostAsync("/v2/models/diabetes-linear/versions/Jane%20Doe%201970/infer", new StringContent(body, Encoding.UTF8, "application/json")))
+        {
+            Assert.Equal(404, (int)junk.StatusCode);
+        }
         await NodeFixture.SuccessJsonAsync(_http.PutAsJsonAsync("/api/deployments/diabetes-linear/1?wait=true", new { replicas = 1 }));
         var created = await NodeFixture.SuccessJsonAsync(_http.PostAsJsonAsync("/api/keys", new { name = "auditor", role = "admin" }));
         var auditorKey = created["key"]!.GetValue<string>();
@@ -66,7 +71,8 @@ public sealed class AuditTests : IAsyncLifetime
         var lines = (await _http.GetStringAsync("/api/audit?format=jsonl")).Split('\n', StringSplitOptions.RemoveEmptyEntries);
         var records = lines.Select(l => JsonNode.Parse(l)!).ToArray();
         var infers = records.Where(r => r["event"]!["action"]!.GetValue<string>() == AuditActions.Infer).ToArray();
-        Assert.Equal(2, infers.Length);
+        Assert.Equal(3, infers.Length);
+        Assert.Equal("(unknown)", infers[2]["event"]!["version"]!.GetValue<string>());
         Assert.Equal(AuditChain.InputHash(Encoding.UTF8.GetBytes(body)), infers[0]["event"]!["input_sha256"]!.GetValue<string>());
         Assert.Equal("admin-env", infers[0]["event"]!["actor"]!.GetValue<string>());
         Assert.Equal("1", infers[0]["event"]!["version"]!.GetValue<string>());
@@ -77,6 +83,7 @@ public sealed class AuditTests : IAsyncLifetime
         var all = string.Join("\n", lines);
         Assert.DoesNotContain("61.424242", all, StringComparison.Ordinal);
         Assert.DoesNotContain("73.737373", all, StringComparison.Ordinal);
+        Assert.DoesNotContain("Jane", all, StringComparison.Ordinal);
         Assert.DoesNotContain(auditorKey, all, StringComparison.Ordinal);
 
         var verified = await NodeFixture.SuccessJsonAsync(_http.GetAsync("/api/audit/verify"));
