@@ -12,8 +12,13 @@ public sealed class ArtifactState
 internal sealed class ArtifactGrain(
     [PersistentState("artifact", StorageNames.State)] IPersistentState<ArtifactState> state) : Grain, IArtifactGrain
 {
+    /// <summary>
+    /// Stored once and read when a silo first loads the version: the activation goes after each call, so a model's bytes
+    /// (up to hundreds of megabytes) do not stay in the silo's memory for the collection age.
+    /// </summary>
     public async Task PutAsync(byte[] bytes)
     {
+        DeactivateOnIdle();
         if (ArtifactStore.Hash(bytes) != this.GetPrimaryKeyString())
         {
             throw MedServeException.Invalid("artifact bytes do not match their SHA-256 key", "sha256");
@@ -25,5 +30,9 @@ internal sealed class ArtifactGrain(
         }
     }
 
-    public Task<byte[]?> GetAsync() => Task.FromResult(state.State.Bytes);
+    public Task<byte[]?> GetAsync()
+    {
+        DeactivateOnIdle();
+        return Task.FromResult(state.State.Bytes);
+    }
 }

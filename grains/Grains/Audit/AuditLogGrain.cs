@@ -94,5 +94,12 @@ internal sealed class AuditChunkGrain(
         }
     }
 
-    public Task<AuditRecord[]> ReadAsync() => Task.FromResult(chunk.State.Records.ToArray());
+    public Task<AuditRecord[]> ReadAsync()
+    {
+        if (chunk.State.Records.Count >= AuditLogGrain.ChunkSize)
+        {
+            DeactivateOnIdle(); // a full chunk read to page through or verify the trail leaves memory again at once
+        }
+        return Task.FromResult(chunk.State.Records.ToArray());
+    }
 }

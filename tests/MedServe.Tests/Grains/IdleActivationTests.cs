@@ -52,6 +52,19 @@ public sealed class IdleActivationTests(GrainClusterFixture fixture)
         Assert.Equal(file, await fixture.Client.GetGrain<IDicomInstanceGrain>(uids[3]).ReadAsync());
     }
 
+    [Fact]
+    public async Task A_shared_artifact_leaves_memory_after_it_is_stored_and_after_it_is_read()
+    {
+        var before = await ActivationsAsync("ArtifactGrain");
+        var bytes = new byte[1 << 20];
+        Random.Shared.NextBytes(bytes);
+        var artifact = fixture.Client.GetGrain<IArtifactGrain>(MedServe.Inference.Packages.ArtifactStore.Hash(bytes));
+        await artifact.PutAsync(bytes);
+        await AssertBackToAsync("ArtifactGrain", before);
+        Assert.Equal(bytes, await artifact.GetAsync());
+        await AssertBackToAsync("ArtifactGrain", before);
+    }
+
     /// <summary>Deactivation follows the answer: waits for the count to fall back (at most five seconds).</summary>
     private async Task AssertBackToAsync(string type, int before)
     {
