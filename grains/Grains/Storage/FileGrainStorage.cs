@@ -21,8 +21,19 @@ public sealed class FileGrainStorage(string root) : IGrainStorage
     /// </summary>
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, (long Etag, long Length, DateTime Written)> _etags = new(StringComparer.Ordinal);
 
+    /// <summary>
+    /// Entries kept at most: one per state file touched (every job's chunks and result parts among them), so the map
+    /// would otherwise grow for the life of the process. Forgetting is safe: an ETag not here is read from its file.
+    /// </summary>
+    private const int MaxRemembered = 100_000;
+
     private void Remember(string path, long etag)
     {
+        // Counted only when adding a path not seen yet (ConcurrentDictionary.Count takes every lock).
+        if (!_etags.ContainsKey(path) && _etags.Count >= MaxRemembered)
+        {
+            _etags.Clear();
+        }
         var info = new FileInfo(path);
         _etags[path] = (etag, info.Length, info.LastWriteTimeUtc);
     }
