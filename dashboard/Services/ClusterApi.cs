@@ -283,15 +283,20 @@ public sealed class ClusterApi(IGrainFactory grains, ModelRouter router, Authent
     public async Task<AuditRecord[]> SearchAuditAsync(string? actor, string? action, string? model, int max)
     {
         await RequireAsync(Permissions.Admin);
-        var found = new List<AuditRecord>();
-        await foreach (var r in Management.AuditEndpoints.ReadAllAsync(grains))
+        // From the newest back, stopping at max: the trail (every inference) is not read whole for one page of it.
+        var found = new List<AuditRecord>(Math.Clamp(max, 0, 1024));
+        await foreach (var r in Management.AuditEndpoints.ReadNewestFirstAsync(grains))
         {
+            if (found.Count >= max)
+            {
+                break;
+            }
             if ((string.IsNullOrEmpty(actor) || r.Event.Actor == actor) && (string.IsNullOrEmpty(action) || r.Event.Action == action) && (string.IsNullOrEmpty(model) || r.Event.Model == model))
             {
                 found.Add(r);
             }
         }
-        return [.. found.AsEnumerable().Reverse().Take(max)];
+        return [.. found];
     }
 
     /// <summary>Walks the hash chain (admin): null when it holds, else the first bad record.</summary>
@@ -301,10 +306,11 @@ public sealed class ClusterApi(IGrainFactory grains, ModelRouter router, Authent
         return await Call(() => Management.AuditEndpoints.VerifyChainAsync(grains));
     }
 
-    public async Task<JobItemResult[]> JobResultsAsync(string id)
+    /// <summary>One page of a job's results: the answered items among positions <paramref name="offset"/> to offset + count - 1.</summary>
+    public async Task<JobItemResult[]> JobResultsAsync(string id, int offset, int count)
     {
         var job = await OwnJobAsync(id);
-        return await Call(() => job.GetResultsAsync());
+        return await Call(() => job.GetResultsAsync(offset, count));
     }
 
     public Task<SiloInfo[]> ListSilosAsync() => Call(() => grains.GetGrain<IClusterInfoGrain>(0).ListSilosAsync());

@@ -95,6 +95,10 @@ public sealed class WebAppTests(NodeFixture node) : IAsyncLifetime
         await Expect(page.Locator("#job-answered")).ToContainTextAsync("143 of 143");
         await Expect(page.Locator("#results-table tbody tr")).ToHaveCountAsync(25);
         await BrowserSession.ScreenshotAsync(page, "06-job");
+        // Pages are read from the job one at a time: the next one holds items 26 to 50.
+        await page.Locator("#results-table").GetByRole(AriaRole.Button, new() { Name = "Next page" }).ClickAsync();
+        await Expect(page.Locator("#results-table tbody tr").First.Locator("td").First).ToHaveTextAsync("26");
+        await Expect(page.Locator("#results-table")).ToContainTextAsync("26-50 of 143");
         var download = await page.RunAndWaitForDownloadAsync(() => page.Locator("#download-csv").ClickAsync());
         var lines = await File.ReadAllLinesAsync((await download.PathAsync())!);
         Assert.Equal(144, lines.Length);
