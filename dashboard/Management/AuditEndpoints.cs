@@ -48,6 +48,22 @@ public static class AuditEndpoints
         }
     }
 
+    /// <summary>Every record, newest first, read a page at a time from the head back.</summary>
+    public static async IAsyncEnumerable<AuditRecord> ReadNewestFirstAsync(IGrainFactory grains)
+    {
+        var log = grains.GetGrain<IAuditLogGrain>(0);
+        var (count, _) = await log.HeadAsync();
+        for (var end = count; end >= 1; end -= Page)
+        {
+            var from = Math.Max(1, end - Page + 1);
+            var page = await log.ReadAsync(from, (int)(end - from + 1));
+            for (var i = page.Length - 1; i >= 0; i--)
+            {
+                yield return page[i];
+            }
+        }
+    }
+
     /// <summary>Walks the whole trail against its head: the record count and the first problem, or null when the chain holds.</summary>
     public static async Task<(long Records, string? Problem)> VerifyChainAsync(IGrainFactory grains)
     {

@@ -121,15 +121,22 @@ public sealed class AuditTests : IAsyncLifetime
         var trail = _app.Services.GetRequiredService<IGrainFactory>().GetGrain<IAuditLogGrain>(0);
         var (before, _) = await trail.HeadAsync();
         var at = DateTimeOffset.UnixEpoch;
-        foreach (var size in new[] { 700, 400, 100 })
+        foreach (var size in new[] { 700, 400, 100, 2000, 2000 })
         {
             await trail.AppendAsync([.. Enumerable.Range(0, size).Select(i => new AuditEvent { At = at.AddSeconds(i), Actor = "k", Action = AuditActions.Infer, InputSha256 = $"h{i}" })]);
         }
         var (count, last) = await trail.HeadAsync();
-        Assert.Equal(before + 1200, count);
+        Assert.Equal(before + 5200, count);
         var records = await trail.ReadAsync(1, (int)count);
         Assert.Equal(count, records.Length);
         Assert.Null(AuditChain.Verify(records, count, last));
+        // Newest first (the web app's search), over more than one page of the trail: every record once, in reverse.
+        var seqs = new List<long>();
+        await foreach (var r in MedServe.Dashboard.Management.AuditEndpoints.ReadNewestFirstAsync(_app.Services.GetRequiredService<IGrainFactory>()))
+        {
+            seqs.Add(r.Seq);
+        }
+        Assert.Equal(Enumerable.Range(1, (int)count).Reverse().Select(i => (long)i), seqs);
 
         // Reading brought the full chunks back into memory; they leave again (only the chunk being appended to stays).
         var management = _app.Services.GetRequiredService<IGrainFactory>().GetGrain<IManagementGrain>(0);
