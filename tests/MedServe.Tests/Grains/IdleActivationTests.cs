@@ -65,21 +65,7 @@ public sealed class IdleActivationTests(GrainClusterFixture fixture)
         await AssertBackToAsync("ArtifactGrain", before);
     }
 
-    /// <summary>Deactivation follows the answer: waits for the count to fall back (at most five seconds).</summary>
-    private async Task AssertBackToAsync(string type, int before)
-    {
-        for (var i = 0; i < 50 && await ActivationsAsync(type) > before; i++)
-        {
-            await Task.Delay(100);
-        }
-        var now = await ActivationsAsync(type);
-        Assert.True(now <= before, $"{now - before} {type} activation(s) stayed");
-    }
+    private Task<int> ActivationsAsync(string type) => Activations.CountAsync(fixture.Client, type);
 
-    private async Task<int> ActivationsAsync(string type)
-    {
-        var stats = await fixture.Client.GetGrain<IManagementGrain>(0).GetSimpleGrainStatistics();
-        // GrainType is the type's assembly-qualified name ("MedServe.Grains.ModelGrain,MedServe.Grains").
-        return stats.Where(s => s.GrainType.Split(',')[0].EndsWith("." + type, StringComparison.Ordinal)).Sum(s => s.ActivationCount);
-    }
+    private Task AssertBackToAsync(string type, int before) => Activations.AssertBackToAsync(fixture.Client, type, before);
 }

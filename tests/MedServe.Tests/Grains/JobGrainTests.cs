@@ -65,21 +65,10 @@ public sealed class JobGrainTests(GrainClusterFixture fixture)
         await fixture.Client.GetGrain<IJobGrain>($"late-{Guid.NewGuid():N}").ResumeAsync();
         await Assert.ThrowsAsync<MedServeException>(() => fixture.Client.GetGrain<IJobGrain>($"late-{Guid.NewGuid():N}").CancelAsync());
 
-        // Deactivation follows each answer: wait for it (at most five seconds).
-        for (var i = 0; i < 50 && await JobActivationsAsync() > before; i++)
-        {
-            await Task.Delay(100);
-        }
-        var now = await JobActivationsAsync();
-        Assert.True(now <= before, $"{now - before} job activation(s) stayed");
+        await Activations.AssertBackToAsync(fixture.Client, "JobGrain", before);
     }
 
-    private async Task<int> JobActivationsAsync()
-    {
-        var stats = await fixture.Client.GetGrain<IManagementGrain>(0).GetSimpleGrainStatistics();
-        // GrainType is the type's assembly-qualified name ("MedServe.Grains.Jobs.JobGrain,MedServe.Grains").
-        return stats.Where(s => s.GrainType.Split(',')[0].EndsWith(".JobGrain", StringComparison.Ordinal)).Sum(s => s.ActivationCount);
-    }
+    private Task<int> JobActivationsAsync() => Activations.CountAsync(fixture.Client, "JobGrain");
 
     [Fact]
     public async Task An_ended_jobs_deliveries_leave_the_silos_stream_cache()
