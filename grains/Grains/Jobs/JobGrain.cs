@@ -801,7 +801,9 @@ internal sealed class JobGrain(
     /// <summary>
     /// Job grains are never collected when idle (<see cref="CollectionAgeLimitAttribute"/>: a running job must keep
     /// feeding its items), so a call that finds no job, or one that has ended (a worker's late answer or renewal, a
-    /// retried submit), lets the activation go itself. True when the job is not running.
+    /// retried submit), lets the activation go itself, once such calls have stopped for <see cref="LeaveAfter"/>: a
+    /// cancelled job's open deliveries answer in a burst, and going after each would bounce the rest between
+    /// activations (Orleans forwards a message at most twice, then refuses it). True when the job is not running.
     /// </summary>
     private bool StayOnlyWhileRunning()
     {
@@ -809,9 +811,23 @@ internal sealed class JobGrain(
         {
             return false;
         }
-        DeactivateOnIdle();
+        if (_leaving is null)
+        {
+            _leaving = this.RegisterGrainTimer(() =>
+            {
+                DeactivateOnIdle();
+                return Task.CompletedTask;
+            }, LeaveAfter, Timeout.InfiniteTimeSpan);
+        }
+        else
+        {
+            _leaving.Change(LeaveAfter, Timeout.InfiniteTimeSpan);
+        }
         return true;
     }
+
+    private static readonly TimeSpan LeaveAfter = TimeSpan.FromSeconds(2);
+    private IGrainTimer? _leaving;
 
     /// <summary>Keeps (time, answered) samples of the last ten seconds, for the rate and the ETA.</summary>
     private long SampleRate()
