@@ -13,12 +13,16 @@ internal sealed class ArtifactGrain(
     [PersistentState("artifact", StorageNames.State)] IPersistentState<ArtifactState> state) : Grain, IArtifactGrain
 {
     /// <summary>
-    /// Stored once and read when a silo first loads the version: the activation goes after each call, so a model's bytes
-    /// (up to hundreds of megabytes) do not stay in the silo's memory for the collection age.
+    /// Stored once and read when a silo first loads the version: the activation goes once calls stop (several silos may
+    /// load it at once), so a model's bytes (up to hundreds of megabytes) do not stay in memory for the collection age.
     /// </summary>
+    private LeaveWhenQuiet? _leave;
+
+    private LeaveWhenQuiet Leave => _leave ??= new(this, DeactivateOnIdle, LeaveWhenQuiet.Default);
+
     public async Task PutAsync(byte[] bytes)
     {
-        DeactivateOnIdle();
+        Leave.Touch();
         if (ArtifactStore.Hash(bytes) != this.GetPrimaryKeyString())
         {
             throw MedServeException.Invalid("artifact bytes do not match their SHA-256 key", "sha256");
@@ -32,7 +36,7 @@ internal sealed class ArtifactGrain(
 
     public Task<byte[]?> GetAsync()
     {
-        DeactivateOnIdle();
+        Leave.Touch();
         return Task.FromResult(state.State.Bytes);
     }
 }

@@ -56,16 +56,18 @@ internal sealed class ModelGrain(
 
     /// <summary>
     /// Asked about a model that has no versions (any caller can name any model: a made-up name in an inference path):
-    /// the activation goes once the question is answered, instead of staying in memory for the collection age, one per
-    /// name asked about.
+    /// the activation goes once such questions stop, instead of staying in memory for the collection age, one per name
+    /// asked about.
     /// </summary>
     private void ForgetIfUnknown()
     {
         if (state.State.Versions.Count == 0)
         {
-            DeactivateOnIdle();
+            (_leave ??= new(this, DeactivateOnIdle, LeaveWhenQuiet.Default)).Touch();
         }
     }
+
+    private LeaveWhenQuiet? _leave;
 
     public async Task DeleteVersionAsync(string version)
     {

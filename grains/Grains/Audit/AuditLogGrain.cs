@@ -94,11 +94,14 @@ internal sealed class AuditChunkGrain(
         }
     }
 
+    private LeaveWhenQuiet? _leave;
+
     public Task<AuditRecord[]> ReadAsync()
     {
         if (chunk.State.Records.Count >= AuditLogGrain.ChunkSize)
         {
-            DeactivateOnIdle(); // a full chunk read to page through or verify the trail leaves memory again at once
+            // A full chunk read to page through or verify the trail leaves memory again once reads stop.
+            (_leave ??= new(this, DeactivateOnIdle, LeaveWhenQuiet.Default)).Touch();
         }
         return Task.FromResult(chunk.State.Records.ToArray());
     }

@@ -179,7 +179,7 @@ internal sealed class JobGrain(
             // A refused submit (unknown model, bad items) leaves no job: nor an activation, which nothing would collect.
             if (!record.RecordExists)
             {
-                DeactivateOnIdle();
+                Leave.Touch();
             }
             throw;
         }
@@ -793,7 +793,7 @@ internal sealed class JobGrain(
     {
         if (!record.RecordExists)
         {
-            DeactivateOnIdle();
+            Leave.Touch();
             throw MedServeException.NotFound("no such job");
         }
     }
@@ -801,9 +801,8 @@ internal sealed class JobGrain(
     /// <summary>
     /// Job grains are never collected when idle (<see cref="CollectionAgeLimitAttribute"/>: a running job must keep
     /// feeding its items), so a call that finds no job, or one that has ended (a worker's late answer or renewal, a
-    /// retried submit), lets the activation go itself, once such calls have stopped for <see cref="LeaveAfter"/>: a
-    /// cancelled job's open deliveries answer in a burst, and going after each would bounce the rest between
-    /// activations (Orleans forwards a message at most twice, then refuses it). True when the job is not running.
+    /// retried submit), lets the activation go itself once such calls stop (<see cref="LeaveWhenQuiet"/>: a cancelled
+    /// job's open deliveries answer in a burst). True when the job is not running.
     /// </summary>
     private bool StayOnlyWhileRunning()
     {
@@ -811,23 +810,13 @@ internal sealed class JobGrain(
         {
             return false;
         }
-        if (_leaving is null)
-        {
-            _leaving = this.RegisterGrainTimer(() =>
-            {
-                DeactivateOnIdle();
-                return Task.CompletedTask;
-            }, LeaveAfter, Timeout.InfiniteTimeSpan);
-        }
-        else
-        {
-            _leaving.Change(LeaveAfter, Timeout.InfiniteTimeSpan);
-        }
+        Leave.Touch();
         return true;
     }
 
-    private static readonly TimeSpan LeaveAfter = TimeSpan.FromSeconds(2);
-    private IGrainTimer? _leaving;
+    private LeaveWhenQuiet? _leave;
+
+    private LeaveWhenQuiet Leave => _leave ??= new(this, DeactivateOnIdle, LeaveWhenQuiet.Default);
 
     /// <summary>Keeps (time, answered) samples of the last ten seconds, for the rate and the ETA.</summary>
     private long SampleRate()

@@ -33,11 +33,14 @@ internal sealed class StudyGrain(
         return study;
     }
 
+    private LeaveWhenQuiet? _leave;
+
     public Task<StudyInfo?> GetAsync()
     {
         if (state.State.Study is null)
         {
-            DeactivateOnIdle(); // a UID nobody stored (any caller may ask about any): no activation stays for it
+            // A UID nobody stored (any caller may ask about any): no activation stays for it.
+            (_leave ??= new(this, DeactivateOnIdle, LeaveWhenQuiet.Default)).Touch();
         }
         return Task.FromResult(state.State.Study);
     }
@@ -76,19 +79,23 @@ internal sealed class DicomInstanceGrain(
     private IDataProtector Protector => protection.CreateProtector(ProtectionPurpose).CreateProtector(this.GetPrimaryKeyString());
 
     /// <summary>
-    /// Written once and read rarely: the activation goes after each call, so a stored series (hundreds of files of up to
+    /// Written once and read rarely: the activation goes once calls stop, so a stored series (hundreds of files of up to
     /// megabytes each) does not stay in the silo's memory for the collection age.
     /// </summary>
+    private LeaveWhenQuiet Leave => _leave ??= new(this, DeactivateOnIdle, LeaveWhenQuiet.Default);
+
+    private LeaveWhenQuiet? _leave;
+
     public async Task StoreAsync(byte[] part10)
     {
-        DeactivateOnIdle();
+        Leave.Touch();
         state.State.Sealed = Protector.Protect(part10);
         await state.WriteStateAsync();
     }
 
     public Task<byte[]?> ReadAsync()
     {
-        DeactivateOnIdle();
+        Leave.Touch();
         return Task.FromResult(state.State.Sealed is { } sealedBytes ? Protector.Unprotect(sealedBytes) : null);
     }
 }
