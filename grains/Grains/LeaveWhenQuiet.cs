@@ -6,7 +6,9 @@ namespace MedServe.Grains;
 /// calls in bursts: going after the first call of a burst would bounce the rest between activations, and Orleans forwards
 /// a message at most twice before it refuses it (several silos loading one artifact, a cancelled job's late answers).
 /// </summary>
-internal sealed class LeaveWhenQuiet(IGrainBase grain, Action deactivateOnIdle, TimeSpan after)
+/// <param name="holdsNothing">Asked when the wait ends: a grain that has come to hold something meanwhile (a job submitted
+/// under the id just asked about, a study stored under the UID) stays.</param>
+internal sealed class LeaveWhenQuiet(IGrainBase grain, Action deactivateOnIdle, TimeSpan after, Func<bool>? holdsNothing = null)
 {
     /// <summary>How long a grain that holds nothing stays after its last call.</summary>
     public static readonly TimeSpan Default = TimeSpan.FromSeconds(2);
@@ -20,7 +22,10 @@ internal sealed class LeaveWhenQuiet(IGrainBase grain, Action deactivateOnIdle, 
         {
             _timer = grain.RegisterGrainTimer(() =>
             {
-                deactivateOnIdle();
+                if (holdsNothing?.Invoke() ?? true)
+                {
+                    deactivateOnIdle();
+                }
                 return Task.CompletedTask;
             }, after, Timeout.InfiniteTimeSpan);
         }

@@ -816,7 +816,8 @@ internal sealed class JobGrain(
 
     private LeaveWhenQuiet? _leave;
 
-    private LeaveWhenQuiet Leave => _leave ??= new(this, DeactivateOnIdle, LeaveWhenQuiet.Default);
+    private LeaveWhenQuiet Leave => _leave ??= new(this, DeactivateOnIdle, LeaveWhenQuiet.Default,
+        () => !record.RecordExists || record.State.State != JobState.Running);
 
     /// <summary>Keeps (time, answered) samples of the last ten seconds, for the rate and the ETA.</summary>
     private long SampleRate()

@@ -40,7 +40,7 @@ internal sealed class StudyGrain(
         if (state.State.Study is null)
         {
             // A UID nobody stored (any caller may ask about any): no activation stays for it.
-            (_leave ??= new(this, DeactivateOnIdle, LeaveWhenQuiet.Default)).Touch();
+            (_leave ??= new(this, DeactivateOnIdle, LeaveWhenQuiet.Default, () => state.State.Study is null)).Touch();
         }
         return Task.FromResult(state.State.Study);
     }
