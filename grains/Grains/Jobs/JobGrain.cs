@@ -153,7 +153,7 @@ internal sealed class JobGrain(
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
         _nextDelivery = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() << 16; // unique across activations
-        if (record.RecordExists && record.State.State == JobState.Running)
+        if (Running)
         {
             await LoadAnsweredAsync();
             Start();
@@ -262,7 +262,7 @@ internal sealed class JobGrain(
 
     public Task<JobInfo?> GetAsync()
     {
-        if (!record.RecordExists || record.State.State != JobState.Running)
+        if (!Running)
         {
             DeactivateOnIdle(); // an ended (or unknown) job holds no memory between questions
         }
@@ -806,7 +806,7 @@ internal sealed class JobGrain(
     /// </summary>
     private bool StayOnlyWhileRunning()
     {
-        if (record.RecordExists && record.State.State == JobState.Running)
+        if (Running)
         {
             return false;
         }
@@ -816,8 +816,10 @@ internal sealed class JobGrain(
 
     private LeaveWhenQuiet? _leave;
 
-    private LeaveWhenQuiet Leave => _leave ??= new(this, DeactivateOnIdle, LeaveWhenQuiet.Default,
-        () => !record.RecordExists || record.State.State != JobState.Running);
+    private LeaveWhenQuiet Leave => _leave ??= new(this, DeactivateOnIdle, LeaveWhenQuiet.Default, () => !Running);
+
+    /// <summary>A job exists here and is running (feeding and taking answers).</summary>
+    private bool Running => record.RecordExists && record.State.State == JobState.Running;
 
     /// <summary>Keeps (time, answered) samples of the last ten seconds, for the rate and the ETA.</summary>
     private long SampleRate()
